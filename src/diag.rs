@@ -1,0 +1,189 @@
+//! Diagnostics about manifest files, and their three renderings: a terminal, JSON for tools,
+//! and GitHub workflow annotations for pull requests.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::manifest::Pos;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One finding about the manifest repo, located by a repo-relative path and a position.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Diagnostic {
+    /// Repo-relative, `/`-separated.
+    pub path: String,
+    /// `None` for findings about the repo as a whole (e.g. no partner at all).
+    pub pos: Option<Pos>,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn error(path: impl Into<String>, pos: Pos, message: impl Into<String>) -> Self {
+        Self::at(Severity::Error, path, Some(pos), message)
+    }
+
+    pub fn warning(path: impl Into<String>, pos: Pos, message: impl Into<String>) -> Self {
+        Self::at(Severity::Warning, path, Some(pos), message)
+    }
+
+    pub fn at(
+        severity: Severity,
+        path: impl Into<String>,
+        pos: Option<Pos>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            path: path.into(),
+            pos: pos.filter(|p| p.line > 0),
+            severity,
+            message: message.into(),
+        }
+    }
+
+    /// `path:line:col`, or just the path when there is no position.
+    pub fn location(&self) -> String {
+        match self.pos {
+            Some(p) => format!("{}:{}:{}", self.path, p.line, p.col),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// Sorted, deduplicated findings; the order is stable so CI output diffs cleanly.
+#[derive(Debug, Clone, Default)]
+pub struct Diagnostics(Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.0.push(d);
+    }
+
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.0.extend(other.0);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.0.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    pub fn count(&self, severity: Severity) -> usize {
+        self.0.iter().filter(|d| d.severity == severity).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sorts by file, position, severity and message, and drops exact repeats.
+    pub fn finish(mut self) -> Self {
+        self.0.sort();
+        self.0.dedup();
+        self
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.0.iter()
+    }
+
+    /// Text for a person: `path:line:col: error: message`, the line itself and a caret.
+    /// Source lines are read back from `root` only here, at the edge.
+    pub fn render_text(&self, root: &Path) -> String {
+        let mut out = String::new();
+        let mut cache: Option<(String, Vec<String>)> = None;
+        for d in &self.0 {
+            let _ = writeln!(
+                out,
+                "{}: {}: {}",
+                d.location(),
+                severity_word(d.severity),
+                d.message
+            );
+            let Some(pos) = d.pos else { continue };
+            if cache.as_ref().is_none_or(|(p, _)| *p != d.path) {
+                let text = std::fs::read_to_string(root.join(&d.path)).unwrap_or_default();
+                cache = Some((d.path.clone(), text.lines().map(str::to_owned).collect()));
+            }
+            let lines = &cache.as_ref().expect("filled above").1;
+            if let Some(line) = lines.get(pos.line as usize - 1) {
+                let number = pos.line.to_string();
+                let pad = " ".repeat(number.len());
+                let caret = " ".repeat(pos.col.saturating_sub(1) as usize);
+                let _ = writeln!(out, "{pad} |\n{number} | {line}\n{pad} | {caret}^");
+            }
+        }
+        out
+    }
+
+    /// The documented, stable JSON shape of `berth validate --format json`.
+    pub fn render_json(&self) -> serde_json::Value {
+        let items: Vec<_> = self
+            .0
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "severity": d.severity,
+                    "path": d.path,
+                    "line": d.pos.map(|p| p.line),
+                    "column": d.pos.map(|p| p.col),
+                    "message": d.message,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "valid": !self.has_errors(),
+            "errors": self.count(Severity::Error),
+            "warnings": self.count(Severity::Warning),
+            "diagnostics": items,
+        })
+    }
+
+    /// GitHub workflow commands; `prefix` is the repo's path inside the checked-out workspace.
+    pub fn render_github(&self, prefix: &str) -> String {
+        let mut out = String::new();
+        for d in &self.0 {
+            let file = if prefix.is_empty() {
+                d.path.clone()
+            } else {
+                format!("{}/{}", prefix.trim_end_matches('/'), d.path)
+            };
+            let mut props = format!("file={}", escape_property(&file));
+            if let Some(p) = d.pos {
+                let _ = write!(props, ",line={},col={}", p.line, p.col);
+            }
+            let _ = writeln!(
+                out,
+                "::{} {}::{}",
+                severity_word(d.severity),
+                props,
+                escape_data(&d.message)
+            );
+        }
+        out
+    }
+}
+
+fn severity_word(s: Severity) -> &'static str {
+    match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
+
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}

@@ -1,0 +1,6 @@
+//! berth keeps the container hosts of a federation in the state that a git repository of
+//! YAML manifests declares. See `design.md` for the contract this crate implements.
+
+pub mod cli;
+pub mod diag;
+pub mod manifest;

@@ -1,0 +1,400 @@
+//! Semantic checks on a parsed repo. Every finding is collected, none stops the others,
+//! and each points at the value it is about.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use semver::VersionReq;
+
+use super::syntax::*;
+use super::{API_VERSION, Container, Doc, Fleet, Partner, Pos, Repo, Script, Source, Sp, Window};
+use crate::diag::{Diagnostic, Diagnostics};
+
+struct Checker<'a> {
+    path: &'a str,
+    out: &'a mut Diagnostics,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.out.push(Diagnostic::error(self.path, pos, message));
+    }
+
+    fn warning(&mut self, pos: Pos, message: impl Into<String>) {
+        self.out.push(Diagnostic::warning(self.path, pos, message));
+    }
+
+    /// Reports a format error from one of the `syntax` parsers at the value's position.
+    fn format<T, V>(&mut self, value: &Sp<V>, result: Result<T, String>) -> Option<T> {
+        result.map_err(|m| self.error(value.pos, m)).ok()
+    }
+
+    fn header(&mut self, api_version: &Sp<String>, kind: &Sp<String>, want: &str) {
+        if api_version.value != API_VERSION {
+            self.error(
+                api_version.pos,
+                format!(
+                    "apiVersion must be `{API_VERSION}`, not `{}`",
+                    api_version.value
+                ),
+            );
+        }
+        if kind.value != want {
+            self.error(
+                kind.pos,
+                format!("kind must be `{want}` in this file, not `{}`", kind.value),
+            );
+        }
+    }
+
+    fn name(&mut self, name: &Sp<String>, stem: &str) {
+        if !is_name(name) {
+            self.error(
+                name.pos,
+                format!(
+                    "invalid name `{}`: use 1-63 lowercase letters, digits and `-`, starting and ending with a letter or digit",
+                    name.value
+                ),
+            );
+        } else if name.value != stem {
+            self.error(
+                name.pos,
+                format!(
+                    "name `{}` does not match the file name `{stem}.yaml`",
+                    name.value
+                ),
+            );
+        }
+    }
+
+    fn timezone(&mut self, tz: &Sp<String>) {
+        if jiff::tz::TimeZone::get(tz).is_err() {
+            self.error(
+                tz.pos,
+                format!(
+                    "unknown time zone `{}`: use an IANA name such as `Africa/Nairobi`",
+                    tz.value
+                ),
+            );
+        }
+    }
+
+    fn windows(&mut self, windows: &[Window]) {
+        for w in windows {
+            if w.days.is_empty() {
+                self.error(w.days.pos, "a window needs at least one day");
+            }
+            let mut seen = BTreeSet::new();
+            for d in w.days.iter() {
+                if self.format(d, parse_weekday(d)).is_some() && !seen.insert(d.value.as_str()) {
+                    self.error(d.pos, format!("day `{}` is listed twice", d.value));
+                }
+            }
+            let start = self.format(&w.start, parse_clock(&w.start, false));
+            let end = self.format(&w.end, parse_clock(&w.end, true));
+            if start.is_some() && start == end {
+                self.error(w.end.pos, "the window is empty: end equals start");
+            }
+        }
+    }
+
+    fn duration(&mut self, d: &Option<Sp<String>>) {
+        if let Some(d) = d {
+            self.format(d, parse_duration(d));
+        }
+    }
+
+    fn env(&mut self, env: &BTreeMap<String, Sp<String>>) {
+        for (key, value) in env {
+            if is_secret_key(key) {
+                self.error(
+                    value.pos,
+                    format!(
+                        "`{key}` names a secret: secrets never live in the repo; put it in an env file on the host and list it in the partner's `env_files`"
+                    ),
+                );
+            }
+            let key_ok =
+                !key.is_empty() && !key.contains('=') && !key.contains(char::is_whitespace);
+            if !key_ok {
+                self.error(
+                    value.pos,
+                    format!("invalid environment variable name `{key}`"),
+                );
+            }
+        }
+    }
+}
+
+/// Runs every semantic check; parse failures were reported by the loader already.
+pub fn check(repo: &Repo, broken_scripts: &BTreeSet<String>, out: &mut Diagnostics) {
+    if let Some(fleet) = &repo.fleet {
+        check_fleet(fleet, out);
+    }
+    let fleet_registry = repo.fleet.as_ref().and_then(|f| f.doc.registry.as_ref());
+    for (stem, doc) in &repo.scripts {
+        check_script(stem, doc, fleet_registry, out);
+    }
+    let mut used = BTreeSet::new();
+    for (stem, doc) in &repo.partners {
+        check_partner(stem, doc, repo, broken_scripts, out);
+        used.extend(doc.doc.scripts.iter().map(|o| o.script.value.as_str()));
+    }
+    for (stem, doc) in &repo.scripts {
+        if !used.contains(stem.as_str()) {
+            out.push(Diagnostic::warning(
+                &doc.path,
+                doc.doc.name.pos,
+                format!("no partner runs script `{stem}`"),
+            ));
+        }
+    }
+}
+
+fn check_fleet(doc: &Doc<Fleet>, out: &mut Diagnostics) {
+    let mut c = Checker {
+        path: &doc.path,
+        out,
+    };
+    let f = &doc.doc;
+    c.header(&f.api_version, &f.kind, "Fleet");
+    if let Some(r) = &f.registry {
+        c.format(r, check_registry_host(r));
+    }
+    if let Some(tz) = &f.timezone {
+        c.timezone(tz);
+    }
+    if let Some(w) = &f.windows {
+        c.windows(w);
+    }
+}
+
+fn check_script(
+    stem: &str,
+    doc: &Doc<Script>,
+    fleet_registry: Option<&Sp<String>>,
+    out: &mut Diagnostics,
+) {
+    let mut c = Checker {
+        path: &doc.path,
+        out,
+    };
+    let s = &doc.doc;
+    c.header(&s.api_version, &s.kind, "Script");
+    c.name(&s.name, stem);
+
+    let image = &s.image;
+    match (image.source.value, &image.registry) {
+        (Source::Local, Some(r)) => {
+            c.error(r.pos, "`local` images come from the engine's own store and take no registry");
+        }
+        (Source::Local, None) => {}
+        (Source::Oci, Some(r)) => {
+            c.format(r, check_registry_host(r));
+        }
+        (Source::Ecr, Some(r)) => {
+            c.format(r, parse_ecr_host(r));
+        }
+        (Source::Oci, None) if fleet_registry.is_some() => {}
+        (Source::Ecr, None) => match fleet_registry {
+            Some(r) if parse_ecr_host(r).is_ok() => {}
+            Some(r) => c.error(
+                image.source.pos,
+                format!(
+                    "`ecr` needs an ECR registry; the fleet default `{}` is not one: set image.registry",
+                    r.value
+                ),
+            ),
+            None => c.error(
+                image.source.pos,
+                "`ecr` needs a registry (<account>.dkr.ecr.<region>.amazonaws.com): set image.registry or fleet.yaml's registry",
+            ),
+        },
+        (Source::Oci, None) => c.error(
+            image.source.pos,
+            "`oci` needs a registry: set image.registry or fleet.yaml's registry",
+        ),
+    }
+    c.format(&image.repository, check_repository(&image.repository));
+    if image.insecure && image.source.value != Source::Oci {
+        c.error(
+            image.source.pos,
+            "`insecure` applies only to `oci` registries",
+        );
+    }
+    if let Some(v) = &s.versions {
+        c.format(
+            v,
+            VersionReq::parse(v).map_err(|e| format!("invalid version range `{}`: {e}", v.value)),
+        );
+    }
+    check_container(&mut c, &s.container);
+    if let Some(h) = &s.health {
+        if let Some(u) = &h.http {
+            c.format(u, check_http_url(u));
+        }
+        c.duration(&h.timeout);
+    }
+}
+
+fn check_container(c: &mut Checker, k: &Container) {
+    if let Some(cmd) = &k.command
+        && cmd.is_empty()
+    {
+        c.error(Pos::default(), "`command` must not be empty");
+    }
+    c.env(&k.env);
+    for p in &k.ports {
+        c.format(p, parse_port(p));
+    }
+    for v in &k.volumes {
+        c.format(v, check_volume(v));
+    }
+    if let Some(n) = &k.network {
+        let ok = !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            c.error(
+                n.pos,
+                format!(
+                    "invalid network `{}`: use host, none, bridge or a network name",
+                    n.value
+                ),
+            );
+        }
+    }
+    c.duration(&k.stop_timeout);
+    if let Some(m) = &k.memory {
+        c.format(m, parse_memory(m));
+    }
+    if let Some(cpus) = &k.cpus
+        && !(cpus.value > 0.0 && cpus.value <= 1024.0)
+    {
+        c.error(
+            cpus.pos,
+            format!("invalid cpus `{}`: expected a number above 0", cpus.value),
+        );
+    }
+    if let Some(u) = &k.user {
+        c.format(u, check_user(u));
+    }
+    if let Some(p) = &k.privileged
+        && p.value
+    {
+        c.error(p.pos, "privileged containers are not allowed in berth/v1");
+    }
+    for ns in [&k.pid, &k.ipc].into_iter().flatten() {
+        c.error(
+            ns.pos,
+            "sharing the host's PID or IPC namespace is not allowed in berth/v1",
+        );
+    }
+    if let Some(caps) = &k.cap_add
+        && !caps.is_empty()
+    {
+        c.error(caps.pos, "adding capabilities is not allowed in berth/v1");
+    }
+}
+
+fn check_partner(
+    stem: &str,
+    doc: &Doc<Partner>,
+    repo: &Repo,
+    broken_scripts: &BTreeSet<String>,
+    out: &mut Diagnostics,
+) {
+    let mut c = Checker {
+        path: &doc.path,
+        out,
+    };
+    let p = &doc.doc;
+    c.header(&p.api_version, &p.kind, "Partner");
+    c.name(&p.name, stem);
+    if let Some(tz) = &p.timezone {
+        c.timezone(tz);
+    }
+    match &p.windows {
+        Some(w) => c.windows(w),
+        None if repo.fleet.as_ref().is_some_and(|f| f.doc.windows.is_some()) => {}
+        None => c.warning(
+            p.name.pos,
+            "no update windows here or in fleet.yaml: berth will never update this host automatically",
+        ),
+    }
+    for b in &p.blackouts {
+        let from = c.format(&b.from, parse_date(&b.from));
+        let to = c.format(&b.to, parse_date(&b.to));
+        if let (Some(from), Some(to)) = (from, to)
+            && to < from
+        {
+            c.error(
+                b.to.pos,
+                format!("blackout ends ({to}) before it starts ({from})"),
+            );
+        }
+    }
+    if let Some(idle) = &p.idle {
+        c.format(&idle.url, check_http_url(&idle.url));
+        c.format(&idle.pointer, check_json_pointer(&idle.pointer));
+        c.duration(&idle.timeout);
+    }
+    let mut first_line: BTreeMap<&str, u32> = BTreeMap::new();
+    for o in &p.scripts {
+        if let Some(line) = first_line.get(o.script.as_str()) {
+            c.error(
+                o.script.pos,
+                format!(
+                    "script `{}` is opted into twice (first on line {line})",
+                    o.script.value
+                ),
+            );
+            continue;
+        }
+        first_line.insert(&o.script, o.script.pos.line);
+        let script = repo.scripts.get(o.script.as_str());
+        if script.is_none() && !broken_scripts.contains(o.script.as_str()) {
+            c.error(
+                o.script.pos,
+                format!(
+                    "unknown script `{}`: there is no scripts/{}.yaml",
+                    o.script.value, o.script.value
+                ),
+            );
+        }
+        if let Some(v) = &o.versions {
+            let parsed = VersionReq::parse(v)
+                .map_err(|e| format!("invalid version range `{}`: {e}", v.value));
+            if let (Some(req), Some(script)) = (c.format(v, parsed), script) {
+                let own = script.doc.versions.as_ref();
+                if let Some(own_req) = own.and_then(|r| VersionReq::parse(r).ok())
+                    && !super::range::can_intersect(&req, &own_req)
+                {
+                    c.error(
+                        v.pos,
+                        format!(
+                            "no version can satisfy both `{}` and script `{}`'s range `{}`",
+                            v.value,
+                            o.script.value,
+                            own.map(|r| r.value.as_str()).unwrap_or_default()
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(r) = &o.repository {
+            c.format(r, check_repository(r));
+        }
+        c.env(&o.env);
+        for f in &o.env_files {
+            if !f.starts_with('/') {
+                c.error(
+                    f.pos,
+                    format!(
+                        "env file `{}` must be an absolute path on the host",
+                        f.value
+                    ),
+                );
+            }
+        }
+    }
+}

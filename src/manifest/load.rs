@@ -1,0 +1,298 @@
+//! Reading a manifest repo from disk: which files count, the limits that keep a hostile
+//! repo from exhausting the host (size, symlinks, alias expansion), and YAML parsing with
+//! every node's position kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::de::DeserializeOwned;
+
+use super::{Doc, Fleet, Partner, Pos, Repo, Script};
+use crate::diag::{Diagnostic, Diagnostics};
+
+/// Manifests larger than this are refused before they are read.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Why a repo could not be read at all (as opposed to being read and found wrong).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}: not a directory")]
+    NotADirectory(PathBuf),
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A repo as read, with everything found wrong while reading it.
+pub struct Loaded {
+    pub repo: Repo,
+    pub diagnostics: Diagnostics,
+    /// Stems of files that exist but could not be parsed, so references to them are not
+    /// reported a second time as unknown.
+    pub broken_scripts: BTreeSet<String>,
+}
+
+/// Reads every manifest under `root`. Files that are wrong become diagnostics; only a
+/// repo that cannot be listed at all is an error.
+pub fn load(root: &Path) -> Result<Loaded, LoadError> {
+    let io = |source| LoadError::Io {
+        path: root.to_owned(),
+        source,
+    };
+    if !fs::metadata(root).map_err(io)?.is_dir() {
+        return Err(LoadError::NotADirectory(root.to_owned()));
+    }
+    let canonical = root.canonicalize().map_err(io)?;
+    let reader = Reader {
+        root,
+        canonical: &canonical,
+    };
+    let mut diagnostics = Diagnostics::default();
+
+    let fleet = match fs::symlink_metadata(root.join("fleet.yaml")) {
+        Ok(_) => reader
+            .read_doc::<Fleet>("fleet.yaml")
+            .map_err(|d| diagnostics.push(d))
+            .ok(),
+        Err(_) => None,
+    };
+
+    let partner_files = reader.list("partners", &mut diagnostics)?;
+    let script_files = reader.list("scripts", &mut diagnostics)?;
+    let (partner_docs, script_docs) = std::thread::scope(|s| {
+        let partners = s.spawn(|| reader.read_all::<Partner>(&partner_files));
+        let scripts = reader.read_all::<Script>(&script_files);
+        (partners.join().expect("parser thread"), scripts)
+    });
+
+    let mut partners = BTreeMap::new();
+    for (stem, result) in partner_docs {
+        match result {
+            Ok(doc) => {
+                partners.insert(stem, doc);
+            }
+            Err(d) => diagnostics.push(d),
+        }
+    }
+    let mut scripts = BTreeMap::new();
+    let mut broken_scripts = BTreeSet::new();
+    for (stem, result) in script_docs {
+        match result {
+            Ok(doc) => {
+                scripts.insert(stem, doc);
+            }
+            Err(d) => {
+                diagnostics.push(d);
+                broken_scripts.insert(stem);
+            }
+        }
+    }
+    if partner_files.is_empty() {
+        diagnostics.push(Diagnostic::at(
+            crate::diag::Severity::Error,
+            "partners/",
+            None,
+            "the repo declares no partner: add partners/<name>.yaml",
+        ));
+    }
+    Ok(Loaded {
+        repo: Repo {
+            root: root.to_owned(),
+            fleet,
+            partners,
+            scripts,
+        },
+        diagnostics,
+        broken_scripts,
+    })
+}
+
+/// A manifest file to read: its repo-relative path and its stem.
+struct Entry {
+    rel: String,
+    stem: String,
+}
+
+struct Reader<'a> {
+    root: &'a Path,
+    canonical: &'a Path,
+}
+
+impl Reader<'_> {
+    /// The `.yaml` files of one directory, sorted; anything else there is reported.
+    fn list(&self, dir: &str, diags: &mut Diagnostics) -> Result<Vec<Entry>, LoadError> {
+        let path = self.root.join(dir);
+        if fs::symlink_metadata(&path).is_err() {
+            return Ok(Vec::new());
+        }
+        if let Err(d) = self.inside(dir) {
+            diags.push(d);
+            return Ok(Vec::new());
+        }
+        let io = |source| LoadError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut names: Vec<String> = fs::read_dir(&path)
+            .map_err(io)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        names.sort();
+        let mut entries = Vec::new();
+        for name in names {
+            let rel = format!("{dir}/{name}");
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Some(stem) = name.strip_suffix(".yaml") {
+                entries.push(Entry {
+                    stem: stem.to_owned(),
+                    rel,
+                });
+            } else if name.ends_with(".yml") {
+                diags.push(Diagnostic::at(
+                    crate::diag::Severity::Error,
+                    rel,
+                    None,
+                    "manifest files end in .yaml: rename this file",
+                ));
+            } else {
+                diags.push(Diagnostic::at(
+                    crate::diag::Severity::Warning,
+                    rel,
+                    None,
+                    "not a .yaml file: ignored",
+                ));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Parses files on this thread, taking the next unclaimed one each time, so two
+    /// threads share a directory's work whatever the files' sizes.
+    fn read_all<T: DeserializeOwned + Send>(
+        &self,
+        entries: &[Entry],
+    ) -> Vec<(String, Result<Doc<T>, Diagnostic>)> {
+        let next = AtomicUsize::new(0);
+        let work = || {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(e) = entries.get(i) else { break };
+                out.push((i, e.stem.clone(), self.read_doc::<T>(&e.rel)));
+            }
+            out
+        };
+        let mut all = std::thread::scope(|s| {
+            let other = s.spawn(work);
+            let mut mine = work();
+            mine.extend(other.join().expect("parser thread"));
+            mine
+        });
+        all.sort_by_key(|(i, _, _)| *i);
+        all.into_iter().map(|(_, stem, r)| (stem, r)).collect()
+    }
+
+    /// A symlink must resolve inside the repo.
+    fn inside(&self, rel: &str) -> Result<(), Diagnostic> {
+        let path = self.root.join(rel);
+        let is_link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            return Ok(());
+        }
+        match path.canonicalize() {
+            Ok(target) if target.starts_with(self.canonical) => Ok(()),
+            Ok(target) => Err(file_error(
+                rel,
+                format!(
+                    "symlink leads out of the repo (to {}): refused",
+                    target.display()
+                ),
+            )),
+            Err(_) => Err(file_error(rel, "dangling symlink: refused")),
+        }
+    }
+
+    fn read_doc<T: DeserializeOwned>(&self, rel: &str) -> Result<Doc<T>, Diagnostic> {
+        self.inside(rel)?;
+        let path = self.root.join(rel);
+        let cannot = |e: std::io::Error| file_error(rel, format!("cannot read: {e}"));
+        let file = fs::File::open(&path).map_err(cannot)?;
+        let size = file.metadata().map_err(cannot)?.len();
+        if size > MAX_FILE_BYTES {
+            return Err(file_error(
+                rel,
+                format!("file is {size} bytes; manifests are limited to 1 MiB: refused"),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(file_error(rel, "file grew past 1 MiB while read: refused"));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            Diagnostic::error(rel, position_of(&e.into_bytes()[..at]), "not valid UTF-8")
+        })?;
+        let doc =
+            parse::<T>(&text).map_err(|(pos, message)| Diagnostic::error(rel, pos, message))?;
+        Ok(Doc {
+            path: rel.to_owned(),
+            doc,
+        })
+    }
+}
+
+fn file_error(rel: &str, message: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(rel, Pos { line: 1, col: 1 }, message)
+}
+
+/// Line and column just past `prefix`.
+fn position_of(prefix: &[u8]) -> Pos {
+    let line = prefix.iter().filter(|b| **b == b'\n').count() + 1;
+    let col = prefix.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    Pos {
+        line: line as u32,
+        col: col as u32,
+    }
+}
+
+/// Parses one YAML document with a budget that stops alias-expansion bombs early.
+pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, (Pos, String)> {
+    let mut options = serde_saphyr::Options::default();
+    let budget = options.budget.get_or_insert_with(Default::default);
+    budget.max_aliases = 1_000;
+    budget.max_events = 2_000_000;
+    options.alias_limits.max_total_replayed_events = 100_000;
+    options.with_snippet = false;
+    serde_saphyr::from_str_with_options::<T>(text, options).map_err(|e| {
+        let pos = e
+            .location()
+            .map(|l| Pos {
+                line: l.line() as u32,
+                col: l.column() as u32,
+            })
+            .unwrap_or_default();
+        (pos, clean_message(&e.to_string(), pos))
+    })
+}
+
+/// The parser appends the position to its message; the diagnostic carries it already.
+fn clean_message(message: &str, pos: Pos) -> String {
+    let message = message.trim();
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    let prefix = format!("line {} column {}: ", pos.line, pos.col);
+    let message = message.strip_prefix(&prefix).unwrap_or(message);
+    let suffix = format!(" at line {}, column {}", pos.line, pos.col);
+    message.strip_suffix(&suffix).unwrap_or(message).to_owned()
+}

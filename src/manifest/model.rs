@@ -1,0 +1,283 @@
+//! The v1 manifest documents exactly as design.md §2 fixes them. Unknown fields are
+//! rejected by serde; everything a later check may complain about is kept with its position.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::span::Sp;
+
+/// The `apiVersion` every document must carry.
+pub const API_VERSION: &str = "berth/v1";
+
+/// `fleet.yaml`: defaults that partners and scripts inherit.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "berth Fleet", description = "fleet.yaml: fleet-wide defaults")]
+pub struct Fleet {
+    #[serde(rename = "apiVersion")]
+    #[schemars(schema_with = "schema::api_version")]
+    pub api_version: Sp<String>,
+    #[schemars(schema_with = "schema::kind_fleet")]
+    pub kind: Sp<String>,
+    /// Default registry host for `oci` and `ecr` scripts that name none.
+    #[serde(default)]
+    pub registry: Option<Sp<String>>,
+    /// Default IANA time zone for partners that name none.
+    #[serde(default)]
+    pub timezone: Option<Sp<String>>,
+    /// Default update windows for partners that declare none.
+    #[serde(default)]
+    pub windows: Option<Vec<Window>>,
+}
+
+/// `partners/<name>.yaml`: one organisation's host, its windows, idle gate and opt-ins.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "berth Partner",
+    description = "partners/<name>.yaml: one partner host"
+)]
+pub struct Partner {
+    #[serde(rename = "apiVersion")]
+    #[schemars(schema_with = "schema::api_version")]
+    pub api_version: Sp<String>,
+    #[schemars(schema_with = "schema::kind_partner")]
+    pub kind: Sp<String>,
+    #[schemars(schema_with = "schema::name")]
+    pub name: Sp<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// IANA zone the windows are read in; defaults to the fleet's, then UTC.
+    #[serde(default)]
+    pub timezone: Option<Sp<String>>,
+    /// When updates may run; none at all means never automatically.
+    #[serde(default)]
+    pub windows: Option<Vec<Window>>,
+    /// Inclusive date ranges when nothing may change.
+    #[serde(default)]
+    pub blackouts: Vec<Blackout>,
+    /// Gate that must report idle before a running container is stopped.
+    #[serde(default)]
+    pub idle: Option<Idle>,
+    /// The scripts this partner runs.
+    #[serde(default)]
+    pub scripts: Vec<OptIn>,
+}
+
+/// A weekly window in the partner's zone.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Weekdays the window starts on: mon..sun.
+    #[schemars(schema_with = "schema::weekdays")]
+    pub days: Sp<Vec<Sp<String>>>,
+    /// `HH:MM` local start.
+    #[schemars(schema_with = "schema::clock")]
+    pub start: Sp<String>,
+    /// `HH:MM` local end; before `start` crosses midnight; `24:00` is the end of the day.
+    #[schemars(schema_with = "schema::clock")]
+    pub end: Sp<String>,
+}
+
+/// Inclusive dates (in the partner's zone) when no step may run.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Blackout {
+    #[schemars(schema_with = "schema::date")]
+    pub from: Sp<String>,
+    #[schemars(schema_with = "schema::date")]
+    pub to: Sp<String>,
+}
+
+/// The partner service's own word on whether it may be interrupted.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Idle {
+    /// `http` or `https` URL answering JSON.
+    pub url: Sp<String>,
+    /// RFC 6901 JSON pointer into the answer.
+    pub pointer: Sp<String>,
+    /// The text the pointed-at value must equal (numbers and booleans compare as written).
+    pub equals: Sp<String>,
+    /// How long to wait for the answer, e.g. `2s`.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::duration")]
+    pub timeout: Option<Sp<String>>,
+}
+
+/// One script a partner opts into.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptIn {
+    #[schemars(schema_with = "schema::name")]
+    pub script: Sp<String>,
+    /// Semver requirement that narrows the script's own range.
+    #[serde(default)]
+    pub versions: Option<Sp<String>>,
+    /// A per-partner build of the script, in the same registry.
+    #[serde(default)]
+    pub repository: Option<Sp<String>>,
+    /// Extra environment; secret-looking keys are refused here.
+    #[serde(default)]
+    pub env: BTreeMap<String, Sp<String>>,
+    /// Absolute paths of env files on the host, for secrets.
+    #[serde(default)]
+    pub env_files: Vec<Sp<String>>,
+}
+
+/// `scripts/<name>.yaml`: an analysis script published as semver-tagged images.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "berth Script",
+    description = "scripts/<name>.yaml: one analysis script"
+)]
+pub struct Script {
+    #[serde(rename = "apiVersion")]
+    #[schemars(schema_with = "schema::api_version")]
+    pub api_version: Sp<String>,
+    #[schemars(schema_with = "schema::kind_script")]
+    pub kind: Sp<String>,
+    #[schemars(schema_with = "schema::name")]
+    pub name: Sp<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub pathogens: Vec<String>,
+    pub image: Image,
+    /// Semver requirement over the repository's tags; defaults to any release.
+    #[serde(default)]
+    pub versions: Option<Sp<String>>,
+    /// Whether pre-release tags may be chosen.
+    #[serde(default)]
+    pub prerelease: bool,
+    #[serde(default)]
+    pub container: Container,
+    #[serde(default)]
+    pub health: Option<Health>,
+}
+
+/// Where a script's images come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Any registry speaking the OCI distribution API.
+    Oci,
+    /// Amazon ECR.
+    Ecr,
+    /// The engine's own image store, for hosts that receive images by `docker load`.
+    Local,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub source: Sp<Source>,
+    /// `host[:port]`; for ECR `<account>.dkr.ecr.<region>.amazonaws.com`; omitted for `local`.
+    #[serde(default)]
+    pub registry: Option<Sp<String>>,
+    pub repository: Sp<String>,
+    /// Allow plain HTTP to a registry that is not on loopback.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// How the container runs. Privileged mode, host PID/IPC and added capabilities are
+/// parsed only so that they can be refused with a clear message.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, Sp<String>>,
+    /// `[ip:]host:container[/proto]` or `container[/proto]`.
+    #[serde(default)]
+    pub ports: Vec<Sp<String>>,
+    /// `/host/path:/container/path[:ro|rw]` or `volume:/container/path[:ro|rw]`.
+    #[serde(default)]
+    pub volumes: Vec<Sp<String>>,
+    /// `host`, `none`, `bridge` or a network name.
+    #[serde(default)]
+    pub network: Option<Sp<String>>,
+    /// Run an init as PID 1 so SIGTERM reaches the service; default true.
+    #[serde(default)]
+    pub init: Option<bool>,
+    #[serde(default)]
+    #[schemars(schema_with = "schema::duration")]
+    pub stop_timeout: Option<Sp<String>>,
+    /// Bytes with an optional `k`, `m` or `g` suffix.
+    #[serde(default)]
+    pub memory: Option<Sp<String>>,
+    #[serde(default)]
+    pub cpus: Option<Sp<f64>>,
+    #[serde(default)]
+    pub read_only: bool,
+    /// `uid[:gid]` or `name[:group]`.
+    #[serde(default)]
+    pub user: Option<Sp<String>>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub privileged: Option<Sp<bool>>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub pid: Option<Sp<String>>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub ipc: Option<Sp<String>>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub cap_add: Option<Sp<Vec<String>>>,
+}
+
+/// How berth decides a new container works before it removes the old one.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// URL that must answer 2xx.
+    #[serde(default)]
+    pub http: Option<Sp<String>>,
+    /// How long the new container has to pass, e.g. `60s`.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::duration")]
+    pub timeout: Option<Sp<String>>,
+}
+
+/// String formats the checks enforce, so editors flag mistakes before `berth validate` does.
+mod schema {
+    use schemars::{Schema, SchemaGenerator, json_schema};
+
+    pub fn api_version(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "const": super::API_VERSION })
+    }
+    pub fn kind_fleet(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "const": "Fleet" })
+    }
+    pub fn kind_partner(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "const": "Partner" })
+    }
+    pub fn kind_script(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "const": "Script" })
+    }
+    pub fn name(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" })
+    }
+    pub fn weekdays(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "array",
+            "minItems": 1,
+            "items": { "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] }
+        })
+    }
+    pub fn clock(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$" })
+    }
+    pub fn date(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "format": "date" })
+    }
+    pub fn duration(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$" })
+    }
+}
