@@ -57,6 +57,10 @@ fn comparator_interval(c: &Comparator) -> Interval {
             Some(inc(v(maj, 0, 0, &none))),
             Some(exc(v(maj + 1, 0, 0, &none))),
         ),
+        // Versions are discrete: above x.y.z, the least release is x.y.(z+1).
+        (Op::Greater, Some(mi), Some(pa)) if pre.is_empty() => {
+            (Some(inc(v(maj, mi, pa + 1, &none))), None)
+        }
         (Op::Greater, Some(mi), Some(pa)) => (Some(exc(exact(mi, pa))), None),
         (Op::Greater, Some(mi), None) => (Some(inc(v(maj, mi + 1, 0, &none))), None),
         (Op::Greater, None, _) => (Some(inc(v(maj + 1, 0, 0, &none))), None),
@@ -131,15 +135,15 @@ fn interval(req: &VersionReq) -> Interval {
 /// True when some version satisfies both requirements (pre-release subtleties aside).
 pub fn can_intersect(a: &VersionReq, b: &VersionReq) -> bool {
     let (a, b) = (interval(a), interval(b));
-    let lower = tighter_lower(a.lower, b.lower);
-    let upper = tighter_upper(a.upper, b.upper);
-    match (lower, upper) {
-        (Some(l), Some(u)) => match l.version.cmp(&u.version) {
+    let floor = inc(Version::new(0, 0, 0));
+    let lower = tighter_lower(Some(floor), tighter_lower(a.lower, b.lower)).expect("floor");
+    match tighter_upper(a.upper, b.upper) {
+        Some(u) => match lower.version.cmp(&u.version) {
             std::cmp::Ordering::Less => true,
-            std::cmp::Ordering::Equal => l.inclusive && u.inclusive,
+            std::cmp::Ordering::Equal => lower.inclusive && u.inclusive,
             std::cmp::Ordering::Greater => false,
         },
-        _ => true,
+        None => true,
     }
 }
 
@@ -165,7 +169,9 @@ mod tests {
             ("*", "=5.0.0", true),
             (">=1, <2", "1.9.*", true),
             (">=1, <2", ">=2", false),
-            (">1.4", "1.4", false),
+            (">1.4", "=1.4", false),
+            (">1.4", "1.4", true),
+            ("<0", "*", false),
             (">1.4", "1.5", true),
             ("~1.4.2", "<1.4.2", false),
             ("=1.2.3", "=1.2.4", false),
