@@ -4,3 +4,5 @@
 pub mod cli;
 pub mod diag;
 pub mod manifest;
+pub mod plan;
+pub mod window;
