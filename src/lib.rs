@@ -1,8 +1,12 @@
 //! berth keeps the container hosts of a federation in the state that a git repository of
 //! YAML manifests declares. See `design.md` for the contract this crate implements.
 
+pub mod apply;
 pub mod cli;
 pub mod diag;
 pub mod manifest;
 pub mod plan;
+pub mod probe;
+pub mod resolve;
+pub mod runtime;
 pub mod window;

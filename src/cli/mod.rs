@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::manifest;
+use crate::plan::Overrides;
+
+mod host;
+mod render;
 
 /// Exit codes of design.md §7.
 pub mod exit {
@@ -38,6 +42,45 @@ enum Command {
         repo: PathBuf,
         #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
         format: ValidateFormat,
+    },
+    /// Show what `apply` would change on a partner's host, and why.
+    Plan {
+        #[arg(default_value = ".")]
+        repo: PathBuf,
+        #[arg(long)]
+        partner: String,
+        #[arg(long, value_enum, default_value_t = render::PlanFormat::Text)]
+        format: render::PlanFormat,
+        /// Exit 2 when changes are pending.
+        #[arg(long)]
+        exit_code: bool,
+        /// Plan as if it were this instant (RFC 3339).
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
+        #[arg(long, default_value = "/var/lib/berth")]
+        state_dir: PathBuf,
+        #[arg(long)]
+        ignore_window: bool,
+        #[arg(long)]
+        ignore_idle: bool,
+    },
+    /// Converge a partner's host to its manifests, inside its window and when idle.
+    Apply {
+        #[arg(default_value = ".")]
+        repo: PathBuf,
+        #[arg(long)]
+        partner: String,
+        /// Run steps even outside the update window or in a blackout.
+        #[arg(long)]
+        ignore_window: bool,
+        /// Run steps even when the partner's service is not idle.
+        #[arg(long)]
+        ignore_idle: bool,
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
+        /// Where the journal and failed digests are kept.
+        #[arg(long, default_value = "/var/lib/berth")]
+        state_dir: PathBuf,
     },
     /// Print the JSON Schema of a manifest kind, for editors.
     Schema {
@@ -74,12 +117,68 @@ pub fn main() -> i32 {
             };
         }
     };
+    init_logging();
     match cli.command {
         Command::Validate { repo, format } => validate(&repo, format),
+        Command::Plan {
+            repo,
+            partner,
+            format,
+            exit_code,
+            now,
+            state_dir,
+            ignore_window,
+            ignore_idle,
+        } => host::plan(
+            &host::HostArgs {
+                repo,
+                partner,
+                now,
+                state_dir,
+                overrides: Overrides {
+                    ignore_window,
+                    ignore_idle,
+                },
+            },
+            format,
+            exit_code,
+        ),
+        Command::Apply {
+            repo,
+            partner,
+            ignore_window,
+            ignore_idle,
+            now,
+            state_dir,
+        } => host::apply(&host::HostArgs {
+            repo,
+            partner,
+            now,
+            state_dir,
+            overrides: Overrides {
+                ignore_window,
+                ignore_idle,
+            },
+        }),
         Command::Schema { kind } => {
             println!("{}", schema_json(kind));
             exit::OK
         }
+    }
+}
+
+/// Logs go to stderr: text on a terminal, JSON lines otherwise; `BERTH_LOG` sets the filter.
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
     }
 }
 

@@ -1,0 +1,244 @@
+//! The state directory: a lock so two runs never overlap, the journal that lets a run
+//! interrupted at any moment be finished or rolled back, and the digests that failed health.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Held;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot use state directory {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another berth run holds {0}")]
+    Locked(PathBuf),
+    #[error("state file {path} is corrupt")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How far a replace got; each phase is on disk before the step it guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The new container is being created under the temporary name.
+    Creating,
+    /// Names and running states are being swapped; roll back if interrupted.
+    CutOver,
+    /// The new container passed health; only removing the old one remains.
+    Verified,
+}
+
+/// One replace in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub partner: String,
+    pub script: String,
+    /// The managed name both containers take turns under.
+    pub name: String,
+    pub old_id: String,
+    pub new_id: Option<String>,
+    pub phase: Phase,
+}
+
+/// An open, locked state directory.
+pub struct StateDir {
+    root: PathBuf,
+    _lock: File,
+}
+
+impl StateDir {
+    /// Creates the directory if needed and takes its lock, failing at once if held.
+    pub fn open(root: &Path) -> Result<StateDir, StateError> {
+        let io = |source| StateError::Io {
+            path: root.to_owned(),
+            source,
+        };
+        fs::create_dir_all(root.join("journal")).map_err(io)?;
+        let lock_path = root.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StateError::Locked(lock_path)),
+            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        Ok(StateDir {
+            root: root.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    fn journal_path(&self, partner: &str, script: &str) -> PathBuf {
+        self.root
+            .join("journal")
+            .join(format!("{partner}.{script}.json"))
+    }
+
+    /// Writes a journal record durably: temp file, fsync, rename, fsync of the directory.
+    pub fn write_journal(&self, record: &Record) -> Result<(), StateError> {
+        let path = self.journal_path(&record.partner, &record.script);
+        write_durably(
+            &path,
+            &serde_json::to_vec_pretty(record).expect("record serializes"),
+        )
+    }
+
+    pub fn clear_journal(&self, partner: &str, script: &str) -> Result<(), StateError> {
+        let path = self.journal_path(partner, script);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StateError::Io { path, source: e })
+            }
+            _ => sync_dir(&self.root.join("journal")),
+        }
+    }
+
+    /// The replaces of a partner that a previous run left unfinished.
+    pub fn journals(&self, partner: &str) -> Result<Vec<Record>, StateError> {
+        let dir = self.root.join("journal");
+        let io = |source| StateError::Io {
+            path: dir.clone(),
+            source,
+        };
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(|source| StateError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let record: Record =
+                serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?;
+            if record.partner == partner {
+                out.push(record);
+            }
+        }
+        out.sort_by(|a, b| a.script.cmp(&b.script));
+        Ok(out)
+    }
+
+    fn held_path(&self) -> PathBuf {
+        held_path(&self.root)
+    }
+
+    /// Digests that failed their health check.
+    pub fn held(&self) -> Result<Vec<Held>, StateError> {
+        read_held(&self.root)
+    }
+
+    /// Remembers a digest that failed health, replacing older entries for the same script.
+    pub fn hold(&self, held: Held) -> Result<(), StateError> {
+        let mut all = self.held()?;
+        all.retain(|h| !(h.partner == held.partner && h.script == held.script));
+        all.push(held);
+        all.sort();
+        write_durably(
+            &self.held_path(),
+            &serde_json::to_vec_pretty(&all).expect("held serializes"),
+        )
+    }
+}
+
+fn held_path(root: &Path) -> PathBuf {
+    root.join("failed-health.json")
+}
+
+/// The held digests, read without taking the lock (for `berth plan`, which changes nothing).
+pub fn read_held(root: &Path) -> Result<Vec<Held>, StateError> {
+    let path = held_path(root);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(StateError::Io { path, source }),
+    }
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)?;
+    sync_dir(path.parent().expect("state files live in a directory"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StateError::Io {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_exclusive_and_journal_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert!(matches!(
+            StateDir::open(dir.path()),
+            Err(StateError::Locked(_))
+        ));
+        let rec = Record {
+            partner: "p".into(),
+            script: "s".into(),
+            name: "berth-p-s".into(),
+            old_id: "old".into(),
+            new_id: None,
+            phase: Phase::Creating,
+        };
+        state.write_journal(&rec).unwrap();
+        assert_eq!(state.journals("p").unwrap(), vec![rec]);
+        assert!(state.journals("q").unwrap().is_empty());
+        state.clear_journal("p", "s").unwrap();
+        assert!(state.journals("p").unwrap().is_empty());
+        drop(state);
+        assert!(StateDir::open(dir.path()).is_ok(), "lock released on drop");
+    }
+
+    #[test]
+    fn held_keeps_the_latest_per_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let h = |d: &str| Held {
+            partner: "p".into(),
+            script: "s".into(),
+            digest: d.into(),
+            spec_hash: "h".into(),
+        };
+        state.hold(h("a")).unwrap();
+        state.hold(h("b")).unwrap();
+        assert_eq!(state.held().unwrap(), vec![h("b")]);
+    }
+}

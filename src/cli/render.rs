@@ -1,0 +1,136 @@
+//! How plans and apply reports read: text for a terminal, markdown for a pull request,
+//! JSON for tools (stable: documented in the README).
+
+use std::fmt::Write as _;
+
+use clap::ValueEnum;
+
+use crate::apply::{Outcome, StepReport};
+use crate::plan::{Gate, Plan, Step};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// `1.0.0 -> 1.1.0`, `1.0.0`, or `-`.
+fn versions(step: &Step) -> String {
+    match (&step.observed, &step.desired) {
+        (Some(o), Some(d)) if o.version != d.version => format!("{} -> {}", o.version, d.version),
+        (_, Some(d)) => d.version.clone(),
+        (Some(o), None) => o.version.clone(),
+        (None, None) => "-".into(),
+    }
+}
+
+fn gate(step: &Step) -> String {
+    match &step.gate {
+        Gate::Allowed => "allowed".into(),
+        Gate::Deferred(d) => format!("deferred({}): {}", d.name(), d.describe()),
+    }
+}
+
+pub fn plan(plan: &Plan, format: PlanFormat) -> String {
+    let mut out = String::new();
+    match format {
+        PlanFormat::Text => {
+            let _ = writeln!(
+                out,
+                "plan for {} at {} ({})",
+                plan.partner, plan.revision, plan.now
+            );
+            for s in &plan.steps {
+                let _ = writeln!(
+                    out,
+                    "  {:<8} {:<24} {:<20} {}  [{}]",
+                    s.action.as_str(),
+                    s.script,
+                    versions(s),
+                    s.reason,
+                    gate(s)
+                );
+            }
+            let changes = plan.changes().count();
+            let allowed = plan.changes().filter(|s| s.gate == Gate::Allowed).count();
+            let _ = writeln!(
+                out,
+                "{changes} change(s): {allowed} allowed, {} deferred",
+                changes - allowed
+            );
+        }
+        PlanFormat::Markdown => {
+            let _ = writeln!(out, "### `{}` at `{}`\n", plan.partner, plan.revision);
+            let _ = writeln!(out, "| step | script | version | reason | gate |");
+            let _ = writeln!(out, "|---|---|---|---|---|");
+            for s in plan.changes() {
+                let _ = writeln!(
+                    out,
+                    "| {} | `{}` | {} | {} | {} |",
+                    s.action.as_str(),
+                    s.script,
+                    versions(s),
+                    s.reason.replace('|', "\\|"),
+                    gate(s).replace('|', "\\|")
+                );
+            }
+            if plan.changes().next().is_none() {
+                let _ = writeln!(out, "| keep | - | - | in sync | - |");
+            }
+        }
+        PlanFormat::Json => {
+            let steps: Vec<_> = plan
+                .steps
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "script": s.script,
+                        "action": s.action,
+                        "reason": s.reason,
+                        "gate": s.gate,
+                        "from": s.observed.as_ref().map(|o| serde_json::json!({"version": o.version, "digest": o.digest})),
+                        "to": s.desired.as_ref().map(|d| serde_json::json!({"version": d.version, "digest": d.digest})),
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({
+                "partner": plan.partner,
+                "revision": plan.revision,
+                "now": plan.now.to_string(),
+                "changes": plan.changes().count(),
+                "steps": steps,
+            });
+            let _ = writeln!(out, "{doc:#}");
+        }
+    }
+    out
+}
+
+pub fn apply(plan: &Plan, reports: &[StepReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "apply for {} at {} ({})",
+        plan.partner, plan.revision, plan.now
+    );
+    for (s, r) in plan.steps.iter().zip(reports) {
+        let outcome = match &r.outcome {
+            Outcome::Done => "done".to_owned(),
+            Outcome::Unchanged => "in sync".to_owned(),
+            Outcome::Deferred { reason, detail } => format!("deferred({reason}): {detail}"),
+            Outcome::RolledBack { error } => format!("ROLLED BACK: {error}"),
+            Outcome::Failed { error } => format!("FAILED: {error}"),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<24} {:<20} {}  {:.2}s",
+            s.action.as_str(),
+            s.script,
+            versions(s),
+            outcome,
+            r.millis as f64 / 1000.0
+        );
+    }
+    out
+}

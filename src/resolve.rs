@@ -1,0 +1,377 @@
+//! From manifests to what should run: each opted-in script's version (semver over the
+//! repository's tags, design.md §2 "Resolution"), its digest and its container spec.
+//! Image sources sit behind [`TagSource`]; the engine's own store is the `local` source.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use semver::{Version, VersionReq};
+
+use crate::manifest::{Partner, Repo, Script, Source, syntax};
+use crate::plan::{ContainerSpec, Desired, DesiredContainer, HealthCheck, Overrides};
+use crate::runtime::{Engine, RuntimeError};
+use crate::window::Schedule;
+
+/// Where a script's images are listed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageRepo {
+    pub source: Source,
+    pub registry: Option<String>,
+    pub repository: String,
+}
+
+/// One tag of a repository and the immutable reference it points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRef {
+    pub tag: String,
+    /// `sha256:…`; for `local` images, the image id.
+    pub digest: String,
+    /// What the engine creates the container from.
+    pub image: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("listing the local images failed")]
+    Engine(#[source] RuntimeError),
+    #[error("`{0}` images are not supported by this build yet")]
+    Unsupported(&'static str),
+    #[error("no tag of {repository} satisfies {requirement}")]
+    NoMatch {
+        repository: String,
+        requirement: String,
+    },
+    #[error("cannot read env file {path}")]
+    EnvFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Lists the tags of image repositories.
+#[allow(async_fn_in_trait)] // driven on berth's own single-threaded runtime
+pub trait TagSource {
+    async fn tags(&self, repo: &ImageRepo) -> Result<Vec<TagRef>, ResolveError>;
+}
+
+/// The engine's own image store (`source: local`), for hosts fed by `docker load`.
+pub struct LocalImages<'a, E: Engine> {
+    pub engine: &'a E,
+}
+
+impl<E: Engine> TagSource for LocalImages<'_, E> {
+    async fn tags(&self, repo: &ImageRepo) -> Result<Vec<TagRef>, ResolveError> {
+        match repo.source {
+            Source::Local => Ok(self
+                .engine
+                .local_tags(&repo.repository)
+                .await
+                .map_err(ResolveError::Engine)?
+                .into_iter()
+                .map(|(tag, id)| TagRef {
+                    tag,
+                    digest: id.clone(),
+                    image: id,
+                })
+                .collect()),
+            Source::Oci => Err(ResolveError::Unsupported("oci")),
+            Source::Ecr => Err(ResolveError::Unsupported("ecr")),
+        }
+    }
+}
+
+/// A tag read as semver: a leading `v` is accepted; other non-semver tags are ignored.
+pub fn tag_version(tag: &str) -> Option<Version> {
+    Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
+}
+
+/// Whether a version is admitted by a requirement, pre-releases only when allowed. With
+/// pre-releases allowed, a pre-release counts by its release numbers (`1.5.0-rc.1`
+/// satisfies `^1.2`), which is what "allow pre-release tags" means to a person.
+fn admits(req: &VersionReq, v: &Version, prerelease: bool) -> bool {
+    if v.pre.is_empty() {
+        req.matches(v)
+    } else if prerelease {
+        let release = Version::new(v.major, v.minor, v.patch);
+        req.matches(v) || req.matches(&release)
+    } else {
+        false
+    }
+}
+
+/// The highest tag every requirement admits. Build metadata does not order: among tags of
+/// equal precedence the unprefixed one wins, then the lexically smallest.
+pub fn pick<'a>(tags: &'a [TagRef], reqs: &[&VersionReq], prerelease: bool) -> Option<&'a TagRef> {
+    tags.iter()
+        .filter_map(|t| tag_version(&t.tag).map(|v| (v, t)))
+        .filter(|(v, _)| reqs.iter().all(|r| admits(r, v, prerelease)))
+        .max_by(|(va, ta), (vb, tb)| {
+            va.cmp_precedence(vb)
+                .then_with(|| tb.tag.starts_with('v').cmp(&ta.tag.starts_with('v')))
+                .then_with(|| tb.tag.cmp(&ta.tag))
+        })
+        .map(|(_, t)| t)
+}
+
+/// Lists each repository once per pass, however many scripts use it.
+pub struct CachedTags<'a, S: TagSource> {
+    inner: &'a S,
+    cache: std::cell::RefCell<HashMap<ImageRepo, Result<Vec<TagRef>, String>>>,
+}
+
+impl<'a, S: TagSource> CachedTags<'a, S> {
+    pub fn new(inner: &'a S) -> Self {
+        CachedTags {
+            inner,
+            cache: Default::default(),
+        }
+    }
+
+    async fn tags(&self, repo: &ImageRepo) -> Result<Vec<TagRef>, String> {
+        if let Some(hit) = self.cache.borrow().get(repo) {
+            return hit.clone();
+        }
+        let got = self
+            .inner
+            .tags(repo)
+            .await
+            .map_err(|e| crate::cli::chain(&e));
+        self.cache.borrow_mut().insert(repo.clone(), got.clone());
+        got
+    }
+}
+
+/// What a partner's host should run at this revision. Scripts that cannot be resolved are
+/// listed in `unresolved`, so their containers are left as they are.
+pub async fn desired<S: TagSource>(
+    repo: &Repo,
+    partner: &Partner,
+    revision: &str,
+    tags: &CachedTags<'_, S>,
+    overrides: Overrides,
+) -> Desired {
+    let mut containers = Vec::new();
+    let mut unresolved = BTreeMap::new();
+    for opt in &partner.scripts {
+        let Some(script) = repo.scripts.get(opt.script.as_str()) else {
+            continue;
+        };
+        let script = &script.doc;
+        match desired_one(repo, opt, script, tags).await {
+            Ok(c) => containers.push(c),
+            Err(why) => {
+                unresolved.insert(opt.script.value.clone(), why);
+            }
+        }
+    }
+    Desired {
+        partner: partner.name.value.clone(),
+        revision: revision.to_owned(),
+        schedule: Schedule::from_manifest(
+            repo.timezone(partner),
+            repo.windows(partner),
+            &partner.blackouts,
+        ),
+        containers,
+        unresolved,
+        has_idle_gate: partner.idle.is_some(),
+        overrides,
+    }
+}
+
+async fn desired_one<S: TagSource>(
+    repo: &Repo,
+    opt: &crate::manifest::OptIn,
+    script: &Script,
+    tags: &CachedTags<'_, S>,
+) -> Result<DesiredContainer, String> {
+    let image = ImageRepo {
+        source: script.image.source.value,
+        registry: repo.registry(script).map(str::to_owned),
+        repository: opt
+            .repository
+            .as_ref()
+            .map_or(&script.image.repository.value, |r| &r.value)
+            .clone(),
+    };
+    let mut reqs = Vec::new();
+    for r in [script.versions.as_ref(), opt.versions.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        reqs.push(VersionReq::parse(r).map_err(|e| e.to_string())?);
+    }
+    let listed = tags.tags(&image).await?;
+    let req_refs: Vec<&VersionReq> = reqs.iter().collect();
+    let chosen = pick(&listed, &req_refs, script.prerelease).ok_or_else(|| {
+        let requirement = reqs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" and ");
+        crate::cli::chain(&ResolveError::NoMatch {
+            repository: image.repository.clone(),
+            requirement: if requirement.is_empty() {
+                "*".into()
+            } else {
+                requirement
+            },
+        })
+    })?;
+    let spec = container_spec(script, opt).map_err(|e| crate::cli::chain(&e))?;
+    let health = HealthCheck {
+        http: script
+            .health
+            .as_ref()
+            .and_then(|h| h.http.as_ref())
+            .map(|u| u.value.clone()),
+        timeout: script
+            .health
+            .as_ref()
+            .and_then(|h| h.timeout.as_ref())
+            .and_then(|t| syntax::parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(60)),
+    };
+    Ok(DesiredContainer {
+        script: script.name.value.clone(),
+        version: chosen.tag.clone(),
+        digest: chosen.digest.clone(),
+        image: chosen.image.clone(),
+        spec_hash: spec.hash(),
+        spec,
+        health,
+    })
+}
+
+/// The container spec: the script's settings, the partner's env on top, then the host's
+/// env files (read now, so a rotated secret changes the spec hash and rolls the container).
+pub fn container_spec(
+    script: &Script,
+    opt: &crate::manifest::OptIn,
+) -> Result<ContainerSpec, ResolveError> {
+    let c = &script.container;
+    let mut env: BTreeMap<String, String> = c
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
+    env.extend(opt.env.iter().map(|(k, v)| (k.clone(), v.value.clone())));
+    for file in &opt.env_files {
+        let text =
+            std::fs::read_to_string(&file.value).map_err(|source| ResolveError::EnvFile {
+                path: file.value.clone(),
+                source,
+            })?;
+        env.extend(parse_env_file(&text));
+    }
+    Ok(ContainerSpec {
+        command: c.command.clone(),
+        env,
+        ports: c.ports.iter().map(|p| p.value.clone()).collect(),
+        volumes: c.volumes.iter().map(|v| v.value.clone()).collect(),
+        network: c.network.as_ref().map(|n| n.value.clone()),
+        init: c.init.unwrap_or(true),
+        stop_timeout_secs: c
+            .stop_timeout
+            .as_ref()
+            .and_then(|t| syntax::parse_duration(t).ok())
+            .map_or(10, |d| d.as_secs()),
+        memory: c.memory.as_ref().and_then(|m| syntax::parse_memory(m).ok()),
+        nano_cpus: c.cpus.as_ref().map(|n| (n.value * 1e9) as i64),
+        read_only: c.read_only,
+        user: c.user.as_ref().map(|u| u.value.clone()),
+    })
+}
+
+/// `KEY=value` lines as `docker run --env-file` reads them; blank lines and `#` comments
+/// are skipped, and so are bare `KEY` lines (berth does not pass its own environment on).
+pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(names: &[&str]) -> Vec<TagRef> {
+        names
+            .iter()
+            .map(|t| TagRef {
+                tag: (*t).into(),
+                digest: format!("sha256:{t}"),
+                image: format!("sha256:{t}"),
+            })
+            .collect()
+    }
+
+    fn chosen(names: &[&str], reqs: &[&str], pre: bool) -> Option<String> {
+        let t = tags(names);
+        let reqs: Vec<VersionReq> = reqs.iter().map(|r| r.parse().unwrap()).collect();
+        let refs: Vec<&VersionReq> = reqs.iter().collect();
+        pick(&t, &refs, pre).map(|t| t.tag.clone())
+    }
+
+    #[test]
+    fn highest_in_both_ranges() {
+        let all = [
+            "1.2.0", "1.4.1", "1.4.3", "1.5.0", "2.0.0", "latest", "main",
+        ];
+        assert_eq!(chosen(&all, &["^1.2.0"], false).as_deref(), Some("1.5.0"));
+        assert_eq!(
+            chosen(&all, &["^1.2.0", "~1.4"], false).as_deref(),
+            Some("1.4.3")
+        );
+        assert_eq!(chosen(&all, &["^3"], false), None);
+        assert_eq!(chosen(&["latest"], &[], false), None);
+    }
+
+    #[test]
+    fn prereleases_only_when_allowed() {
+        let all = ["1.4.0", "1.5.0-rc.1"];
+        assert_eq!(chosen(&all, &["^1.2"], false).as_deref(), Some("1.4.0"));
+        assert_eq!(chosen(&all, &["^1.2"], true).as_deref(), Some("1.5.0-rc.1"));
+    }
+
+    #[test]
+    fn v_prefix_counts_and_unprefixed_wins_a_tie() {
+        assert_eq!(
+            chosen(&["v1.3.0", "1.2.0"], &["^1"], false).as_deref(),
+            Some("v1.3.0")
+        );
+        assert_eq!(
+            chosen(&["v1.3.0", "1.3.0"], &["^1"], false).as_deref(),
+            Some("1.3.0")
+        );
+        assert_eq!(
+            chosen(&["1.3.0", "v1.3.0"], &["^1"], false).as_deref(),
+            Some("1.3.0")
+        );
+    }
+
+    #[test]
+    fn build_metadata_does_not_order() {
+        assert_eq!(
+            chosen(&["1.3.0+b", "1.3.0+a"], &["^1"], false).as_deref(),
+            Some("1.3.0+a")
+        );
+        assert_eq!(
+            chosen(&["1.3.0+a", "1.3.0+b"], &["^1"], false).as_deref(),
+            Some("1.3.0+a")
+        );
+    }
+
+    #[test]
+    fn env_files() {
+        let parsed = parse_env_file("# c\n\nA=1\n  B = x=y\nBARE\n");
+        assert_eq!(
+            parsed,
+            vec![("A".into(), "1".into()), ("B".into(), " x=y".into())]
+        );
+    }
+}
