@@ -329,6 +329,19 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     for d in &desired.containers {
         let name = container_name(&desired.partner, &d.script);
         let found = by_script.get(d.script.as_str());
+        // Leftovers go first: one may hold the service's port.
+        for leftover in found.into_iter().flatten().filter(|c| c.name != name) {
+            steps.push(step(
+                &d.script,
+                Action::Remove,
+                format!(
+                    "leftover container {} from an interrupted update",
+                    leftover.name
+                ),
+                None,
+                Some(leftover),
+            ));
+        }
         let current = found
             .and_then(|v| v.iter().find(|c| c.name == name))
             .copied();
@@ -381,18 +394,6 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                     ));
                 }
             }
-        }
-        for leftover in found.into_iter().flatten().filter(|c| c.name != name) {
-            steps.push(step(
-                &d.script,
-                Action::Remove,
-                format!(
-                    "leftover container {} from an interrupted update",
-                    leftover.name
-                ),
-                None,
-                Some(leftover),
-            ));
         }
     }
 
@@ -635,8 +636,12 @@ mod tests {
             NOW_OPEN.parse().unwrap(),
         );
         let actions: Vec<_> = p.steps.iter().map(|s| s.action).collect();
-        assert_eq!(actions, vec![Action::Keep, Action::Remove]);
-        assert!(p.steps[1].reason.contains("interrupted"));
+        assert_eq!(
+            actions,
+            vec![Action::Remove, Action::Keep],
+            "leftovers first"
+        );
+        assert!(p.steps[0].reason.contains("interrupted"));
     }
 
     #[test]

@@ -63,7 +63,8 @@ pub trait Engine {
         desired: &DesiredContainer,
     ) -> Result<String, RuntimeError>;
     async fn start(&self, id: &str) -> Result<(), RuntimeError>;
-    /// Stops with the container's own `stop_timeout`, then kills.
+    /// Stops with the container's own `stop_timeout`, then kills; a container that is
+    /// already stopped or gone counts as stopped.
     async fn stop(&self, id: &str) -> Result<(), RuntimeError>;
     async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError>;
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
@@ -272,7 +273,9 @@ impl Engine for DockerEngine {
             .stop_container(id, None::<StopContainerOptions>)
             .await
         {
-            Err(e) if !is_not_modified(&e) => Err(engine(format!("stop {}", short_id(id)))(e)),
+            Err(e) if !is_not_modified(&e) && !is_not_found(&e) => {
+                Err(engine(format!("stop {}", short_id(id)))(e))
+            }
             _ => Ok(()),
         }
     }

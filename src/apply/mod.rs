@@ -68,7 +68,8 @@ fn fault_point(n: u32) {
     }
 }
 
-/// Suffixes of the names a container wears during a replace.
+/// Suffixes of the names a container wears during a replace (the new one's is followed by
+/// a per-attempt nonce).
 pub const NEXT_SUFFIX: &str = ".next";
 pub const OLD_SUFFIX: &str = ".old";
 
@@ -192,9 +193,16 @@ impl<E: Engine, P: Probe, G: CutOverGuard> Executor<'_, E, P, G> {
     /// health; then the old one goes, or comes back.
     async fn replace(&self, plan: &Plan, d: &DesiredContainer, old_id: &str) -> Outcome {
         let name = container_name(&plan.partner, &d.script);
+        // Unique per attempt: a killed run's create request can still land after the next
+        // run rolled it back, and must not block this one's name. Such a leftover is
+        // removed by a later plan.
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
         let mut record = Record {
             partner: plan.partner.clone(),
             script: d.script.clone(),
+            next_name: format!("{name}{NEXT_SUFFIX}-{nonce:x}"),
             name: name.clone(),
             old_id: old_id.to_owned(),
             new_id: None,
@@ -203,10 +211,9 @@ impl<E: Engine, P: Probe, G: CutOverGuard> Executor<'_, E, P, G> {
         let cut_over = async {
             self.state.write_journal(&record)?;
             fault_point(1);
-            let next = format!("{name}{NEXT_SUFFIX}");
             let new_id = self
                 .engine
-                .create(&next, &plan.partner, &plan.revision, d)
+                .create(&record.next_name, &plan.partner, &plan.revision, d)
                 .await?;
             fault_point(2);
             record.new_id = Some(new_id.clone());
@@ -256,7 +263,7 @@ impl<E: Engine, P: Probe, G: CutOverGuard> Executor<'_, E, P, G> {
             // Created but not yet journaled: find it by its temporary name.
             None => self
                 .engine
-                .find(&format!("{}{NEXT_SUFFIX}", record.name))
+                .find(&record.next_name)
                 .await?
                 .filter(|f| f.partner.as_deref() == Some(record.partner.as_str())),
         };

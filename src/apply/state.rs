@@ -46,6 +46,8 @@ pub struct Record {
     pub script: String,
     /// The managed name both containers take turns under.
     pub name: String,
+    /// The new container's temporary name until it takes `name`.
+    pub next_name: String,
     pub old_id: String,
     pub new_id: Option<String>,
     pub phase: Phase,
@@ -214,6 +216,7 @@ mod tests {
             partner: "p".into(),
             script: "s".into(),
             name: "berth-p-s".into(),
+            next_name: "berth-p-s.next-1".into(),
             old_id: "old".into(),
             new_id: None,
             phase: Phase::Creating,

@@ -1,0 +1,346 @@
+//! The shared test harness: the real Docker engine, test images built once, throwaway
+//! manifest repos, and a guard that removes every container a test's partner owns.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The repository test images are built into.
+pub const IMAGE_REPO: &str = "berth-test/partner-service";
+/// A version whose `/health` answers 503.
+pub const UNHEALTHY: &str = "9.0.0";
+
+/// Fails loudly when there is no engine: a test suite that silently skipped would lie.
+pub fn require_docker() {
+    static CHECK: OnceLock<()> = OnceLock::new();
+    CHECK.get_or_init(|| {
+        let ok = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "no Docker engine: these tests need one (script/test starts dockerd when it can)"
+        );
+    });
+}
+
+/// Builds the test images once per test binary (the script skips unchanged images).
+pub fn images() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        require_docker();
+        let out = Command::new(root().join("script/build-images"))
+            .args([
+                "--repo",
+                IMAGE_REPO,
+                "--health-fail",
+                UNHEALTHY,
+                "1.0.0",
+                "1.1.0",
+                "2.0.0",
+            ])
+            .output()
+            .expect("script/build-images runs");
+        assert!(
+            out.status.success(),
+            "building test images failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A partner name unique to this test run, so tests never see each other's containers.
+pub fn unique_partner(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        tag
+    )
+}
+
+/// Runs a command, returning its output; panics only if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("command starts")
+}
+
+pub fn docker(args: &[&str]) -> String {
+    let out = run(Command::new("docker").args(args));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `docker inspect -f FORMAT name`; empty when there is no such container.
+pub fn inspect(name: &str, format: &str) -> String {
+    docker(&["inspect", "-f", format, name])
+}
+
+/// Names of all containers (running or not) carrying a label value.
+pub fn containers_with(label: &str) -> Vec<String> {
+    let mut names: Vec<String> = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label={label}"),
+        "--format",
+        "{{.Names}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    names.sort();
+    names
+}
+
+/// GET a loopback URL with a short timeout: (status, body), or None if nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_millis(500),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split(' ').nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// Waits until a port answers, for up to `limit`.
+pub fn wait_for(port: u16, path: &str, limit: Duration) -> Option<(u16, String)> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(a) = http_get(port, path) {
+            return Some(a);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A manifest repo for one partner running the test service, in a temp dir, plus the
+/// partner's state dir; removes the partner's containers when dropped.
+pub struct Host {
+    pub dir: tempfile::TempDir,
+    pub partner: String,
+    pub port: u16,
+}
+
+/// Knobs of the generated manifests.
+#[derive(Clone)]
+pub struct Setup {
+    /// The partner's `versions:`; `^1` by default, which keeps clear of the unhealthy 9.0.0.
+    pub versions: Option<String>,
+    pub env: Vec<(String, String)>,
+    /// Windows YAML block (already indented under `windows:`), or None for always open.
+    pub windows: Option<String>,
+    pub idle: bool,
+    /// Whether the partner opts into the script at all.
+    pub opted_in: bool,
+    pub health_timeout: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            versions: Some("^1".into()),
+            env: Vec::new(),
+            windows: None,
+            idle: true,
+            opted_in: true,
+            health_timeout: "10s",
+        }
+    }
+}
+
+impl Host {
+    pub fn new(tag: &str) -> Host {
+        images();
+        let host = Host {
+            dir: tempfile::tempdir().expect("temp dir"),
+            partner: unique_partner(tag),
+            port: free_port(),
+        };
+        std::fs::create_dir_all(host.repo().join("partners")).unwrap();
+        std::fs::create_dir_all(host.repo().join("scripts")).unwrap();
+        host
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The managed container's name.
+    pub fn name(&self) -> String {
+        format!("berth-{}-svc", self.partner)
+    }
+
+    /// Writes the partner and script manifests.
+    pub fn write(&self, s: &Setup) {
+        let windows = s.windows.clone().unwrap_or_else(|| {
+            "  - days: [mon, tue, wed, thu, fri, sat, sun]\n    start: \"00:00\"\n    end: \"24:00\"\n".into()
+        });
+        let idle = if s.idle {
+            format!(
+                "idle:\n  url: http://127.0.0.1:{}/status\n  pointer: /state\n  equals: idle\n  timeout: 1s\n",
+                self.port
+            )
+        } else {
+            String::new()
+        };
+        let mut opt = String::from("  - script: svc\n");
+        if let Some(v) = &s.versions {
+            opt.push_str(&format!("    versions: \"{v}\"\n"));
+        }
+        if !s.env.is_empty() {
+            opt.push_str("    env:\n");
+            for (k, v) in &s.env {
+                opt.push_str(&format!("      {k}: \"{v}\"\n"));
+            }
+        }
+        let scripts = if s.opted_in {
+            format!("scripts:\n{opt}")
+        } else {
+            "scripts: []\n".into()
+        };
+        let partner = format!(
+            "apiVersion: berth/v1\nkind: Partner\nname: {p}\ntimezone: UTC\nwindows:\n{windows}{idle}{scripts}",
+            p = self.partner
+        );
+        let script = format!(
+            "apiVersion: berth/v1\nkind: Script\nname: svc\nimage:\n  source: local\n  repository: {IMAGE_REPO}\n\
+             versions: \"*\"\ncontainer:\n  env: {{ PORT: \"{port}\" }}\n  network: host\n  stop_timeout: 5s\n\
+             health:\n  http: http://127.0.0.1:{port}/health\n  timeout: {timeout}\n",
+            port = self.port,
+            timeout = s.health_timeout
+        );
+        std::fs::write(
+            self.repo().join(format!("partners/{}.yaml", self.partner)),
+            partner,
+        )
+        .unwrap();
+        std::fs::write(self.repo().join("scripts/svc.yaml"), script).unwrap();
+    }
+
+    /// `berth <cmd> REPO --partner P --state-dir S extra...`
+    pub fn berth(&self, cmd: &str, extra: &[&str]) -> Output {
+        self.berth_env(cmd, extra, &[])
+    }
+
+    pub fn berth_env(&self, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.arg(cmd)
+            .arg(self.repo())
+            .args(["--partner", &self.partner])
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(extra);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run(&mut c)
+    }
+
+    /// All containers of this partner (managed or not), sorted by name.
+    pub fn containers(&self) -> Vec<String> {
+        containers_with(&format!("berth.partner={}", self.partner))
+    }
+
+    pub fn version_label(&self) -> String {
+        inspect(&self.name(), "{{index .Config.Labels \"berth.version\"}}")
+    }
+
+    pub fn id(&self) -> String {
+        inspect(&self.name(), "{{.Id}}")
+    }
+
+    pub fn running(&self) -> bool {
+        inspect(&self.name(), "{{.State.Running}}") == "true"
+    }
+
+    /// The version the service itself answers on /version.
+    pub fn served_version(&self) -> Option<String> {
+        wait_for(self.port, "/version", Duration::from_secs(5)).map(|(_, b)| b)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=berth.partner={}", self.partner),
+        ]);
+        let ids: Vec<&str> = ids.lines().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            docker(&args);
+        }
+    }
+}
+
+/// stdout and stderr together, for assertions and failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts an exit code, showing the output when it differs.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "unexpected exit; output:\n{}",
+        text(out)
+    );
+}
+
+pub fn image_id(tag: &str) -> String {
+    docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        &format!("{IMAGE_REPO}:{tag}"),
+    ])
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
