@@ -2,11 +2,12 @@
 //! and GitHub workflow annotations for pull requests.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::manifest::Pos;
+use crate::manifest::{MAX_FILE_BYTES, Pos};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,6 +100,7 @@ impl Diagnostics {
     pub fn render_text(&self, root: &Path) -> String {
         let mut out = String::new();
         let mut cache: Option<(String, Vec<String>)> = None;
+        let canonical_root = root.canonicalize().ok();
         for d in &self.0 {
             let _ = writeln!(
                 out,
@@ -109,7 +111,7 @@ impl Diagnostics {
             );
             let Some(pos) = d.pos else { continue };
             if cache.as_ref().is_none_or(|(p, _)| *p != d.path) {
-                let text = std::fs::read_to_string(root.join(&d.path)).unwrap_or_default();
+                let text = snippet_source(root.join(&d.path), canonical_root.as_deref());
                 cache = Some((d.path.clone(), text.lines().map(str::to_owned).collect()));
             }
             let lines = &cache.as_ref().expect("filled above").1;
@@ -171,6 +173,28 @@ impl Diagnostics {
     }
 }
 
+/// The text of a repo file to quote under a diagnostic, or nothing. Only a regular file that
+/// resolves inside the repo and is within the manifest size limit is read: a finding about a
+/// symlink leading out of the repo, or about an oversized file, must not print (or read) the
+/// very content the loader refused.
+fn snippet_source(path: PathBuf, canonical_root: Option<&Path>) -> String {
+    let inside = match (canonical_root, path.canonicalize()) {
+        (Some(root), Ok(target)) => target.starts_with(root),
+        _ => false,
+    };
+    let regular_small =
+        std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() <= MAX_FILE_BYTES);
+    let mut text = String::new();
+    if inside && regular_small {
+        let read = std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_FILE_BYTES).read_to_string(&mut text));
+        if read.is_err() {
+            text.clear();
+        }
+    }
+    text
+}
+
 fn severity_word(s: Severity) -> &'static str {
     match s {
         Severity::Error => "error",
@@ -186,4 +210,66 @@ fn escape_data(s: &str) -> String {
 
 fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(path: &str, line: u32) -> Diagnostics {
+        let mut d = Diagnostics::default();
+        d.push(Diagnostic::error(path, Pos { line, col: 1 }, "wrong"));
+        d
+    }
+
+    #[test]
+    fn text_quotes_the_line_of_a_repo_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("partners")).unwrap();
+        std::fs::write(dir.path().join("partners/a.yaml"), "one\ntwo\n").unwrap();
+        let out = one("partners/a.yaml", 2).render_text(dir.path());
+        assert!(out.contains("partners/a.yaml:2:1: error: wrong\n"), "{out}");
+        assert!(out.contains("2 | two\n"), "{out}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn text_never_quotes_what_a_symlink_out_of_the_repo_points_at() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "TOP-SECRET\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("partners")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            dir.path().join("partners/a.yaml"),
+        )
+        .unwrap();
+        let out = one("partners/a.yaml", 1).render_text(dir.path());
+        assert!(out.contains("partners/a.yaml:1:1: error: wrong"), "{out}");
+        assert!(!out.contains("TOP-SECRET"), "{out}");
+    }
+
+    #[test]
+    fn text_never_reads_an_oversized_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = format!("HEAD\n{}", "#\n".repeat(MAX_FILE_BYTES as usize));
+        std::fs::write(dir.path().join("big.yaml"), big).unwrap();
+        let out = one("big.yaml", 1).render_text(dir.path());
+        assert!(out.contains("big.yaml:1:1: error: wrong"), "{out}");
+        assert!(!out.contains("HEAD"), "{out}");
+    }
+
+    #[test]
+    fn github_prefixes_the_repo_and_escapes() {
+        let mut d = Diagnostics::default();
+        d.push(Diagnostic::error(
+            "p/a.yaml",
+            Pos { line: 3, col: 4 },
+            "50%\nnext",
+        ));
+        assert_eq!(
+            d.render_github("fleet/"),
+            "::error file=fleet/p/a.yaml,line=3,col=4::50%25%0Anext\n"
+        );
+    }
 }

@@ -126,21 +126,31 @@ impl Checker<'_> {
 }
 
 /// Runs every semantic check; parse failures were reported by the loader already.
-pub fn check(repo: &Repo, broken_scripts: &BTreeSet<String>, out: &mut Diagnostics) {
+/// `broken_partners` says some partner file did not parse, so unused scripts are not reported.
+pub fn check(
+    repo: &Repo,
+    broken_scripts: &BTreeSet<String>,
+    broken_partners: bool,
+    out: &mut Diagnostics,
+) {
     if let Some(fleet) = &repo.fleet {
         check_fleet(fleet, out);
     }
     let fleet_registry = repo.fleet.as_ref().and_then(|f| f.doc.registry.as_ref());
+    // Each script's range, parsed once for all the partners that narrow it.
+    let mut ranges = BTreeMap::new();
     for (stem, doc) in &repo.scripts {
-        check_script(stem, doc, fleet_registry, out);
+        if let Some(range) = check_script(stem, doc, fleet_registry, out) {
+            ranges.insert(stem.as_str(), range);
+        }
     }
     let mut used = BTreeSet::new();
     for (stem, doc) in &repo.partners {
-        check_partner(stem, doc, repo, broken_scripts, out);
+        check_partner(stem, doc, repo, &ranges, broken_scripts, out);
         used.extend(doc.doc.scripts.iter().map(|o| o.script.value.as_str()));
     }
     for (stem, doc) in &repo.scripts {
-        if !used.contains(stem.as_str()) {
+        if !broken_partners && !used.contains(stem.as_str()) {
             out.push(Diagnostic::warning(
                 &doc.path,
                 doc.doc.name.pos,
@@ -168,12 +178,14 @@ fn check_fleet(doc: &Doc<Fleet>, out: &mut Diagnostics) {
     }
 }
 
+/// Checks a script and gives its version range (`*` when it sets none), or `None` when the
+/// range is invalid or nothing satisfies it (reported here already).
 fn check_script(
     stem: &str,
     doc: &Doc<Script>,
     fleet_registry: Option<&Sp<String>>,
     out: &mut Diagnostics,
-) {
+) -> Option<VersionReq> {
     let mut c = Checker {
         path: &doc.path,
         out,
@@ -221,12 +233,25 @@ fn check_script(
             "`insecure` applies only to `oci` registries",
         );
     }
-    if let Some(v) = &s.versions {
-        c.format(
-            v,
-            VersionReq::parse(v).map_err(|e| format!("invalid version range `{}`: {e}", v.value)),
-        );
-    }
+    // An invalid or unsatisfiable range is reported here, once, and not again against
+    // every partner that narrows it.
+    let range = match &s.versions {
+        Some(v) => {
+            let parsed = VersionReq::parse(v)
+                .map_err(|e| format!("invalid version range `{}`: {e}", v.value));
+            c.format(v, parsed).filter(|req| {
+                let satisfiable = super::range::can_intersect(req, req);
+                if !satisfiable {
+                    c.error(
+                        v.pos,
+                        format!("no version can satisfy the range `{}`", v.value),
+                    );
+                }
+                satisfiable
+            })
+        }
+        None => Some(VersionReq::STAR),
+    };
     check_container(&mut c, &s.container);
     if let Some(h) = &s.health {
         if let Some(u) = &h.http {
@@ -234,6 +259,7 @@ fn check_script(
         }
         c.duration(&h.timeout);
     }
+    range
 }
 
 fn check_container(c: &mut Checker, k: &Container) {
@@ -300,6 +326,7 @@ fn check_partner(
     stem: &str,
     doc: &Doc<Partner>,
     repo: &Repo,
+    ranges: &BTreeMap<&str, VersionReq>,
     broken_scripts: &BTreeSet<String>,
     out: &mut Diagnostics,
 ) {
@@ -364,21 +391,19 @@ fn check_partner(
         if let Some(v) = &o.versions {
             let parsed = VersionReq::parse(v)
                 .map_err(|e| format!("invalid version range `{}`: {e}", v.value));
-            if let (Some(req), Some(script)) = (c.format(v, parsed), script) {
-                let own = script.doc.versions.as_ref();
-                if let Some(own_req) = own.and_then(|r| VersionReq::parse(r).ok())
-                    && !super::range::can_intersect(&req, &own_req)
-                {
-                    c.error(
-                        v.pos,
-                        format!(
-                            "no version can satisfy both `{}` and script `{}`'s range `{}`",
-                            v.value,
-                            o.script.value,
-                            own.map(|r| r.value.as_str()).unwrap_or_default()
-                        ),
-                    );
-                }
+            // A script without a range of its own allows any release (`*`).
+            if let (Some(req), Some(script)) = (c.format(v, parsed), script)
+                && let Some(own_req) = ranges.get(o.script.as_str())
+                && !super::range::can_intersect(&req, own_req)
+            {
+                let message = match &script.doc.versions {
+                    Some(own) => format!(
+                        "no version can satisfy both `{}` and script `{}`'s range `{}`",
+                        v.value, o.script.value, own.value
+                    ),
+                    None => format!("no version can satisfy the range `{}`", v.value),
+                };
+                c.error(v.pos, message);
             }
         }
         if let Some(r) = &o.repository {
@@ -396,5 +421,136 @@ fn check_partner(
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diag::Severity;
+
+    const PARTNER: &str = "apiVersion: berth/v1\nkind: Partner\nname: alpha\nwindows:\n  - days: [sun]\n    start: \"01:00\"\n    end: \"05:00\"\nscripts:\n  - script: counts\n";
+    const SCRIPT: &str = "apiVersion: berth/v1\nkind: Script\nname: counts\nimage:\n  source: local\n  repository: gh/counts\n";
+
+    /// Validates a repo of the given files; gives `path:line:col: severity: message` lines.
+    fn findings(files: &[(&str, &str)]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, text) in files {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let (_, diags) = crate::manifest::validate(dir.path()).unwrap();
+        diags
+            .iter()
+            .map(|d| {
+                let sev = match d.severity {
+                    Severity::Error => "error",
+                    Severity::Warning => "warning",
+                };
+                format!("{}: {sev}: {}", d.location(), d.message)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn minimal_repo_is_clean() {
+        let got = findings(&[
+            ("partners/alpha.yaml", PARTNER),
+            ("scripts/counts.yaml", SCRIPT),
+        ]);
+        assert_eq!(got, Vec::<String>::new());
+    }
+
+    #[test]
+    fn partner_range_is_checked_against_any_release_when_the_script_sets_none() {
+        let partner = format!("{PARTNER}    versions: \">=2, <1\"\n");
+        let got = findings(&[
+            ("partners/alpha.yaml", &partner),
+            ("scripts/counts.yaml", SCRIPT),
+        ]);
+        assert_eq!(
+            got,
+            ["partners/alpha.yaml:10:15: error: no version can satisfy the range `>=2, <1`"]
+        );
+    }
+
+    #[test]
+    fn a_script_range_nothing_satisfies_is_an_error() {
+        let script = format!("{SCRIPT}versions: \">1.2.3, <1.2.4\"\n");
+        let partner = format!("{PARTNER}    versions: \"^1\"\n");
+        let got = findings(&[
+            ("partners/alpha.yaml", &partner),
+            ("scripts/counts.yaml", &script),
+        ]);
+        // Reported once, on the script; the partner's narrowing is not blamed for it.
+        assert_eq!(
+            got,
+            ["scripts/counts.yaml:7:11: error: no version can satisfy the range `>1.2.3, <1.2.4`"]
+        );
+    }
+
+    #[test]
+    fn intersecting_ranges_pass_and_disjoint_ones_fail() {
+        let script = format!("{SCRIPT}versions: \"^1.2.0\"\n");
+        let ok = format!("{PARTNER}    versions: \"~1.4\"\n");
+        let bad = format!("{PARTNER}    versions: \"~2.0\"\n");
+        let got = findings(&[
+            ("partners/alpha.yaml", &ok),
+            ("scripts/counts.yaml", &script),
+        ]);
+        assert_eq!(got, Vec::<String>::new());
+        let got = findings(&[
+            ("partners/alpha.yaml", &bad),
+            ("scripts/counts.yaml", &script),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "partners/alpha.yaml:10:15: error: no version can satisfy both `~2.0` and script `counts`'s range `^1.2.0`"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_partner_that_does_not_parse_makes_no_script_look_unused() {
+        let broken = PARTNER.replace("kind: Partner", "kind: Partner\ncolour: blue");
+        let got = findings(&[
+            ("partners/alpha.yaml", &broken),
+            ("scripts/counts.yaml", SCRIPT),
+        ]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("partners/alpha.yaml:3:1: error: unknown field `colour`"),
+            "{got:?}"
+        );
+        // With every partner parsed, an unused script is still reported.
+        let other = PARTNER.replace("script: counts", "script: tallies");
+        let tallies = SCRIPT.replace("counts", "tallies");
+        let got = findings(&[
+            ("partners/alpha.yaml", &other),
+            ("scripts/counts.yaml", SCRIPT),
+            ("scripts/tallies.yaml", &tallies),
+        ]);
+        assert_eq!(
+            got,
+            ["scripts/counts.yaml:3:7: warning: no partner runs script `counts`"]
+        );
+    }
+
+    #[test]
+    fn file_level_findings_name_line_and_column() {
+        let got = findings(&[
+            ("partners/alpha.yaml", PARTNER),
+            ("partners/beta.yml", PARTNER),
+            ("partners/README.md", "notes"),
+            ("scripts/counts.yaml", SCRIPT),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "partners/README.md:1:1: warning: not a .yaml file: ignored",
+                "partners/beta.yml:1:1: error: manifest files end in .yaml: rename this file",
+            ]
+        );
     }
 }

@@ -36,6 +36,9 @@ pub struct Loaded {
     /// Stems of files that exist but could not be parsed, so references to them are not
     /// reported a second time as unknown.
     pub broken_scripts: BTreeSet<String>,
+    /// Whether some partner file could not be parsed: its opt-ins are unknown, so no script
+    /// can be said to be unused.
+    pub broken_partners: bool,
 }
 
 /// Reads every manifest under `root`. Files that are wrong become diagnostics; only a
@@ -72,12 +75,16 @@ pub fn load(root: &Path) -> Result<Loaded, LoadError> {
     });
 
     let mut partners = BTreeMap::new();
+    let mut broken_partners = false;
     for (stem, result) in partner_docs {
         match result {
             Ok(doc) => {
                 partners.insert(stem, doc);
             }
-            Err(d) => diagnostics.push(d),
+            Err(d) => {
+                diagnostics.push(d);
+                broken_partners = true;
+            }
         }
     }
     let mut scripts = BTreeMap::new();
@@ -110,6 +117,7 @@ pub fn load(root: &Path) -> Result<Loaded, LoadError> {
         },
         diagnostics,
         broken_scripts,
+        broken_partners,
     })
 }
 
@@ -157,17 +165,14 @@ impl Reader<'_> {
                     rel,
                 });
             } else if name.ends_with(".yml") {
-                diags.push(Diagnostic::at(
-                    crate::diag::Severity::Error,
-                    rel,
-                    None,
+                diags.push(file_error(
+                    &rel,
                     "manifest files end in .yaml: rename this file",
                 ));
             } else {
-                diags.push(Diagnostic::at(
-                    crate::diag::Severity::Warning,
+                diags.push(Diagnostic::warning(
                     rel,
-                    None,
+                    Pos { line: 1, col: 1 },
                     "not a .yaml file: ignored",
                 ));
             }
@@ -294,5 +299,49 @@ fn clean_message(message: &str, pos: Pos) -> String {
     let prefix = format!("line {} column {}: ", pos.line, pos.col);
     let message = message.strip_prefix(&prefix).unwrap_or(message);
     let suffix = format!(" at line {}, column {}", pos.line, pos.col);
-    message.strip_suffix(&suffix).unwrap_or(message).to_owned()
+    let message = message.strip_suffix(&suffix).unwrap_or(message);
+    // Advice meant for the parser's API, not for the author of the manifest.
+    let message = message
+        .strip_suffix(", set DuplicateKeyPolicy in Options if acceptable")
+        .unwrap_or(message);
+    message.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_error(text: &str) -> (Pos, String) {
+        parse::<super::super::Partner>(text).expect_err("must not parse")
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_without_parser_advice() {
+        let (pos, message) = parse_error("apiVersion: berth/v1\nkind: Partner\nkind: Partner\n");
+        assert_eq!(pos, Pos { line: 3, col: 1 });
+        assert_eq!(message, "duplicate mapping key: kind");
+    }
+
+    #[test]
+    fn messages_carry_no_position_of_their_own() {
+        let (pos, message) = parse_error("name: alpha: beta\n");
+        assert_eq!(pos, Pos { line: 1, col: 12 });
+        assert_eq!(message, "mapping values are not allowed in this context");
+    }
+
+    #[test]
+    fn alias_bombs_stop_at_the_replay_budget() {
+        let mut text = String::from("apiVersion: berth/v1\nkind: Partner\nname: a\nscripts:\n");
+        text.push_str(
+            "  - script: a\n    env: &e0 {A: a, B: b, C: c, D: d, E: e, F: f, G: g, H: h}\n",
+        );
+        for i in 1..10 {
+            let refs = vec![format!("*e{}", i - 1); 10].join(", ");
+            text.push_str(&format!("  - script: a\n    env: &e{i} {{<<: [{refs}]}}\n"));
+        }
+        let started = std::time::Instant::now();
+        let (_, message) = parse_error(&text);
+        assert!(message.contains("alias replay limit exceeded"), "{message}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
 }

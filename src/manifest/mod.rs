@@ -70,6 +70,11 @@ impl Repo {
 pub fn validate(root: &Path) -> Result<(Repo, Diagnostics), LoadError> {
     let loaded = load::load(root)?;
     let mut diagnostics = loaded.diagnostics;
-    check::check(&loaded.repo, &loaded.broken_scripts, &mut diagnostics);
+    check::check(
+        &loaded.repo,
+        &loaded.broken_scripts,
+        loaded.broken_partners,
+        &mut diagnostics,
+    );
     Ok((loaded.repo, diagnostics.finish()))
 }

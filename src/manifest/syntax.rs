@@ -214,10 +214,16 @@ pub fn check_user(s: &str) -> Result<(), String> {
 /// Env keys that name a secret; their values must come from `env_files`, never from git.
 pub fn is_secret_key(key: &str) -> bool {
     const WORDS: [&str; 4] = ["PASSWORD", "SECRET", "TOKEN", "PRIVATE_KEY"];
-    let k = key.to_ascii_uppercase();
-    WORDS
-        .iter()
-        .any(|w| k == *w || k.ends_with(&format!("_{w}")))
+    let k = key.as_bytes();
+    // Case-insensitive `k == w || k.ends_with("_" + w)`, without allocating: this runs for
+    // every env key of every opt-in.
+    WORDS.iter().any(|w| {
+        let w = w.as_bytes();
+        let Some(start) = k.len().checked_sub(w.len()) else {
+            return false;
+        };
+        k[start..].eq_ignore_ascii_case(w) && (start == 0 || k[start - 1] == b'_')
+    })
 }
 
 /// `<12-digit account>.dkr.ecr.<region>.amazonaws.com`, giving the region.
@@ -387,7 +393,17 @@ mod tests {
         ] {
             assert!(is_secret_key(k), "{k}");
         }
-        for k in ["TOKENIZER", "PASSWORDLESS", "REGION", "SECRETARY"] {
+        assert!(is_secret_key("db_Password") && is_secret_key("é_TOKEN"));
+        for k in [
+            "TOKENIZER",
+            "PASSWORDLESS",
+            "REGION",
+            "SECRETARY",
+            "TOKEN_",
+            "MYTOKEN",
+            "KEY",
+            "",
+        ] {
             assert!(!is_secret_key(k), "{k}");
         }
     }
