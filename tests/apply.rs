@@ -462,3 +462,22 @@ fn plan_formats() {
     );
     assert!(host.containers().is_empty(), "plan changes nothing");
 }
+
+/// design.md §3 and §9: a no-op pass makes one container list call, one image list per
+/// repository, and changes nothing.
+#[test]
+fn a_no_op_pass_lists_containers_once_and_changes_nothing() {
+    let host = Host::new("calls");
+    host.write(&Setup::default());
+    assert_exit(&host.berth("apply", &[]), 0);
+    let proxy = common::proxy::Proxy::start(host.dir.path());
+    let out = host.berth_env("apply", &[], &[("DOCKER_HOST", &proxy.docker_host())]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains("in sync"), "{}", text(&out));
+    let calls = proxy.requests();
+    assert_eq!(proxy.count("GET", "/containers/json"), 1, "{calls:#?}");
+    assert_eq!(proxy.count("GET", "/images/json"), 1, "{calls:#?}");
+    for verb in ["POST", "DELETE", "PUT"] {
+        assert_eq!(proxy.count(verb, "/"), 0, "{calls:#?}");
+    }
+}

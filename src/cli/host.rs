@@ -118,7 +118,7 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> i32
             Ok(p) => p,
             Err(code) => return code,
         };
-        print!("{}", render::plan(&plan, format));
+        out!("{}", render::plan(&plan, format));
         if plan
             .steps
             .iter()
@@ -161,7 +161,7 @@ pub fn apply(args: &HostArgs) -> i32 {
             state: &state,
         };
         match executor.recover(&args.partner).await {
-            Ok(lines) => lines.iter().for_each(|l| println!("recovered {l}")),
+            Ok(lines) => lines.iter().for_each(|l| outln!("recovered {l}")),
             Err(e) => {
                 eprintln!("berth: cannot recover an interrupted update: {}", chain(&e));
                 return exit::CANNOT_RUN;
@@ -176,7 +176,7 @@ pub fn apply(args: &HostArgs) -> i32 {
             Err(code) => return code,
         };
         let reports = executor.execute(&plan).await;
-        print!("{}", render::apply(&plan, &reports));
+        out!("{}", render::apply(&plan, &reports));
         let unresolved = reports.iter().any(
             |r| matches!(&r.outcome, Outcome::Deferred { reason, .. } if reason == "unresolved"),
         );

@@ -6,6 +6,22 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::manifest;
+
+/// Writes to stdout, ignoring a closed pipe (`berth validate | head` must not panic).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `out!` with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 use crate::plan::Overrides;
 
 mod host;
@@ -161,7 +177,7 @@ pub fn main() -> i32 {
             },
         }),
         Command::Schema { kind } => {
-            println!("{}", schema_json(kind));
+            outln!("{}", schema_json(kind));
             exit::OK
         }
     }
@@ -199,27 +215,27 @@ fn validate(repo: &Path, format: ValidateFormat) -> i32 {
     };
     match format {
         ValidateFormat::Text => {
-            print!("{}", diagnostics.render_text(repo));
+            out!("{}", diagnostics.render_text(repo));
             let (errors, warnings) = (
                 diagnostics.count(crate::diag::Severity::Error),
                 diagnostics.count(crate::diag::Severity::Warning),
             );
             if errors == 0 {
-                println!("{}: valid ({warnings} warning(s))", repo.display());
+                outln!("{}: valid ({warnings} warning(s))", repo.display());
             } else {
-                println!(
+                outln!(
                     "{}: {errors} error(s), {warnings} warning(s)",
                     repo.display()
                 );
             }
         }
-        ValidateFormat::Json => println!("{:#}", diagnostics.render_json()),
+        ValidateFormat::Json => outln!("{:#}", diagnostics.render_json()),
         ValidateFormat::Github => {
             let prefix = match repo.to_string_lossy().trim_start_matches("./") {
                 "." | "" => String::new(),
                 p => p.to_owned(),
             };
-            print!("{}", diagnostics.render_github(&prefix));
+            out!("{}", diagnostics.render_github(&prefix));
         }
     }
     if diagnostics.has_errors() {

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+#[path = "../../benches/support/proxy.rs"]
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,320 @@
+//! design.md §9's engine targets, measured side by side in one run against the real engine:
+//! a no-op `berth apply` on 50 containers vs a no-op `docker-compose up -d` on the same 50
+//! services; unavailability during a replace vs a raw `docker stop` + `docker start` of a
+//! pre-created container; a full replace whose PID 1 ignores SIGTERM; and the engine calls
+//! of a no-op pass. Prints figures and PASS/FAIL; it is a report, never a timed test.
+
+#[path = "support/proxy.rs"]
+mod proxy;
+
+use std::fmt::Write as _;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const REPO: &str = "berth-bench/svc";
+const PARTNER: &str = "bench";
+const RUNS: usize = 7;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    must(Command::new(root.join("script/build-images")).args(["--repo", REPO, "1.0.0", "1.1.0"]));
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut report = String::new();
+    noop(work.path(), &mut report);
+    unavailability(work.path(), &mut report);
+    sigterm(work.path(), &mut report);
+    println!("\n{report}");
+}
+
+fn must(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("command starts");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn timed(cmd: &mut Command) -> f64 {
+    let start = Instant::now();
+    must(cmd);
+    start.elapsed().as_secs_f64()
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
+}
+
+/// Removes every container carrying a label.
+fn remove_labelled(label: &str) {
+    let out =
+        must(Command::new("docker").args(["ps", "-aq", "--filter", &format!("label={label}")]));
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        must(Command::new("docker").args(["rm", "-f"]).args(&ids));
+    }
+}
+
+/// A manifest repo for the bench partner with the given scripts (name, port, version range).
+fn write_repo(dir: &Path, scripts: &[(String, u16, &str)], init: bool, stop_timeout: &str) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("partners")).unwrap();
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    let mut partner = format!(
+        "apiVersion: berth/v1\nkind: Partner\nname: {PARTNER}\nwindows:\n  - days: [mon, tue, wed, thu, fri, sat, sun]\n    start: \"00:00\"\n    end: \"24:00\"\nscripts:\n"
+    );
+    for (name, port, versions) in scripts {
+        let _ = writeln!(partner, "  - script: {name}\n    versions: \"{versions}\"");
+        let script = format!(
+            "apiVersion: berth/v1\nkind: Script\nname: {name}\nimage:\n  source: local\n  repository: {REPO}\ncontainer:\n  env: {{ PORT: \"{port}\" }}\n  network: host\n  init: {init}\n  stop_timeout: {stop_timeout}\nhealth:\n  http: http://127.0.0.1:{port}/health\n  timeout: 30s\n"
+        );
+        std::fs::write(dir.join(format!("scripts/{name}.yaml")), script).unwrap();
+    }
+    std::fs::write(dir.join(format!("partners/{PARTNER}.yaml")), partner).unwrap();
+}
+
+fn berth(repo: &Path, state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.arg("apply")
+        .arg(repo)
+        .args(["--partner", PARTNER, "--state-dir"])
+        .arg(state);
+    c
+}
+
+fn noop(work: &Path, report: &mut String) {
+    remove_labelled(&format!("berth.partner={PARTNER}"));
+    let repo = work.join("noop");
+    let state = work.join("noop-state");
+    let scripts: Vec<_> = (0..50)
+        .map(|i| (format!("svc-{i:02}"), free_port(), "=1.0.0"))
+        .collect();
+    write_repo(&repo, &scripts, true, "5s");
+    must(&mut berth(&repo, &state));
+
+    let compose_dir = work.join("compose");
+    std::fs::create_dir_all(&compose_dir).unwrap();
+    let mut compose = String::from("version: \"2.4\"\nservices:\n");
+    for (name, _, _) in &scripts {
+        let _ = writeln!(
+            compose,
+            "  {name}:\n    image: {REPO}:1.0.0\n    network_mode: host\n    init: true\n    stop_grace_period: 5s\n    environment:\n      PORT: \"{}\"\n    labels:\n      berth.bench: compose",
+            free_port()
+        );
+    }
+    std::fs::write(compose_dir.join("docker-compose.yml"), compose).unwrap();
+    let up = || {
+        let mut c = Command::new("docker-compose");
+        c.current_dir(&compose_dir)
+            .args(["-p", "berthbench", "up", "-d"]);
+        c
+    };
+    must(&mut up());
+
+    let mut berth_times = Vec::new();
+    let mut compose_times = Vec::new();
+    for _ in 0..RUNS {
+        berth_times.push(timed(&mut berth(&repo, &state)));
+        compose_times.push(timed(&mut up()));
+    }
+    let (b, c) = (median(berth_times), median(compose_times));
+    let ratio = b / c;
+    let _ = writeln!(
+        report,
+        "no-op apply, 50 containers: berth {b:.3}s vs docker-compose up -d {c:.3}s (medians of {RUNS}): {:.1}% (target <= 5%) {}",
+        ratio * 100.0,
+        verdict(ratio <= 0.05)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy::Proxy::start(dir.path());
+    must(berth(&repo, &state).env("DOCKER_HOST", proxy.docker_host()));
+    let lists = proxy.count("GET", "/containers/json");
+    let images = proxy.count("GET", "/images/json");
+    let writes = proxy.count("POST", "/") + proxy.count("DELETE", "/");
+    let _ = writeln!(
+        report,
+        "engine calls per no-op pass (50 scripts, 1 repository): {lists} container list, {images} image list, {writes} changes (target: exactly 1 list) {}",
+        verdict(lists == 1 && images == 1 && writes == 0)
+    );
+
+    must(
+        Command::new("docker-compose")
+            .current_dir(&compose_dir)
+            .args(["-p", "berthbench", "down", "-t", "1"]),
+    );
+    remove_labelled(&format!("berth.partner={PARTNER}"));
+}
+
+/// Polls `/health` on a port until stopped; returns the longest run of failed polls.
+struct Poller {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Duration>,
+}
+
+impl Poller {
+    fn start(port: u16) -> Poller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut longest = Duration::ZERO;
+            let mut down_since: Option<Instant> = None;
+            while !flag.load(Ordering::Relaxed) {
+                let up = health(port);
+                match (up, down_since) {
+                    (false, None) => down_since = Some(Instant::now()),
+                    (true, Some(t)) => {
+                        longest = longest.max(t.elapsed());
+                        down_since = None;
+                    }
+                    _ => {}
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            longest
+        });
+        Poller { stop, handle }
+    }
+
+    fn finish(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+fn health(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
+}
+
+fn wait_up(port: u16) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !health(port) {
+        assert!(Instant::now() < end, "service on {port} never came up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn unavailability(work: &Path, report: &mut String) {
+    let repo = work.join("swap");
+    let state = work.join("swap-state");
+    let port = free_port();
+    let name = "svc".to_owned();
+    let mut berth_gaps = Vec::new();
+    let mut raw_gaps = Vec::new();
+    let times = Arc::new(Mutex::new(Vec::new()));
+    for round in 0..5 {
+        remove_labelled(&format!("berth.partner={PARTNER}"));
+        write_repo(&repo, &[(name.clone(), port, "=1.0.0")], true, "5s");
+        must(&mut berth(&repo, &state));
+        wait_up(port);
+        write_repo(&repo, &[(name.clone(), port, "=1.1.0")], true, "5s");
+        let poller = Poller::start(port);
+        let t = timed(&mut berth(&repo, &state));
+        wait_up(port);
+        berth_gaps.push(poller.finish().as_secs_f64());
+        times.lock().unwrap().push(t);
+        remove_labelled(&format!("berth.partner={PARTNER}"));
+
+        let old = format!("berth-bench-raw-old-{round}");
+        let new = format!("berth-bench-raw-new-{round}");
+        let env = format!("PORT={port}");
+        for (n, v, run) in [(&old, "1.0.0", true), (&new, "1.1.0", false)] {
+            let verb = if run {
+                ["run", "-d"].as_slice()
+            } else {
+                ["create"].as_slice()
+            };
+            must(Command::new("docker").args(verb).args([
+                "--name",
+                n,
+                "--init",
+                "--network",
+                "host",
+                "-e",
+                &env,
+                "--label",
+                "berth.bench=raw",
+                &format!("{REPO}:{v}"),
+            ]));
+        }
+        wait_up(port);
+        let poller = Poller::start(port);
+        must(Command::new("docker").args(["stop", &old]));
+        must(Command::new("docker").args(["start", &new]));
+        wait_up(port);
+        raw_gaps.push(poller.finish().as_secs_f64());
+        remove_labelled("berth.bench=raw");
+    }
+    let (b, r) = (median(berth_gaps), median(raw_gaps));
+    let _ = writeln!(
+        report,
+        "unavailability during a replace: berth {:.0}ms vs docker stop + docker start {:.0}ms (medians of 5): {:.2}x (target <= 1.25x) {}",
+        b * 1000.0,
+        r * 1000.0,
+        b / r,
+        verdict(b / r <= 1.25)
+    );
+}
+
+fn sigterm(work: &Path, report: &mut String) {
+    let repo = work.join("sigterm");
+    let state = work.join("sigterm-state");
+    let port = free_port();
+    let mut line = String::new();
+    for init in [true, false] {
+        remove_labelled(&format!("berth.partner={PARTNER}"));
+        write_repo(&repo, &[("svc".to_owned(), port, "=1.0.0")], init, "3s");
+        must(&mut berth(&repo, &state));
+        wait_up(port);
+        write_repo(&repo, &[("svc".to_owned(), port, "=1.1.0")], init, "3s");
+        let t = timed(&mut berth(&repo, &state));
+        if init {
+            let _ = write!(
+                line,
+                "full replace, PID 1 ignores SIGTERM, init on (default): {t:.2}s (target < 1s) {}",
+                verdict(t < 1.0)
+            );
+        } else {
+            let _ = write!(line, "; same with init: false and stop_timeout 3s: {t:.2}s");
+        }
+    }
+    remove_labelled(&format!("berth.partner={PARTNER}"));
+    let _ = writeln!(report, "{line}");
+}
