@@ -157,6 +157,9 @@ fn noop(work: &Path, report: &mut String) {
     let lists = proxy.count("GET", "/containers/json");
     let images = proxy.count("GET", "/images/json");
     let writes = proxy.count("POST", "/") + proxy.count("DELETE", "/");
+    if writes > 0 {
+        let _ = writeln!(report, "unexpected engine writes: {:#?}", proxy.requests());
+    }
     let _ = writeln!(
         report,
         "engine calls per no-op pass (50 scripts, 1 repository): {lists} container list, {images} image list, {writes} changes (target: exactly 1 list) {}",

@@ -68,11 +68,8 @@ pub fn load(root: &Path) -> Result<Loaded, LoadError> {
 
     let partner_files = reader.list("partners", &mut diagnostics)?;
     let script_files = reader.list("scripts", &mut diagnostics)?;
-    let (partner_docs, script_docs) = std::thread::scope(|s| {
-        let partners = s.spawn(|| reader.read_all::<Partner>(&partner_files));
-        let scripts = reader.read_all::<Script>(&script_files);
-        (partners.join().expect("parser thread"), scripts)
-    });
+    let partner_docs = reader.read_all::<Partner>(&partner_files);
+    let script_docs = reader.read_all::<Script>(&script_files);
 
     let mut partners = BTreeMap::new();
     let mut broken_partners = false;
@@ -180,8 +177,8 @@ impl Reader<'_> {
         Ok(entries)
     }
 
-    /// Parses files on this thread, taking the next unclaimed one each time, so two
-    /// threads share a directory's work whatever the files' sizes.
+    /// Parses files on as many threads as the machine has cores, each taking the next
+    /// unclaimed file, so they share the work whatever the files' sizes.
     fn read_all<T: DeserializeOwned + Send>(
         &self,
         entries: &[Entry],
@@ -196,10 +193,13 @@ impl Reader<'_> {
             }
             out
         };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let mut all = std::thread::scope(|s| {
-            let other = s.spawn(work);
+            let others: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
             let mut mine = work();
-            mine.extend(other.join().expect("parser thread"));
+            for other in others {
+                mine.extend(other.join().expect("parser thread"));
+            }
             mine
         });
         all.sort_by_key(|(i, _, _)| *i);
