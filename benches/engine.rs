@@ -45,11 +45,17 @@ fn must(cmd: &mut Command) -> Output {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)[0]
+}
+
+/// Distinct free loopback ports, all held at once while chosen so none repeats.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -111,8 +117,9 @@ fn noop(work: &Path, report: &mut String) {
     remove_labelled(&format!("berth.partner={PARTNER}"));
     let repo = work.join("noop");
     let state = work.join("noop-state");
+    let ports = free_ports(100);
     let scripts: Vec<_> = (0..50)
-        .map(|i| (format!("svc-{i:02}"), free_port(), "=1.0.0"))
+        .map(|i| (format!("svc-{i:02}"), ports[i], "=1.0.0"))
         .collect();
     write_repo(&repo, &scripts, true, "5s");
     must(&mut berth(&repo, &state));
@@ -120,11 +127,10 @@ fn noop(work: &Path, report: &mut String) {
     let compose_dir = work.join("compose");
     std::fs::create_dir_all(&compose_dir).unwrap();
     let mut compose = String::from("version: \"2.4\"\nservices:\n");
-    for (name, _, _) in &scripts {
+    for ((name, _, _), port) in scripts.iter().zip(&ports[50..]) {
         let _ = writeln!(
             compose,
-            "  {name}:\n    image: {REPO}:1.0.0\n    network_mode: host\n    init: true\n    stop_grace_period: 5s\n    environment:\n      PORT: \"{}\"\n    labels:\n      berth.bench: compose",
-            free_port()
+            "  {name}:\n    image: {REPO}:1.0.0\n    network_mode: host\n    init: true\n    stop_grace_period: 5s\n    environment:\n      PORT: \"{port}\"\n    labels:\n      berth.bench: compose"
         );
     }
     std::fs::write(compose_dir.join("docker-compose.yml"), compose).unwrap();
