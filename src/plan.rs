@@ -53,6 +53,8 @@ pub struct DesiredContainer {
     pub digest: String,
     /// The reference the engine creates the container from (pinned, never a mutable tag).
     pub image: String,
+    /// The registry repository to pull `image` from; `None` for the engine's own images.
+    pub pull_from: Option<crate::resolve::ImageRepo>,
     pub spec: ContainerSpec,
     pub spec_hash: String,
     pub health: HealthCheck,
@@ -203,6 +205,9 @@ pub struct Step {
     pub gate: Gate,
     /// Stopping a running container: the idle gate must hold right before the cut-over.
     pub needs_idle: bool,
+    /// The new image comes from a registry and is fetched before the gates are checked,
+    /// so a window holds only the cut-over.
+    pub pre_pull: bool,
     #[serde(skip)]
     pub desired: Option<DesiredContainer>,
     #[serde(skip)]
@@ -308,10 +313,17 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         } else {
             Gate::Allowed
         };
+        let pre_pull = matches!(action, Action::Create | Action::Replace)
+            && desired_c.is_some_and(|d| d.pull_from.is_some())
+            && !matches!(
+                gate,
+                Gate::Deferred(Deferral::FailedHealth | Deferral::Unresolved { .. })
+            );
         Step {
             script: script.to_owned(),
             action,
             reason,
+            pre_pull,
             gate,
             needs_idle: needs_idle && desired.has_idle_gate && !desired.overrides.ignore_idle,
             desired: desired_c.cloned(),
@@ -406,6 +418,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 detail: why.clone(),
             }),
             needs_idle: false,
+            pre_pull: false,
             desired: None,
             observed: by_script
                 .get(script.as_str())
@@ -476,6 +489,7 @@ mod tests {
             version: version.into(),
             digest: format!("sha256:{script}{version}"),
             image: format!("sha256:{script}{version}"),
+            pull_from: None,
             spec_hash: spec.hash(),
             spec,
             health: HealthCheck {

@@ -2,12 +2,13 @@
 //! implementation speaks to the host's engine through bollard, negotiating the API version.
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, ListImagesOptions, RemoveContainerOptions,
-    RenameContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions,
+    RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
 };
 use std::collections::HashMap;
 
@@ -70,6 +71,14 @@ pub trait Engine {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// `None` when no such container exists.
     async fn find(&self, name_or_id: &str) -> Result<Option<Found>, RuntimeError>;
+    /// Whether the engine's store holds an image (by id or pinned reference).
+    async fn has_image(&self, reference: &str) -> Result<bool, RuntimeError>;
+    /// Pulls `registry/repository@digest`, showing progress on a terminal.
+    async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<&crate::resolve::Credentials>,
+    ) -> Result<(), RuntimeError>;
 }
 
 /// The host's Docker engine.
@@ -303,6 +312,45 @@ impl Engine for DockerEngine {
         }
     }
 
+    async fn has_image(&self, reference: &str) -> Result<bool, RuntimeError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(engine(format!("inspect image {reference}"))(e)),
+        }
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<&crate::resolve::Credentials>,
+    ) -> Result<(), RuntimeError> {
+        use futures_util::StreamExt;
+        let (from_image, tag) = match reference.split_once('@') {
+            Some((name, digest)) => (name, digest),
+            None => (reference, "latest"),
+        };
+        let options = CreateImageOptions {
+            from_image: Some(from_image.to_owned()),
+            tag: Some(tag.to_owned()),
+            ..Default::default()
+        };
+        let auth = credentials.map(|c| DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: Some(c.server.clone()),
+            ..Default::default()
+        });
+        let mut progress = PullProgress::new();
+        let mut stream = self.docker.create_image(Some(options), None, auth);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(engine(format!("pull {reference}")))?;
+            progress.update(reference, &info);
+        }
+        progress.finish(reference);
+        Ok(())
+    }
+
     async fn find(&self, name_or_id: &str) -> Result<Option<Found>, RuntimeError> {
         match self.docker.inspect_container(name_or_id, None).await {
             Ok(c) => {
@@ -322,6 +370,54 @@ impl Engine for DockerEngine {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(engine(format!("inspect {name_or_id}"))(e)),
         }
+    }
+}
+
+/// Shows a pull's progress: a line per layer event on a terminal, a summary in the log.
+struct PullProgress {
+    terminal: bool,
+    layers: std::collections::BTreeSet<String>,
+    started: std::time::Instant,
+}
+
+impl PullProgress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        PullProgress {
+            terminal: std::io::stderr().is_terminal(),
+            layers: Default::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn update(&mut self, reference: &str, info: &bollard::models::CreateImageInfo) {
+        if let Some(id) = &info.id {
+            self.layers.insert(id.clone());
+        }
+        if self.terminal
+            && let (Some(id), Some(status)) = (&info.id, &info.status)
+        {
+            let detail = info
+                .progress_detail
+                .as_ref()
+                .and_then(|d| Some((d.current?, d.total?)))
+                .filter(|(_, total)| *total > 0)
+                .map(|(c, t)| format!(" {}%", c * 100 / t))
+                .unwrap_or_default();
+            eprint!("\r\x1b[2Kpulling {reference}: {id} {status}{detail}");
+        }
+    }
+
+    fn finish(&self, reference: &str) {
+        if self.terminal {
+            eprintln!();
+        }
+        tracing::info!(
+            image = reference,
+            layers = self.layers.len(),
+            seconds = self.started.elapsed().as_secs_f64(),
+            "pulled"
+        );
     }
 }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::plan::{Action, Deferral, DesiredContainer, Gate, Held, Plan, Step, container_name};
 use crate::probe::Probe;
+use crate::resolve::TagSource;
 use crate::runtime::{Engine, RuntimeError};
 use state::{Phase, Record, StateDir, StateError};
 
@@ -22,6 +23,8 @@ pub enum ApplyError {
     State(#[from] StateError),
     #[error("{0}")]
     Unhealthy(String),
+    #[error(transparent)]
+    Resolve(#[from] crate::resolve::ResolveError),
 }
 
 /// What became of one step.
@@ -33,6 +36,10 @@ pub enum Outcome {
     Deferred {
         reason: String,
         detail: String,
+    },
+    /// The image could not be fetched; nothing was touched.
+    NotPulled {
+        error: String,
     },
     /// The new container failed; the old one serves again.
     RolledBack {
@@ -73,14 +80,16 @@ fn fault_point(n: u32) {
 pub const NEXT_SUFFIX: &str = ".next";
 pub const OLD_SUFFIX: &str = ".old";
 
-pub struct Executor<'a, E: Engine, P: Probe, G: CutOverGuard> {
+pub struct Executor<'a, E: Engine, P: Probe, G: CutOverGuard, S: TagSource> {
     pub engine: &'a E,
+    /// Where pull credentials come from.
+    pub sources: &'a S,
     pub probe: &'a P,
     pub guard: &'a G,
     pub state: &'a StateDir,
 }
 
-impl<E: Engine, P: Probe, G: CutOverGuard> Executor<'_, E, P, G> {
+impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S> {
     /// Finishes or rolls back what an earlier run of this partner left half done. Returns
     /// a line per record for the report.
     pub async fn recover(&self, partner: &str) -> Result<Vec<String>, ApplyError> {
@@ -108,10 +117,21 @@ impl<E: Engine, P: Probe, G: CutOverGuard> Executor<'_, E, P, G> {
 
     /// Runs every allowed step; one step's failure does not stop the others.
     pub async fn execute(&self, plan: &Plan) -> Vec<StepReport> {
+        let mut not_pulled = std::collections::BTreeMap::new();
+        for step in plan.steps.iter().filter(|s| s.pre_pull) {
+            if let Some(d) = &step.desired
+                && let Err(e) = self.ensure_image(d).await
+            {
+                not_pulled.insert(step.script.clone(), crate::cli::chain(&e));
+            }
+        }
         let mut reports = Vec::new();
         for step in &plan.steps {
             let started = Instant::now();
             let outcome = match &step.gate {
+                _ if not_pulled.contains_key(&step.script) => Outcome::NotPulled {
+                    error: not_pulled[&step.script].clone(),
+                },
                 Gate::Deferred(d) => Outcome::Deferred {
                     reason: d.name().to_owned(),
                     detail: d.describe(),
@@ -302,6 +322,29 @@ impl<E: Engine, P: Probe, G: CutOverGuard> Executor<'_, E, P, G> {
         }
         self.state.clear_journal(&record.partner, &record.script)?;
         Ok(())
+    }
+
+    /// Pulls a registry image unless the engine has it. Credentials that the registry
+    /// refuses are dropped and fetched afresh once, so an expired token never fails an
+    /// update.
+    async fn ensure_image(&self, d: &DesiredContainer) -> Result<(), ApplyError> {
+        let Some(repo) = &d.pull_from else {
+            return Ok(());
+        };
+        if self.engine.has_image(&d.image).await? {
+            return Ok(());
+        }
+        let creds = self.sources.credentials(repo).await?;
+        match self.engine.pull(&d.image, creds.as_ref()).await {
+            Ok(()) => Ok(()),
+            Err(first) if creds.is_some() => {
+                tracing::warn!(image = %d.image, error = %crate::cli::chain(&first), "pull failed; retrying with fresh credentials");
+                self.sources.forget_credentials(repo);
+                let fresh = self.sources.credentials(repo).await?;
+                Ok(self.engine.pull(&d.image, fresh.as_ref()).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn hold(&self, plan: &Plan, d: &DesiredContainer) -> Result<(), StateError> {

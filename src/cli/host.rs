@@ -10,7 +10,7 @@ use crate::apply::{CutOverGuard, Executor, Outcome};
 use crate::manifest::{self, Idle, Repo};
 use crate::plan::{self, Deferral, Idleness, Observed, Overrides, Plan};
 use crate::probe::{self, Http};
-use crate::resolve::{self, CachedTags, LocalImages};
+use crate::resolve::{self, CachedTags, Sources};
 use crate::runtime::{DockerEngine, Engine};
 
 /// What every host command needs to know.
@@ -55,6 +55,7 @@ fn load(repo_path: &Path) -> Result<Repo, i32> {
 /// Observes the host and plans; asks the idle gate only when a step would need it.
 async fn make_plan(
     engine: &DockerEngine,
+    sources: &Sources<'_, DockerEngine>,
     repo: &Repo,
     args: &HostArgs,
     held: Vec<plan::Held>,
@@ -72,8 +73,7 @@ async fn make_plan(
         .list_managed(&args.partner)
         .await
         .map_err(|e| super::cannot_run(&e))?;
-    let local = LocalImages { engine };
-    let tags = CachedTags::new(&local);
+    let tags = CachedTags::new(sources);
     let desired = resolve::desired(repo, partner, "worktree", &tags, args.overrides).await;
     let now = args.now.unwrap_or_else(Timestamp::now);
     let mut observed = Observed {
@@ -114,7 +114,8 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> i32
             Ok(e) => e,
             Err(e) => return super::cannot_run(&e),
         };
-        let plan = match make_plan(&engine, &repo, args, held).await {
+        let sources = Sources::new(&engine);
+        let plan = match make_plan(&engine, &sources, &repo, args, held).await {
             Ok(p) => p,
             Err(code) => return code,
         };
@@ -154,8 +155,10 @@ pub fn apply(args: &HostArgs) -> i32 {
             .and_then(|p| p.doc.idle.as_ref())
             .filter(|_| !args.overrides.ignore_idle);
         let guard = IdleGuard { idle };
+        let sources = Sources::new(&engine);
         let executor = Executor {
             engine: &engine,
+            sources: &sources,
             probe: &Http,
             guard: &guard,
             state: &state,
@@ -171,7 +174,7 @@ pub fn apply(args: &HostArgs) -> i32 {
             Ok(h) => h,
             Err(e) => return super::cannot_run(&e),
         };
-        let plan = match make_plan(&engine, &repo, args, held).await {
+        let plan = match make_plan(&engine, &sources, &repo, args, held).await {
             Ok(p) => p,
             Err(code) => return code,
         };
@@ -186,7 +189,10 @@ pub fn apply(args: &HostArgs) -> i32 {
                 Outcome::Failed { .. } | Outcome::RolledBack { .. }
             )
         });
-        if unresolved {
+        let not_pulled = reports
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::NotPulled { .. }));
+        if unresolved || not_pulled {
             exit::CANNOT_RUN
         } else if failed {
             exit::WRONG

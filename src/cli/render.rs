@@ -119,6 +119,7 @@ pub fn apply(plan: &Plan, reports: &[StepReport]) -> String {
             Outcome::Done => "done".to_owned(),
             Outcome::Unchanged => "in sync".to_owned(),
             Outcome::Deferred { reason, detail } => format!("deferred({reason}): {detail}"),
+            Outcome::NotPulled { error } => format!("NOT PULLED: {error}"),
             Outcome::RolledBack { error } => format!("ROLLED BACK: {error}"),
             Outcome::Failed { error } => format!("FAILED: {error}"),
         };

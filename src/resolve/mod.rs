@@ -10,7 +10,12 @@ use semver::{Version, VersionReq};
 use crate::manifest::{Partner, Repo, Script, Source, syntax};
 use crate::plan::{ContainerSpec, Desired, DesiredContainer, HealthCheck, Overrides};
 use crate::runtime::{Engine, RuntimeError};
+
 use crate::window::Schedule;
+
+pub mod docker_config;
+pub mod ecr;
+pub mod oci;
 
 /// Where a script's images are listed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -18,24 +23,66 @@ pub struct ImageRepo {
     pub source: Source,
     pub registry: Option<String>,
     pub repository: String,
+    /// Plain HTTP to a registry that is not on loopback.
+    pub insecure: bool,
 }
 
-/// One tag of a repository and the immutable reference it points at.
+impl ImageRepo {
+    /// The reference the engine pulls and runs: pinned by digest, never a mutable tag. For
+    /// `local` images the digest is the image id, which the engine runs directly.
+    pub fn reference(&self, digest: &str) -> String {
+        match (&self.source, &self.registry) {
+            (Source::Local, _) | (_, None) => digest.to_owned(),
+            (_, Some(registry)) => format!("{registry}/{}@{digest}", self.repository),
+        }
+    }
+
+    /// `registry/repository`, as people name an image.
+    pub fn display(&self) -> String {
+        match &self.registry {
+            Some(r) => format!("{r}/{}", self.repository),
+            None => self.repository.clone(),
+        }
+    }
+}
+
+/// One tag of a repository, with its digest when the listing gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagRef {
     pub tag: String,
-    /// `sha256:…`; for `local` images, the image id.
-    pub digest: String,
-    /// What the engine creates the container from.
-    pub image: String,
+    /// `sha256:…` of the image manifest; for `local` images, the image id.
+    pub digest: Option<String>,
+}
+
+/// What the engine needs to pull from a registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// The registry host the credentials are for.
+    pub server: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("server", &self.server)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("listing the local images failed")]
     Engine(#[source] RuntimeError),
-    #[error("`{0}` images are not supported by this build yet")]
-    Unsupported(&'static str),
+    #[error(transparent)]
+    Oci(#[from] oci::OciError),
+    #[error(transparent)]
+    Ecr(#[from] ecr::EcrError),
+    #[error("{repository} has no registry")]
+    NoRegistry { repository: String },
     #[error("no tag of {repository} satisfies {requirement}")]
     NoMatch {
         repository: String,
@@ -49,18 +96,46 @@ pub enum ResolveError {
     },
 }
 
-/// Lists the tags of image repositories.
+/// Lists the tags of image repositories, finds their digests, and says how to pull them.
 #[allow(async_fn_in_trait)] // driven on berth's own single-threaded runtime
 pub trait TagSource {
+    /// Every tag of a repository: one listing per call (paginated as the registry needs).
     async fn tags(&self, repo: &ImageRepo) -> Result<Vec<TagRef>, ResolveError>;
+    /// The digest of one tag, for sources whose listing does not carry digests.
+    async fn digest(&self, repo: &ImageRepo, tag: &str) -> Result<String, ResolveError>;
+    /// Credentials for pulling from the repository's registry, if it needs any.
+    async fn credentials(&self, repo: &ImageRepo) -> Result<Option<Credentials>, ResolveError>;
+    /// Drops cached credentials after the registry refused them, so the next call fetches
+    /// fresh ones.
+    fn forget_credentials(&self, repo: &ImageRepo);
 }
 
-/// The engine's own image store (`source: local`), for hosts fed by `docker load`.
-pub struct LocalImages<'a, E: Engine> {
+/// Every kind of source, chosen by the script's `image.source`.
+pub struct Sources<'a, E: Engine> {
     pub engine: &'a E,
+    pub oci: oci::OciRegistry,
+    pub ecr: ecr::EcrRegistry,
 }
 
-impl<E: Engine> TagSource for LocalImages<'_, E> {
+impl<'a, E: Engine> Sources<'a, E> {
+    pub fn new(engine: &'a E) -> Self {
+        Sources {
+            engine,
+            oci: oci::OciRegistry::new(docker_config::DockerConfig::load()),
+            ecr: ecr::EcrRegistry::new(),
+        }
+    }
+}
+
+fn registry_of(repo: &ImageRepo) -> Result<&str, ResolveError> {
+    repo.registry
+        .as_deref()
+        .ok_or_else(|| ResolveError::NoRegistry {
+            repository: repo.repository.clone(),
+        })
+}
+
+impl<E: Engine> TagSource for Sources<'_, E> {
     async fn tags(&self, repo: &ImageRepo) -> Result<Vec<TagRef>, ResolveError> {
         match repo.source {
             Source::Local => Ok(self
@@ -71,12 +146,29 @@ impl<E: Engine> TagSource for LocalImages<'_, E> {
                 .into_iter()
                 .map(|(tag, id)| TagRef {
                     tag,
-                    digest: id.clone(),
-                    image: id,
+                    digest: Some(id),
                 })
                 .collect()),
-            Source::Oci => Err(ResolveError::Unsupported("oci")),
-            Source::Ecr => Err(ResolveError::Unsupported("ecr")),
+            Source::Oci => Ok(self.oci.tags(repo, registry_of(repo)?).await?),
+            Source::Ecr => Ok(self.ecr.tags(registry_of(repo)?, &repo.repository).await?),
+        }
+    }
+
+    async fn digest(&self, repo: &ImageRepo, tag: &str) -> Result<String, ResolveError> {
+        Ok(self.oci.digest(repo, registry_of(repo)?, tag).await?)
+    }
+
+    async fn credentials(&self, repo: &ImageRepo) -> Result<Option<Credentials>, ResolveError> {
+        match repo.source {
+            Source::Local => Ok(None),
+            Source::Oci => Ok(self.oci.credentials(registry_of(repo)?).await?),
+            Source::Ecr => Ok(Some(self.ecr.credentials(registry_of(repo)?).await?)),
+        }
+    }
+
+    fn forget_credentials(&self, repo: &ImageRepo) {
+        if let (Source::Ecr, Some(registry)) = (repo.source, &repo.registry) {
+            self.ecr.forget(registry);
         }
     }
 }
@@ -114,22 +206,25 @@ pub fn pick<'a>(tags: &'a [TagRef], reqs: &[&VersionReq], prerelease: bool) -> O
         .map(|(_, t)| t)
 }
 
-/// Lists each repository once per pass, however many scripts use it.
+/// Lists each repository once per pass, however many scripts use it, and asks for each
+/// digest at most once.
 pub struct CachedTags<'a, S: TagSource> {
     inner: &'a S,
-    cache: std::cell::RefCell<HashMap<ImageRepo, Result<Vec<TagRef>, String>>>,
+    tags: std::cell::RefCell<HashMap<ImageRepo, Result<Vec<TagRef>, String>>>,
+    digests: std::cell::RefCell<HashMap<(ImageRepo, String), Result<String, String>>>,
 }
 
 impl<'a, S: TagSource> CachedTags<'a, S> {
     pub fn new(inner: &'a S) -> Self {
         CachedTags {
             inner,
-            cache: Default::default(),
+            tags: Default::default(),
+            digests: Default::default(),
         }
     }
 
     async fn tags(&self, repo: &ImageRepo) -> Result<Vec<TagRef>, String> {
-        if let Some(hit) = self.cache.borrow().get(repo) {
+        if let Some(hit) = self.tags.borrow().get(repo) {
             return hit.clone();
         }
         let got = self
@@ -137,7 +232,25 @@ impl<'a, S: TagSource> CachedTags<'a, S> {
             .tags(repo)
             .await
             .map_err(|e| crate::cli::chain(&e));
-        self.cache.borrow_mut().insert(repo.clone(), got.clone());
+        self.tags.borrow_mut().insert(repo.clone(), got.clone());
+        got
+    }
+
+    /// The digest of a chosen tag: from the listing when it had one, else asked once.
+    async fn digest(&self, repo: &ImageRepo, tag: &TagRef) -> Result<String, String> {
+        if let Some(d) = &tag.digest {
+            return Ok(d.clone());
+        }
+        let key = (repo.clone(), tag.tag.clone());
+        if let Some(hit) = self.digests.borrow().get(&key) {
+            return hit.clone();
+        }
+        let got = self
+            .inner
+            .digest(repo, &tag.tag)
+            .await
+            .map_err(|e| crate::cli::chain(&e));
+        self.digests.borrow_mut().insert(key, got.clone());
         got
     }
 }
@@ -194,6 +307,7 @@ async fn desired_one<S: TagSource>(
             .as_ref()
             .map_or(&script.image.repository.value, |r| &r.value)
             .clone(),
+        insecure: script.image.insecure,
     };
     let mut reqs = Vec::new();
     for r in [script.versions.as_ref(), opt.versions.as_ref()]
@@ -233,11 +347,13 @@ async fn desired_one<S: TagSource>(
             .and_then(|t| syntax::parse_duration(t).ok())
             .unwrap_or(Duration::from_secs(60)),
     };
+    let digest = tags.digest(&image, chosen).await?;
     Ok(DesiredContainer {
         script: script.name.value.clone(),
         version: chosen.tag.clone(),
-        digest: chosen.digest.clone(),
-        image: chosen.image.clone(),
+        image: image.reference(&digest),
+        digest,
+        pull_from: (image.source != Source::Local).then_some(image),
         spec_hash: spec.hash(),
         spec,
         health,
@@ -304,8 +420,7 @@ mod tests {
             .iter()
             .map(|t| TagRef {
                 tag: (*t).into(),
-                digest: format!("sha256:{t}"),
-                image: format!("sha256:{t}"),
+                digest: Some(format!("sha256:{t}")),
             })
             .collect()
     }

@@ -1,0 +1,471 @@
+//! The OCI distribution API: tag listing with pagination, manifest digests, and the
+//! authentication a registry asks for in `WWW-Authenticate` (anonymous or with the user's
+//! Docker credentials, Basic or Bearer token). HTTPS unless the registry is on loopback or
+//! the script says `insecure: true`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+
+use super::docker_config::DockerConfig;
+use super::{Credentials, ImageRepo, TagRef};
+
+/// The manifest types berth accepts, so a registry answers with the digest the engine pulls.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// At most this many pages of tags; a registry that links on forever is broken.
+const MAX_PAGES: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("cannot reach registry {registry}")]
+    Unreachable {
+        registry: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("registry {registry} did not answer in time")]
+    Timeout { registry: String },
+    #[error("registry {registry} is rate limiting berth (HTTP 429){}", retry_after.map(|s| format!("; it asks to retry after {s}s")).unwrap_or_default())]
+    RateLimited {
+        registry: String,
+        retry_after: Option<u64>,
+    },
+    #[error(
+        "registry {registry} refused access to {repository} (HTTP {status}); check the credentials in Docker's config.json"
+    )]
+    Denied {
+        registry: String,
+        repository: String,
+        status: u16,
+    },
+    #[error("registry {registry} has no repository {repository}")]
+    NotFound {
+        registry: String,
+        repository: String,
+    },
+    #[error("registry {registry} answered HTTP {status} to {what}")]
+    Status {
+        registry: String,
+        what: String,
+        status: u16,
+    },
+    #[error("registry {registry} answered {what} with something that is not a tag list")]
+    Garbage {
+        registry: String,
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("registry {registry} gave no digest for {repository}:{tag}")]
+    NoDigest {
+        registry: String,
+        repository: String,
+        tag: String,
+    },
+    #[error("registry {registry} asks for an authentication berth does not speak: {challenge}")]
+    Challenge { registry: String, challenge: String },
+}
+
+/// How a registry wants to be authenticated, learned from its first 401.
+#[derive(Debug, Clone)]
+enum Auth {
+    Basic(Credentials),
+    Bearer(String),
+}
+
+/// A client for OCI registries.
+pub struct OciRegistry {
+    http: reqwest::Client,
+    config: DockerConfig,
+    /// Per registry and repository: what to send.
+    auth: Mutex<HashMap<(String, String), Auth>>,
+}
+
+#[derive(Deserialize)]
+struct TagList {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+}
+
+/// Whether plain HTTP is allowed: loopback registries, or an explicit `insecure: true`.
+pub fn plain_http(registry: &str, insecure: bool) -> bool {
+    let host = match registry.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => registry,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    insecure
+        || host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Request timeout; `BERTH_REGISTRY_TIMEOUT` (seconds) overrides the default of 30.
+fn timeout() -> Duration {
+    std::env::var("BERTH_REGISTRY_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
+}
+
+/// `key="value"` pairs of a `WWW-Authenticate` challenge.
+fn challenge_params(header: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = header.split_once(' ').map_or("", |(_, r)| r);
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
+            quoted.split_once('"').unwrap_or((quoted, ""))
+        } else {
+            after.split_once(',').unwrap_or((after, ""))
+        };
+        out.insert(key, value.to_owned());
+        rest = tail.trim_start_matches(',');
+    }
+    out
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(LINK).iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        v.split(',').find_map(|part| {
+            let (target, params) = part.split_once(';')?;
+            params.contains("rel=\"next\"").then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+        })
+    })
+}
+
+impl OciRegistry {
+    pub fn new(config: DockerConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout())
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds");
+        OciRegistry {
+            http,
+            config,
+            auth: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn base(repo: &ImageRepo, registry: &str) -> String {
+        let scheme = if plain_http(registry, repo.insecure) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{registry}")
+    }
+
+    /// Credentials for pulls: whatever the user's Docker config holds for the registry.
+    pub async fn credentials(&self, registry: &str) -> Result<Option<Credentials>, OciError> {
+        Ok(self.config.credentials(registry))
+    }
+
+    /// Sends a request, answering an authentication challenge once.
+    async fn send(
+        &self,
+        repo: &ImageRepo,
+        registry: &str,
+        method: Method,
+        url: &str,
+        what: &str,
+    ) -> Result<reqwest::Response, OciError> {
+        let key = (registry.to_owned(), repo.repository.clone());
+        for attempt in 0..2 {
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .header(ACCEPT, MANIFEST_TYPES);
+            let known = self.auth.lock().expect("auth cache").get(&key).cloned();
+            request = match known {
+                Some(Auth::Basic(c)) => request.basic_auth(c.username, Some(c.password)),
+                Some(Auth::Bearer(t)) => request.header(AUTHORIZATION, format!("Bearer {t}")),
+                None => request,
+            };
+            let response = request
+                .send()
+                .await
+                .map_err(|e| self.transport(registry, e))?;
+            match response.status() {
+                StatusCode::UNAUTHORIZED if attempt == 0 => {
+                    let challenge = response
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let auth = self.answer(repo, registry, &challenge).await?;
+                    self.auth
+                        .lock()
+                        .expect("auth cache")
+                        .insert(key.clone(), auth);
+                }
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    return Err(OciError::Denied {
+                        registry: registry.to_owned(),
+                        repository: repo.repository.clone(),
+                        status: response.status().as_u16(),
+                    });
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    let retry_after = response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse().ok());
+                    return Err(OciError::RateLimited {
+                        registry: registry.to_owned(),
+                        retry_after,
+                    });
+                }
+                StatusCode::NOT_FOUND => {
+                    return Err(OciError::NotFound {
+                        registry: registry.to_owned(),
+                        repository: repo.repository.clone(),
+                    });
+                }
+                s if s.is_success() => return Ok(response),
+                s => {
+                    return Err(OciError::Status {
+                        registry: registry.to_owned(),
+                        what: what.to_owned(),
+                        status: s.as_u16(),
+                    });
+                }
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    fn transport(&self, registry: &str, e: reqwest::Error) -> OciError {
+        if e.is_timeout() {
+            OciError::Timeout {
+                registry: registry.to_owned(),
+            }
+        } else {
+            OciError::Unreachable {
+                registry: registry.to_owned(),
+                source: e,
+            }
+        }
+    }
+
+    /// Meets a `WWW-Authenticate` challenge: Basic with the user's credentials, or a Bearer
+    /// token from the realm (anonymous, or with the credentials when there are some).
+    async fn answer(
+        &self,
+        repo: &ImageRepo,
+        registry: &str,
+        challenge: &str,
+    ) -> Result<Auth, OciError> {
+        let creds = self.config.credentials(registry);
+        let denied = || OciError::Denied {
+            registry: registry.to_owned(),
+            repository: repo.repository.clone(),
+            status: 401,
+        };
+        let scheme = challenge
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match scheme.as_str() {
+            "basic" => creds.map(Auth::Basic).ok_or_else(denied),
+            "bearer" => {
+                let params = challenge_params(challenge);
+                let realm = params.get("realm").ok_or_else(|| OciError::Challenge {
+                    registry: registry.to_owned(),
+                    challenge: challenge.to_owned(),
+                })?;
+                let scope = params
+                    .get("scope")
+                    .cloned()
+                    .unwrap_or_else(|| format!("repository:{}:pull", repo.repository));
+                let mut query = vec![("scope", scope)];
+                if let Some(service) = params.get("service") {
+                    query.push(("service", service.clone()));
+                }
+                let mut request = self.http.get(realm).query(&query);
+                if let Some(c) = &creds {
+                    request = request.basic_auth(&c.username, Some(&c.password));
+                }
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|e| self.transport(registry, e))?;
+                if !response.status().is_success() {
+                    return Err(denied());
+                }
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.transport(registry, e))?;
+                let answer: TokenAnswer =
+                    serde_json::from_slice(&body).map_err(|source| OciError::Garbage {
+                        registry: registry.to_owned(),
+                        what: "the token request".into(),
+                        source,
+                    })?;
+                answer
+                    .token
+                    .or(answer.access_token)
+                    .map(Auth::Bearer)
+                    .ok_or_else(denied)
+            }
+            _ => Err(OciError::Challenge {
+                registry: registry.to_owned(),
+                challenge: challenge.to_owned(),
+            }),
+        }
+    }
+
+    /// Every tag of a repository, following `Link` pagination.
+    pub async fn tags(&self, repo: &ImageRepo, registry: &str) -> Result<Vec<TagRef>, OciError> {
+        let base = Self::base(repo, registry);
+        let mut url = format!("{base}/v2/{}/tags/list?n=1000", repo.repository);
+        let mut tags = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let what = format!("the tag list of {}", repo.repository);
+            let response = self.send(repo, registry, Method::GET, &url, &what).await?;
+            let next = next_link(response.headers());
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| self.transport(registry, e))?;
+            let page: TagList =
+                serde_json::from_slice(&body).map_err(|source| OciError::Garbage {
+                    registry: registry.to_owned(),
+                    what: what.clone(),
+                    source,
+                })?;
+            tags.extend(
+                page.tags
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|tag| TagRef { tag, digest: None }),
+            );
+            match next {
+                Some(n) if n.starts_with("http://") || n.starts_with("https://") => url = n,
+                Some(n) => url = format!("{base}{n}"),
+                None => return Ok(tags),
+            }
+        }
+        Err(OciError::Status {
+            registry: registry.to_owned(),
+            what: format!("more than {MAX_PAGES} pages of tags of {}", repo.repository),
+            status: 200,
+        })
+    }
+
+    /// The manifest digest of a tag, by `HEAD` (falling back to hashing a `GET`'s body when
+    /// the registry does not send `Docker-Content-Digest`).
+    pub async fn digest(
+        &self,
+        repo: &ImageRepo,
+        registry: &str,
+        tag: &str,
+    ) -> Result<String, OciError> {
+        let url = format!(
+            "{}/v2/{}/manifests/{tag}",
+            Self::base(repo, registry),
+            repo.repository
+        );
+        let what = format!("the manifest of {}:{tag}", repo.repository);
+        let header = |r: &reqwest::Response| {
+            r.headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .filter(|d| d.starts_with("sha256:"))
+                .map(str::to_owned)
+        };
+        let head = self.send(repo, registry, Method::HEAD, &url, &what).await?;
+        if let Some(d) = header(&head) {
+            return Ok(d);
+        }
+        let get = self.send(repo, registry, Method::GET, &url, &what).await?;
+        if let Some(d) = header(&get) {
+            return Ok(d);
+        }
+        let body = get.bytes().await.map_err(|e| self.transport(registry, e))?;
+        if body.is_empty() {
+            return Err(OciError::NoDigest {
+                registry: registry.to_owned(),
+                repository: repo.repository.clone(),
+                tag: tag.to_owned(),
+            });
+        }
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(&body);
+        Ok(format!(
+            "sha256:{}",
+            hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_plain_http_and_the_rest_https() {
+        assert!(plain_http("127.0.0.1:5000", false));
+        assert!(plain_http("localhost:5000", false));
+        assert!(plain_http("[::1]:5000", false));
+        assert!(!plain_http("ghcr.io", false));
+        assert!(!plain_http("10.0.0.1:5000", false));
+        assert!(plain_http("registry.lan:5000", true));
+    }
+
+    #[test]
+    fn parses_challenges() {
+        let p = challenge_params(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull");
+    }
+
+    #[test]
+    fn follows_next_links() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            r#"</v2/a/tags/list?last=x&n=2>; rel="next""#.parse().unwrap(),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("/v2/a/tags/list?last=x&n=2"));
+        assert_eq!(next_link(&HeaderMap::new()), None);
+    }
+}
