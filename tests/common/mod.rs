@@ -5,6 +5,7 @@
 
 #[path = "../../benches/support/proxy.rs"]
 pub mod proxy;
+pub mod registry;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -177,6 +178,10 @@ pub struct Setup {
     /// Whether the partner opts into the script at all.
     pub opted_in: bool,
     pub health_timeout: &'static str,
+    /// The script's `image:` block (indented); the local test images by default.
+    pub image: Option<String>,
+    /// The script's `prerelease:`.
+    pub prerelease: bool,
 }
 
 impl Default for Setup {
@@ -188,6 +193,8 @@ impl Default for Setup {
             idle: true,
             opted_in: true,
             health_timeout: "10s",
+            image: None,
+            prerelease: false,
         }
     }
 }
@@ -250,11 +257,16 @@ impl Host {
             "apiVersion: berth/v1\nkind: Partner\nname: {p}\ntimezone: UTC\nwindows:\n{windows}{idle}{scripts}",
             p = self.partner
         );
+        let image = s
+            .image
+            .clone()
+            .unwrap_or_else(|| format!("  source: local\n  repository: {IMAGE_REPO}\n"));
         let script = format!(
-            "apiVersion: berth/v1\nkind: Script\nname: svc\nimage:\n  source: local\n  repository: {IMAGE_REPO}\n\
-             versions: \"*\"\ncontainer:\n  env: {{ PORT: \"{port}\" }}\n  network: host\n  stop_timeout: 5s\n\
+            "apiVersion: berth/v1\nkind: Script\nname: svc\nimage:\n{image}\
+             versions: \"*\"\nprerelease: {pre}\ncontainer:\n  env: {{ PORT: \"{port}\" }}\n  network: host\n  stop_timeout: 5s\n\
              health:\n  http: http://127.0.0.1:{port}/health\n  timeout: {timeout}\n",
             port = self.port,
+            pre = s.prerelease,
             timeout = s.health_timeout
         );
         std::fs::write(
