@@ -481,6 +481,58 @@ mod tests {
         );
     }
 
+    fn arb_tag() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u64..3, 0u64..3, 0u64..3, any::<bool>(), prop::option::of(0u8..2), prop::option::of(0u8..2))
+                .prop_map(|(ma, mi, pa, v, pre, build)| {
+                    let mut t = format!("{}{ma}.{mi}.{pa}", if v { "v" } else { "" });
+                    if let Some(p) = pre {
+                        t.push_str(&format!("-rc.{p}"));
+                    }
+                    if let Some(b) = build {
+                        t.push_str(&format!("+b{b}"));
+                    }
+                    t
+                }),
+            1 => prop::sample::select(vec!["latest".to_owned(), "main".to_owned(), "1.2".to_owned(), "vv1.0.0".to_owned()]),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The pick satisfies every requirement, nothing admitted ranks above it, and the
+        /// order tags are listed in does not matter.
+        #[test]
+        fn pick_is_the_highest_admitted_and_order_independent(
+            names in proptest::collection::vec(arb_tag(), 0..12),
+            req in proptest::sample::select(vec!["*", "^1", "~1.1", ">=0.2, <2", "=1.1.1", "^0.1", "<1"]),
+            pre in proptest::bool::ANY,
+            seed in proptest::num::u64::ANY,
+        ) {
+            let req: VersionReq = req.parse().unwrap();
+            let t = tags(&names.iter().map(String::as_str).collect::<Vec<_>>());
+            let got = pick(&t, &[&req], pre).cloned();
+            if let Some(g) = &got {
+                let v = tag_version(&g.tag).expect("the pick is semver");
+                proptest::prop_assert!(admits(&req, &v, pre));
+                for other in &t {
+                    if let Some(ov) = tag_version(&other.tag).filter(|ov| admits(&req, ov, pre)) {
+                        proptest::prop_assert!(ov.cmp_precedence(&v) != std::cmp::Ordering::Greater);
+                    }
+                }
+            } else {
+                proptest::prop_assert!(t.iter().all(|x| tag_version(&x.tag).is_none_or(|v| !admits(&req, &v, pre))));
+            }
+            let mut shuffled = t.clone();
+            let mut state = seed;
+            for i in (1..shuffled.len()).rev() {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                shuffled.swap(i, (state >> 33) as usize % (i + 1));
+            }
+            proptest::prop_assert_eq!(pick(&shuffled, &[&req], pre).map(|x| x.tag.clone()), got.map(|x| x.tag));
+        }
+    }
+
     #[test]
     fn env_files() {
         let parsed = parse_env_file("# c\n\nA=1\n  B = x=y\nBARE\n");
