@@ -4,9 +4,12 @@
 pub mod apply;
 pub mod cli;
 pub mod diag;
+pub mod diff;
+pub mod lock;
 pub mod manifest;
 pub mod plan;
 pub mod probe;
 pub mod resolve;
 pub mod runtime;
 pub mod window;
+pub mod source;

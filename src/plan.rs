@@ -15,6 +15,8 @@ use crate::window::{Schedule, WindowState};
 pub struct ContainerSpec {
     pub command: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,
+    /// Host paths of the env files; their contents are in `env` on the host.
+    pub env_files: Vec<String>,
     pub ports: Vec<String>,
     pub volumes: Vec<String>,
     pub network: Option<String>,
@@ -470,6 +472,7 @@ mod tests {
         ContainerSpec {
             command: None,
             env: [("MODE".to_owned(), env.to_owned())].into(),
+            env_files: vec![],
             ports: vec![],
             volumes: vec![],
             network: Some("host".into()),

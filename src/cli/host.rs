@@ -40,7 +40,7 @@ impl CutOverGuard for IdleGuard<'_> {
 }
 
 /// A validated repo, or the exit code after printing why not.
-fn load(repo_path: &Path) -> Result<Repo, i32> {
+pub(super) fn load(repo_path: &Path) -> Result<Repo, i32> {
     match manifest::validate(repo_path) {
         Ok((repo, diags)) if !diags.has_errors() => Ok(repo),
         Ok((_, diags)) => {
@@ -92,7 +92,7 @@ async fn make_plan(
     Ok(plan)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -114,7 +114,7 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> i32
             Ok(e) => e,
             Err(e) => return super::cannot_run(&e),
         };
-        let sources = Sources::new(&engine);
+        let sources = Sources::new(Some(&engine));
         let plan = match make_plan(&engine, &sources, &repo, args, held).await {
             Ok(p) => p,
             Err(code) => return code,
@@ -155,7 +155,7 @@ pub fn apply(args: &HostArgs) -> i32 {
             .and_then(|p| p.doc.idle.as_ref())
             .filter(|_| !args.overrides.ignore_idle);
         let guard = IdleGuard { idle };
-        let sources = Sources::new(&engine);
+        let sources = Sources::new(Some(&engine));
         let executor = Executor {
             engine: &engine,
             sources: &sources,

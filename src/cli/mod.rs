@@ -24,7 +24,9 @@ macro_rules! outln {
 }
 use crate::plan::Overrides;
 
+mod diff;
 mod host;
+mod lock;
 mod render;
 
 /// Exit codes of design.md §7.
@@ -97,6 +99,30 @@ enum Command {
         /// Where the journal and failed digests are kept.
         #[arg(long, default_value = "/var/lib/berth")]
         state_dir: PathBuf,
+    },
+    /// What each partner's host will change between two revisions of the manifest repo.
+    Diff {
+        #[arg(default_value = ".")]
+        repo: PathBuf,
+        /// The revision changes are measured from (e.g. `origin/main`).
+        #[arg(long)]
+        base: String,
+        /// The revision to compare; the working tree when omitted.
+        #[arg(long)]
+        head: Option<String>,
+        #[arg(long, value_enum, default_value_t = diff::DiffFormat::Text)]
+        format: diff::DiffFormat,
+        /// Exit 2 when some partner's host would change.
+        #[arg(long)]
+        exit_code: bool,
+    },
+    /// Pin every partner's scripts to a version and digest in berth.lock.
+    Lock {
+        #[arg(default_value = ".")]
+        repo: PathBuf,
+        /// Change nothing; exit 1 when berth.lock is missing or stale, saying what changed.
+        #[arg(long)]
+        check: bool,
     },
     /// Print the JSON Schema of a manifest kind, for editors.
     Schema {
@@ -176,6 +202,14 @@ pub fn main() -> i32 {
                 ignore_idle,
             },
         }),
+        Command::Lock { repo, check } => lock::lock(&repo, check),
+        Command::Diff {
+            repo,
+            base,
+            head,
+            format,
+            exit_code,
+        } => diff::diff(&repo, &base, head.as_deref(), format, exit_code),
         Command::Schema { kind } => {
             outln!("{}", schema_json(kind));
             exit::OK

@@ -66,6 +66,27 @@ pub fn load(root: &Path) -> Result<Loaded, LoadError> {
         Err(_) => None,
     };
 
+    let lock = match fs::symlink_metadata(root.join(crate::lock::FILE)) {
+        Ok(_) => reader
+            .read_doc::<crate::lock::Lock>(crate::lock::FILE)
+            .map_err(|d| diagnostics.push(d))
+            .ok()
+            .filter(|l| {
+                let ok = l.doc.version == 1;
+                if !ok {
+                    diagnostics.push(file_error(
+                        crate::lock::FILE,
+                        format!(
+                            "unsupported lock version {}: this berth reads version 1",
+                            l.doc.version
+                        ),
+                    ));
+                }
+                ok
+            }),
+        Err(_) => None,
+    };
+
     let partner_files = reader.list("partners", &mut diagnostics)?;
     let script_files = reader.list("scripts", &mut diagnostics)?;
     let partner_docs = reader.read_all::<Partner>(&partner_files);
@@ -111,6 +132,7 @@ pub fn load(root: &Path) -> Result<Loaded, LoadError> {
             fleet,
             partners,
             scripts,
+            lock,
         },
         diagnostics,
         broken_scripts,

@@ -31,6 +31,8 @@ pub struct Repo {
     pub fleet: Option<Doc<Fleet>>,
     pub partners: BTreeMap<String, Doc<Partner>>,
     pub scripts: BTreeMap<String, Doc<Script>>,
+    /// `berth.lock`, when the repo has one: agents then apply exactly what it pins.
+    pub lock: Option<Doc<crate::lock::Lock>>,
 }
 
 impl Repo {

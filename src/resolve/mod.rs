@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use semver::{Version, VersionReq};
 
-use crate::manifest::{Partner, Repo, Script, Source, syntax};
+use crate::lock::Lock;
+use crate::manifest::{OptIn, Partner, Repo, Script, Source, syntax};
 use crate::plan::{ContainerSpec, Desired, DesiredContainer, HealthCheck, Overrides};
 use crate::runtime::{Engine, RuntimeError};
 
@@ -81,6 +82,8 @@ pub enum ResolveError {
     Oci(#[from] oci::OciError),
     #[error(transparent)]
     Ecr(#[from] ecr::EcrError),
+    #[error("`local` images need a container engine, and none answers here")]
+    NoEngine,
     #[error("{repository} has no registry")]
     NoRegistry { repository: String },
     #[error("no tag of {repository} satisfies {requirement}")]
@@ -112,13 +115,14 @@ pub trait TagSource {
 
 /// Every kind of source, chosen by the script's `image.source`.
 pub struct Sources<'a, E: Engine> {
-    pub engine: &'a E,
+    /// The engine, for `local` images; `None` where there is none (CI's `lock` and `diff`).
+    pub engine: Option<&'a E>,
     pub oci: oci::OciRegistry,
     pub ecr: ecr::EcrRegistry,
 }
 
 impl<'a, E: Engine> Sources<'a, E> {
-    pub fn new(engine: &'a E) -> Self {
+    pub fn new(engine: Option<&'a E>) -> Self {
         Sources {
             engine,
             oci: oci::OciRegistry::new(docker_config::DockerConfig::load()),
@@ -140,6 +144,7 @@ impl<E: Engine> TagSource for Sources<'_, E> {
         match repo.source {
             Source::Local => Ok(self
                 .engine
+                .ok_or(ResolveError::NoEngine)?
                 .local_tags(&repo.repository)
                 .await
                 .map_err(ResolveError::Engine)?
@@ -255,8 +260,103 @@ impl<'a, S: TagSource> CachedTags<'a, S> {
     }
 }
 
-/// What a partner's host should run at this revision. Scripts that cannot be resolved are
-/// listed in `unresolved`, so their containers are left as they are.
+/// A script's version for one partner, pinned to a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub version: String,
+    pub digest: String,
+    pub image: ImageRepo,
+}
+
+/// The repository a partner's build of a script comes from.
+pub fn image_repo(repo: &Repo, opt: &OptIn, script: &Script) -> ImageRepo {
+    ImageRepo {
+        source: script.image.source.value,
+        registry: repo.registry(script).map(str::to_owned),
+        repository: opt
+            .repository
+            .as_ref()
+            .map_or(&script.image.repository.value, |r| &r.value)
+            .clone(),
+        insecure: script.image.insecure,
+    }
+}
+
+/// Live resolution (design.md §2): the highest tag within the script's range, the
+/// partner's narrower range and the pre-release rule.
+pub async fn resolve_live<S: TagSource>(
+    repo: &Repo,
+    opt: &OptIn,
+    script: &Script,
+    tags: &CachedTags<'_, S>,
+) -> Result<Resolved, String> {
+    let image = image_repo(repo, opt, script);
+    let mut reqs = Vec::new();
+    for r in [script.versions.as_ref(), opt.versions.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        reqs.push(VersionReq::parse(r).map_err(|e| e.to_string())?);
+    }
+    let listed = tags.tags(&image).await?;
+    let req_refs: Vec<&VersionReq> = reqs.iter().collect();
+    let chosen = pick(&listed, &req_refs, script.prerelease).ok_or_else(|| {
+        let requirement = reqs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" and ");
+        crate::cli::chain(&ResolveError::NoMatch {
+            repository: image.display(),
+            requirement: if requirement.is_empty() {
+                "*".into()
+            } else {
+                requirement
+            },
+        })
+    })?;
+    let digest = tags.digest(&image, chosen).await?;
+    Ok(Resolved {
+        version: chosen.tag.clone(),
+        digest,
+        image,
+    })
+}
+
+/// Frozen mode: exactly what `berth.lock` pins, provided it was pinned from the image the
+/// manifests name now.
+pub fn resolve_locked(
+    lock: &Lock,
+    repo: &Repo,
+    partner: &str,
+    opt: &OptIn,
+    script: &Script,
+) -> Result<Resolved, String> {
+    let image = image_repo(repo, opt, script);
+    let pin = lock.pin(partner, &opt.script).ok_or_else(|| {
+        format!(
+            "berth.lock has no pin for {partner}/{}: run `berth lock`",
+            opt.script.value
+        )
+    })?;
+    if pin.image != image.display() {
+        return Err(format!(
+            "berth.lock pins {partner}/{} from {}, but the manifests name {}: run `berth lock`",
+            opt.script.value,
+            pin.image,
+            image.display()
+        ));
+    }
+    Ok(Resolved {
+        version: pin.version.clone(),
+        digest: pin.digest.clone(),
+        image,
+    })
+}
+
+/// What a partner's host should run at this revision: locked versions when the repo has
+/// a `berth.lock`, live ones otherwise. Scripts that cannot be resolved are listed in
+/// `unresolved`, so their containers are left as they are.
 pub async fn desired<S: TagSource>(
     repo: &Repo,
     partner: &Partner,
@@ -271,7 +371,25 @@ pub async fn desired<S: TagSource>(
             continue;
         };
         let script = &script.doc;
-        match desired_one(repo, opt, script, tags).await {
+        let resolved = match &repo.lock {
+            Some(lock) => resolve_locked(&lock.doc, repo, &partner.name, opt, script),
+            None => resolve_live(repo, opt, script, tags).await,
+        };
+        let built = resolved.and_then(|r| {
+            let spec =
+                container_spec(script, opt, EnvFiles::Read).map_err(|e| crate::cli::chain(&e))?;
+            Ok(DesiredContainer {
+                script: script.name.value.clone(),
+                version: r.version,
+                image: r.image.reference(&r.digest),
+                digest: r.digest,
+                pull_from: (r.image.source != Source::Local).then_some(r.image),
+                spec_hash: spec.hash(),
+                spec,
+                health: health(script),
+            })
+        });
+        match built {
             Ok(c) => containers.push(c),
             Err(why) => {
                 unresolved.insert(opt.script.value.clone(), why);
@@ -293,48 +411,9 @@ pub async fn desired<S: TagSource>(
     }
 }
 
-async fn desired_one<S: TagSource>(
-    repo: &Repo,
-    opt: &crate::manifest::OptIn,
-    script: &Script,
-    tags: &CachedTags<'_, S>,
-) -> Result<DesiredContainer, String> {
-    let image = ImageRepo {
-        source: script.image.source.value,
-        registry: repo.registry(script).map(str::to_owned),
-        repository: opt
-            .repository
-            .as_ref()
-            .map_or(&script.image.repository.value, |r| &r.value)
-            .clone(),
-        insecure: script.image.insecure,
-    };
-    let mut reqs = Vec::new();
-    for r in [script.versions.as_ref(), opt.versions.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        reqs.push(VersionReq::parse(r).map_err(|e| e.to_string())?);
-    }
-    let listed = tags.tags(&image).await?;
-    let req_refs: Vec<&VersionReq> = reqs.iter().collect();
-    let chosen = pick(&listed, &req_refs, script.prerelease).ok_or_else(|| {
-        let requirement = reqs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" and ");
-        crate::cli::chain(&ResolveError::NoMatch {
-            repository: image.repository.clone(),
-            requirement: if requirement.is_empty() {
-                "*".into()
-            } else {
-                requirement
-            },
-        })
-    })?;
-    let spec = container_spec(script, opt).map_err(|e| crate::cli::chain(&e))?;
-    let health = HealthCheck {
+/// When a new container counts as healthy.
+pub fn health(script: &Script) -> HealthCheck {
+    HealthCheck {
         http: script
             .health
             .as_ref()
@@ -346,25 +425,24 @@ async fn desired_one<S: TagSource>(
             .and_then(|h| h.timeout.as_ref())
             .and_then(|t| syntax::parse_duration(t).ok())
             .unwrap_or(Duration::from_secs(60)),
-    };
-    let digest = tags.digest(&image, chosen).await?;
-    Ok(DesiredContainer {
-        script: script.name.value.clone(),
-        version: chosen.tag.clone(),
-        image: image.reference(&digest),
-        digest,
-        pull_from: (image.source != Source::Local).then_some(image),
-        spec_hash: spec.hash(),
-        spec,
-        health,
-    })
+    }
+}
+
+/// Whether to read the host's env files into the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvFiles {
+    /// On the host: their contents count, so a rotated secret rolls the container.
+    Read,
+    /// Away from the host (CI's `berth diff`): only their paths count.
+    PathsOnly,
 }
 
 /// The container spec: the script's settings, the partner's env on top, then the host's
-/// env files (read now, so a rotated secret changes the spec hash and rolls the container).
+/// env files.
 pub fn container_spec(
     script: &Script,
-    opt: &crate::manifest::OptIn,
+    opt: &OptIn,
+    env_files: EnvFiles,
 ) -> Result<ContainerSpec, ResolveError> {
     let c = &script.container;
     let mut env: BTreeMap<String, String> = c
@@ -373,17 +451,20 @@ pub fn container_spec(
         .map(|(k, v)| (k.clone(), v.value.clone()))
         .collect();
     env.extend(opt.env.iter().map(|(k, v)| (k.clone(), v.value.clone())));
-    for file in &opt.env_files {
-        let text =
-            std::fs::read_to_string(&file.value).map_err(|source| ResolveError::EnvFile {
-                path: file.value.clone(),
-                source,
-            })?;
-        env.extend(parse_env_file(&text));
+    if env_files == EnvFiles::Read {
+        for file in &opt.env_files {
+            let text =
+                std::fs::read_to_string(&file.value).map_err(|source| ResolveError::EnvFile {
+                    path: file.value.clone(),
+                    source,
+                })?;
+            env.extend(parse_env_file(&text));
+        }
     }
     Ok(ContainerSpec {
         command: c.command.clone(),
         env,
+        env_files: opt.env_files.iter().map(|f| f.value.clone()).collect(),
         ports: c.ports.iter().map(|p| p.value.clone()).collect(),
         volumes: c.volumes.iter().map(|v| v.value.clone()).collect(),
         network: c.network.as_ref().map(|n| n.value.clone()),

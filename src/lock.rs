@@ -1,0 +1,237 @@
+//! `berth.lock`: the exact version and digest every partner runs, pinned by `berth lock`
+//! so that agents apply what CI reviewed (frozen mode), after the seed's frozen environment
+//! specs. One line per partner and script, sorted, so that a pull request's diff reads as
+//! the list of changes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+/// The lock's file name at the repo root.
+pub const FILE: &str = "berth.lock";
+
+/// One pinned image.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// The tag as the registry spells it.
+    pub version: String,
+    /// `sha256:…` manifest digest (the image id for `local` images).
+    pub digest: String,
+    /// `registry/repository` (or the local repository) it was resolved from.
+    pub image: String,
+}
+
+/// Every partner's pins, by partner and script name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    pub version: u32,
+    #[serde(default)]
+    pub partners: BTreeMap<String, BTreeMap<String, Pin>>,
+}
+
+/// One difference between two locks, as `berth lock --check` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    Added {
+        partner: String,
+        script: String,
+        pin: Pin,
+    },
+    Removed {
+        partner: String,
+        script: String,
+        pin: Pin,
+    },
+    Changed {
+        partner: String,
+        script: String,
+        from: Pin,
+        to: Pin,
+    },
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Drift::Added {
+                partner,
+                script,
+                pin,
+            } => {
+                write!(
+                    f,
+                    "{partner}/{script}: not locked; would pin {}",
+                    pin.version
+                )
+            }
+            Drift::Removed {
+                partner,
+                script,
+                pin,
+            } => write!(
+                f,
+                "{partner}/{script}: locked at {} but no longer declared",
+                pin.version
+            ),
+            Drift::Changed {
+                partner,
+                script,
+                from,
+                to,
+            } if from.version != to.version => write!(
+                f,
+                "{partner}/{script}: locked at {}, resolves to {}",
+                from.version, to.version
+            ),
+            Drift::Changed {
+                partner,
+                script,
+                from,
+                to,
+            } => write!(
+                f,
+                "{partner}/{script}: {} moved from {} to {} ({})",
+                from.version,
+                crate::plan::short(&from.digest),
+                crate::plan::short(&to.digest),
+                to.image
+            ),
+        }
+    }
+}
+
+impl Lock {
+    pub fn pin(&self, partner: &str, script: &str) -> Option<&Pin> {
+        self.partners.get(partner)?.get(script)
+    }
+
+    /// What changed from `self` (on disk) to `fresh` (resolved now).
+    pub fn drift(&self, fresh: &Lock) -> Vec<Drift> {
+        let mut out = Vec::new();
+        let empty = BTreeMap::new();
+        let partners: std::collections::BTreeSet<&String> =
+            self.partners.keys().chain(fresh.partners.keys()).collect();
+        for partner in partners {
+            let old = self.partners.get(partner).unwrap_or(&empty);
+            let new = fresh.partners.get(partner).unwrap_or(&empty);
+            let scripts: std::collections::BTreeSet<&String> =
+                old.keys().chain(new.keys()).collect();
+            for script in scripts {
+                let (p, s) = (partner.clone(), script.clone());
+                match (old.get(script), new.get(script)) {
+                    (None, Some(pin)) => out.push(Drift::Added {
+                        partner: p,
+                        script: s,
+                        pin: pin.clone(),
+                    }),
+                    (Some(pin), None) => out.push(Drift::Removed {
+                        partner: p,
+                        script: s,
+                        pin: pin.clone(),
+                    }),
+                    (Some(a), Some(b)) if a != b => out.push(Drift::Changed {
+                        partner: p,
+                        script: s,
+                        from: a.clone(),
+                        to: b.clone(),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// The file's text: a header, then one sorted line per pin.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# berth.lock: the exact version and digest each partner runs.\n# Generated by `berth lock`; do not edit by hand.\nversion: 1\npartners:\n",
+        );
+        for (partner, scripts) in &self.partners {
+            let _ = writeln!(out, "  {partner}:");
+            for (script, pin) in scripts {
+                let _ = writeln!(
+                    out,
+                    "    {script}: {{ version: \"{}\", digest: \"{}\", image: \"{}\" }}",
+                    pin.version, pin.digest, pin.image
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pin(v: &str, d: &str) -> Pin {
+        Pin {
+            version: v.into(),
+            digest: d.into(),
+            image: "r/x".into(),
+        }
+    }
+
+    #[test]
+    fn renders_and_parses_back() {
+        let mut lock = Lock {
+            version: 1,
+            ..Lock::default()
+        };
+        lock.partners
+            .entry("p".into())
+            .or_default()
+            .insert("s".into(), pin("1.2.3", "sha256:aa"));
+        let text = lock.render();
+        let back: Lock = crate::manifest::parse(&text).unwrap();
+        assert_eq!(back, lock);
+        assert!(
+            text.contains("    s: { version: \"1.2.3\", digest: \"sha256:aa\", image: \"r/x\" }\n")
+        );
+    }
+
+    #[test]
+    fn drift_names_each_change() {
+        let mut a = Lock::default();
+        let mut b = Lock::default();
+        a.partners
+            .entry("p".into())
+            .or_default()
+            .insert("gone".into(), pin("1.0.0", "sha256:1"));
+        a.partners
+            .entry("p".into())
+            .or_default()
+            .insert("bump".into(), pin("1.0.0", "sha256:1"));
+        a.partners
+            .entry("p".into())
+            .or_default()
+            .insert("moved".into(), pin("1.0.0", "sha256:1"));
+        b.partners
+            .entry("p".into())
+            .or_default()
+            .insert("bump".into(), pin("1.1.0", "sha256:2"));
+        b.partners
+            .entry("p".into())
+            .or_default()
+            .insert("moved".into(), pin("1.0.0", "sha256:2"));
+        b.partners
+            .entry("p".into())
+            .or_default()
+            .insert("new".into(), pin("2.0.0", "sha256:3"));
+        let lines: Vec<String> = a.drift(&b).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "p/bump: locked at 1.0.0, resolves to 1.1.0",
+                "p/gone: locked at 1.0.0 but no longer declared",
+                "p/moved: 1.0.0 moved from 1 to 2 (r/x)",
+                "p/new: not locked; would pin 2.0.0",
+            ]
+        );
+        assert!(a.drift(&a).is_empty());
+    }
+}
