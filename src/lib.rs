@@ -1,6 +1,7 @@
 //! berth keeps the container hosts of a federation in the state that a git repository of
 //! YAML manifests declares. See `design.md` for the contract this crate implements.
 
+pub mod agent;
 pub mod apply;
 pub mod cli;
 pub mod diag;

@@ -1,17 +1,16 @@
-//! `berth plan` and `berth apply`: one pass over one partner's host.
+//! `berth plan` and `berth apply`: one pass over one partner's host, from a directory.
 
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
-use super::{chain, exit, render};
+use super::{exit, render};
+use crate::agent::pass::{self, Target};
 use crate::apply::state::{self, StateDir};
-use crate::apply::{CutOverGuard, Executor, Outcome};
-use crate::manifest::{self, Idle, Repo};
-use crate::plan::{self, Deferral, Idleness, Observed, Overrides, Plan};
-use crate::probe::{self, Http};
-use crate::resolve::{self, CachedTags, Sources};
-use crate::runtime::{DockerEngine, Engine};
+use crate::manifest::{self, Repo};
+use crate::plan::{self, Deferral, Overrides};
+use crate::resolve::Sources;
+use crate::runtime::DockerEngine;
 
 /// What every host command needs to know.
 pub struct HostArgs {
@@ -20,23 +19,6 @@ pub struct HostArgs {
     pub now: Option<Timestamp>,
     pub state_dir: PathBuf,
     pub overrides: Overrides,
-}
-
-/// Re-asks the partner's service right before each cut-over.
-struct IdleGuard<'a> {
-    idle: Option<&'a Idle>,
-}
-
-impl CutOverGuard for IdleGuard<'_> {
-    async fn check(&self) -> Result<(), Deferral> {
-        let Some(idle) = self.idle else {
-            return Ok(());
-        };
-        match probe::idleness(&Http, idle).await {
-            Idleness::NotIdle(detail) => Err(Deferral::Busy { detail }),
-            _ => Ok(()),
-        }
-    }
 }
 
 /// A validated repo, or the exit code after printing why not.
@@ -52,51 +34,23 @@ pub(super) fn load(repo_path: &Path) -> Result<Repo, i32> {
     }
 }
 
-/// Observes the host and plans; asks the idle gate only when a step would need it.
-async fn make_plan(
-    engine: &DockerEngine,
-    sources: &Sources<'_, DockerEngine>,
-    repo: &Repo,
-    args: &HostArgs,
-    held: Vec<plan::Held>,
-) -> Result<Plan, i32> {
-    let Some(partner) = repo.partners.get(&args.partner) else {
-        eprintln!(
-            "berth: no partner `{}` in {}",
-            args.partner,
-            repo.root.display()
-        );
-        return Err(exit::CANNOT_RUN);
-    };
-    let partner = &partner.doc;
-    let containers = engine
-        .list_managed(&args.partner)
-        .await
-        .map_err(|e| super::cannot_run(&e))?;
-    let tags = CachedTags::new(sources);
-    let desired = resolve::desired(repo, partner, "worktree", &tags, args.overrides).await;
-    let now = args.now.unwrap_or_else(Timestamp::now);
-    let mut observed = Observed {
-        containers,
-        held,
-        idle: Idleness::Unknown,
-    };
-    let mut plan = plan::plan(&desired, &observed, now);
-    if let Some(idle) = &partner.idle
-        && !args.overrides.ignore_idle
-        && plan.wants_idle_probe()
-    {
-        observed.idle = probe::idleness(&Http, idle).await;
-        plan = plan::plan(&desired, &observed, now);
-    }
-    Ok(plan)
-}
-
 pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a current-thread runtime builds")
+}
+
+impl HostArgs {
+    fn target<'a>(&'a self, repo: &'a Repo) -> Target<'a> {
+        Target {
+            repo,
+            partner: &self.partner,
+            revision: "worktree",
+            now: self.now,
+            overrides: self.overrides,
+        }
+    }
 }
 
 /// `berth plan`: what apply would do now; changes nothing.
@@ -115,9 +69,9 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> i32
             Err(e) => return super::cannot_run(&e),
         };
         let sources = Sources::new(Some(&engine));
-        let plan = match make_plan(&engine, &sources, &repo, args, held).await {
+        let plan = match pass::plan(&engine, &sources, &args.target(&repo), held).await {
             Ok(p) => p,
-            Err(code) => return code,
+            Err(e) => return super::cannot_run(&e),
         };
         out!("{}", render::plan(&plan, format));
         if plan
@@ -149,55 +103,15 @@ pub fn apply(args: &HostArgs) -> i32 {
             Ok(e) => e,
             Err(e) => return super::cannot_run(&e),
         };
-        let idle = repo
-            .partners
-            .get(&args.partner)
-            .and_then(|p| p.doc.idle.as_ref())
-            .filter(|_| !args.overrides.ignore_idle);
-        let guard = IdleGuard { idle };
-        let sources = Sources::new(Some(&engine));
-        let executor = Executor {
-            engine: &engine,
-            sources: &sources,
-            probe: &Http,
-            guard: &guard,
-            state: &state,
-        };
-        match executor.recover(&args.partner).await {
-            Ok(lines) => lines.iter().for_each(|l| outln!("recovered {l}")),
-            Err(e) => {
-                eprintln!("berth: cannot recover an interrupted update: {}", chain(&e));
-                return exit::CANNOT_RUN;
+        match pass::converge(&engine, &state, &args.target(&repo)).await {
+            Ok(report) => {
+                for line in &report.recovered {
+                    outln!("recovered {line}");
+                }
+                out!("{}", render::apply(&report.plan, &report.reports));
+                report.exit_code()
             }
-        }
-        let held = match state.held() {
-            Ok(h) => h,
-            Err(e) => return super::cannot_run(&e),
-        };
-        let plan = match make_plan(&engine, &sources, &repo, args, held).await {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
-        let reports = executor.execute(&plan).await;
-        out!("{}", render::apply(&plan, &reports));
-        let unresolved = reports.iter().any(
-            |r| matches!(&r.outcome, Outcome::Deferred { reason, .. } if reason == "unresolved"),
-        );
-        let failed = reports.iter().any(|r| {
-            matches!(
-                r.outcome,
-                Outcome::Failed { .. } | Outcome::RolledBack { .. }
-            )
-        });
-        let not_pulled = reports
-            .iter()
-            .any(|r| matches!(r.outcome, Outcome::NotPulled { .. }));
-        if unresolved || not_pulled {
-            exit::CANNOT_RUN
-        } else if failed {
-            exit::WRONG
-        } else {
-            exit::OK
+            Err(e) => super::cannot_run(&e),
         }
     })
 }
