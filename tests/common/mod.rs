@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod moto;
 #[path = "../../benches/support/proxy.rs"]
 pub mod proxy;
 pub mod registry;
