@@ -12,5 +12,5 @@ pub mod plan;
 pub mod probe;
 pub mod resolve;
 pub mod runtime;
-pub mod window;
 pub mod source;
+pub mod window;

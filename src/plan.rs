@@ -153,6 +153,12 @@ pub enum Deferral {
         #[serde(skip_serializing_if = "Option::is_none")]
         opens: Option<String>,
     },
+    /// The window is open but closes before the step could finish.
+    WindowEnding {
+        closes: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        opens: Option<String>,
+    },
     Blackout {
         until: String,
     },
@@ -168,7 +174,7 @@ pub enum Deferral {
 impl Deferral {
     pub fn name(&self) -> &'static str {
         match self {
-            Deferral::Window { .. } => "window",
+            Deferral::Window { .. } | Deferral::WindowEnding { .. } => "window",
             Deferral::Blackout { .. } => "blackout",
             Deferral::Busy { .. } => "busy",
             Deferral::FailedHealth => "failed-health",
@@ -180,6 +186,10 @@ impl Deferral {
         match self {
             Deferral::Window { opens: Some(at) } => format!("window closed; next opens {at}"),
             Deferral::Window { opens: None } => "no update window ever opens".into(),
+            Deferral::WindowEnding { closes, opens } => format!(
+                "the window closes at {closes}, before this step could finish; next opens {}",
+                opens.as_deref().unwrap_or("never")
+            ),
             Deferral::Blackout { until } => format!("blackout until {until}"),
             Deferral::Busy { detail } => format!("service not idle: {detail}"),
             Deferral::FailedHealth => {
@@ -253,6 +263,20 @@ impl Plan {
     }
 }
 
+/// Safety margin on top of the stop and health timeouts when fitting a step in a window.
+pub const WINDOW_MARGIN: Duration = Duration::from_secs(30);
+
+/// The longest a step can take: the old container's stop, the new one's health check and
+/// a margin. A step is only started if this fits before the window closes.
+fn cut_over_time(action: Action, d: &DesiredContainer) -> jiff::SignedDuration {
+    let stop = match action {
+        Action::Replace => Duration::from_secs(d.spec.stop_timeout_secs),
+        _ => Duration::ZERO,
+    };
+    let total = stop + d.health.timeout + WINDOW_MARGIN;
+    jiff::SignedDuration::try_from(total).unwrap_or(jiff::SignedDuration::MAX)
+}
+
 /// The managed container name of a partner's script.
 pub fn container_name(partner: &str, script: &str) -> String {
     format!("berth-{partner}-{script}")
@@ -305,6 +329,14 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             Gate::Deferred(Deferral::FailedHealth)
         } else if let Some(g) = &window_gate {
             Gate::Deferred(g.clone())
+        } else if let (WindowState::Open { closes }, Some(d)) = (&window, desired_c)
+            && !desired.overrides.ignore_window
+            && now + cut_over_time(action, d) > *closes
+        {
+            Gate::Deferred(Deferral::WindowEnding {
+                closes: closes.to_string(),
+                opens: desired.schedule.next_open(*closes).map(|t| t.to_string()),
+            })
         } else if needs_idle && desired.has_idle_gate && !desired.overrides.ignore_idle {
             match &observed.idle {
                 Idleness::Idle | Idleness::Unknown => Gate::Allowed,
@@ -688,6 +720,32 @@ mod tests {
                 s.action
             );
         }
+    }
+
+    #[test]
+    fn a_step_that_cannot_finish_before_the_window_closes_waits() {
+        // The window closes at 05:00; a replace needs 10s stop + 5s health + 30s margin.
+        let old = want("a", "1.0.0", "x");
+        let d = desired(vec![want("a", "2.0.0", "x")]);
+        let o = observed(vec![running(&old)]);
+        assert_eq!(
+            run(&d, &o, "2026-11-21T04:59:00Z")[0].2,
+            Gate::Allowed,
+            "45s left of 60s"
+        );
+        assert_eq!(
+            run(&d, &o, "2026-11-21T04:59:30Z")[0].2,
+            Gate::Deferred(Deferral::WindowEnding {
+                closes: "2026-11-21T05:00:00Z".into(),
+                opens: Some("2026-11-28T01:00:00Z".into())
+            })
+        );
+        let mut ignoring = d.clone();
+        ignoring.overrides.ignore_window = true;
+        assert_eq!(
+            run(&ignoring, &o, "2026-11-21T04:59:30Z")[0].2,
+            Gate::Allowed
+        );
     }
 
     #[test]

@@ -146,7 +146,21 @@ impl Schedule {
             .filter(|(start, end)| *start <= now && now < *end)
             .map(|(_, end)| end)
             .max();
-        if let Some(closes) = open {
+        if let Some(mut closes) = open {
+            // Back-to-back windows (e.g. every day 00:00-24:00) are one open stretch.
+            let ahead: Vec<(Timestamp, Timestamp)> = (0..=8)
+                .filter_map(|d| today.checked_add(d.days()).ok())
+                .filter(|d| self.blackout_until(*d).is_none())
+                .flat_map(|d| self.instances(d).collect::<Vec<_>>())
+                .collect();
+            while let Some(end) = ahead
+                .iter()
+                .filter(|(s, e)| *s <= closes && closes < *e)
+                .map(|(_, e)| *e)
+                .max()
+            {
+                closes = end;
+            }
             return WindowState::Open { closes };
         }
         WindowState::Closed {
@@ -281,6 +295,26 @@ mod tests {
         assert_eq!(
             s.next_open(ts("2026-11-20T12:00:00Z")),
             Some(ts("2026-11-28T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn back_to_back_windows_are_one_stretch() {
+        let s = schedule(
+            "UTC",
+            vec![Weekly {
+                days: all_days(),
+                start: 0,
+                end: 1440,
+            }],
+            vec![("2026-11-24", "2026-11-24")],
+        );
+        assert_eq!(
+            s.state(ts("2026-11-21T12:00:00Z")),
+            WindowState::Open {
+                closes: ts("2026-11-24T00:00:00Z")
+            },
+            "open until the blackout day"
         );
     }
 

@@ -24,6 +24,7 @@ macro_rules! outln {
 }
 use crate::plan::Overrides;
 
+mod agent;
 mod diff;
 mod host;
 mod lock;
@@ -124,11 +125,33 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// The partner agent: fetch the manifest repo and converge this host, once (for cron)
+    /// or on an interval (as a daemon).
+    Agent {
+        #[arg(long)]
+        config: PathBuf,
+        /// One pass, then exit with its code.
+        #[arg(long)]
+        once: bool,
+    },
+    /// What the agent last did on this host, from its state dir.
+    Status {
+        #[arg(long, default_value = "/var/lib/berth")]
+        state_dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
     /// Print the JSON Schema of a manifest kind, for editors.
     Schema {
         #[arg(value_enum)]
         kind: SchemaKind,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum StatusFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -210,6 +233,8 @@ pub fn main() -> i32 {
             format,
             exit_code,
         } => diff::diff(&repo, &base, head.as_deref(), format, exit_code),
+        Command::Agent { config, once } => agent::run(&config, once),
+        Command::Status { state_dir, format } => agent::status(&state_dir, format),
         Command::Schema { kind } => {
             outln!("{}", schema_json(kind));
             exit::OK

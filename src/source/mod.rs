@@ -1,9 +1,354 @@
-//! The manifest repo as the source of truth: fetching it with git, following a branch, tag
-//! or commit, and refusing heads that are unsigned or rewrite history.
+//! The manifest repo as the source of truth: fetching it with git into the state dir,
+//! following a branch, tag or pinned commit, and refusing heads that are unsigned (when
+//! `verify` is set) or that rewrite history (unless `allow_rewrite`). A plain directory is a
+//! source too, at revision `worktree`.
 
 pub mod verify;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What to follow in the manifest repo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Follow {
+    Branch(String),
+    Tag(String),
+    Commit(String),
+}
+
+/// How to reach the manifest repo and what to trust.
+#[derive(Debug, Clone)]
+pub struct RepoSpec {
+    /// `https://…`, `ssh://…` / `git@host:path`, `file:///…`, or a plain directory.
+    pub url: String,
+    pub follow: Follow,
+    /// `allowed_signers` file: only heads signed by one of its keys are applied.
+    pub allowed_signers: Option<PathBuf>,
+    /// Accept a head that does not descend from the last accepted commit.
+    pub allow_rewrite: bool,
+    /// Credentials for HTTPS: a token, read from an env var or a file.
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Private key for SSH remotes.
+    pub ssh_key: Option<PathBuf>,
+}
+
+/// The manifests of one revision, ready to load.
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    pub root: PathBuf,
+    /// Commit id, or `worktree` for a plain directory.
+    pub revision: String,
+    /// Why this is not the remote's head (unreachable, refused), if it is not.
+    pub held_back: Option<HeldBack>,
+}
+
+/// Why the host stays at an older revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeldBack {
+    /// The remote could not be fetched: a passing condition.
+    Unreachable(String),
+    /// The head was refused (unverified or rewritten history): the repo is wrong.
+    Refused(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot fetch {url}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("the manifest repo mirror in {path} is unusable")]
+    Mirror {
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("{what} not found in {url}")]
+    NoSuchRef { url: String, what: String },
+    #[error("cannot write the checkout of {revision} to {path}")]
+    Checkout {
+        revision: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the git token from {0}")]
+    Token(String),
+    #[error("cannot use state directory {path}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}; there is no earlier accepted revision to stay at")]
+    NothingToStayAt(String),
+    #[error(transparent)]
+    Verify(#[from] verify::VerifyError),
+}
+
+/// What the state dir remembers about the source.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Memory {
+    /// The last commit that passed every check; the host never goes back past it.
+    accepted: Option<String>,
+}
+
+/// Whether `url` names a plain directory rather than a git remote.
+pub fn is_plain_directory(url: &str) -> bool {
+    !url.contains("://")
+        && !url.contains('@')
+        && Path::new(url).is_dir()
+        && !Path::new(url).join(".git").exists()
+        && !url.ends_with(".git")
+}
+
+/// Brings the mirror up to date and picks the revision to apply. An unreachable remote
+/// keeps the last accepted revision; a refused head too, reported as such.
+pub fn sync(
+    spec: &RepoSpec,
+    state_dir: &Path,
+    now: jiff::Timestamp,
+) -> Result<Checkout, SourceError> {
+    if is_plain_directory(&spec.url) {
+        return Ok(Checkout {
+            root: PathBuf::from(&spec.url),
+            revision: "worktree".into(),
+            held_back: None,
+        });
+    }
+    let dir = state_dir.join("source");
+    std::fs::create_dir_all(&dir).map_err(|source| SourceError::State {
+        path: dir.clone(),
+        source,
+    })?;
+    let memory = read_memory(&dir);
+    let mirror_path = dir.join("mirror.git");
+    let mirror = open_mirror(&mirror_path, &spec.url)?;
+    let stay = |why: HeldBack| -> Result<Checkout, SourceError> {
+        let text = match &why {
+            HeldBack::Unreachable(t) | HeldBack::Refused(t) => t.clone(),
+        };
+        let accepted = memory
+            .accepted
+            .as_deref()
+            .ok_or(SourceError::NothingToStayAt(text))?;
+        let mut checkout = export(&mirror, accepted, &dir)?;
+        checkout.held_back = Some(why);
+        Ok(checkout)
+    };
+
+    if let Err(e) = fetch(&mirror, spec) {
+        tracing::warn!(url = %spec.url, error = %crate::cli::chain(&e), "fetch failed; staying at the last accepted revision");
+        return stay(HeldBack::Unreachable(crate::cli::chain(&e)));
+    }
+    let head = resolve_head(&mirror, spec)?;
+    let head_text = head.to_string();
+
+    if let Some(path) = &spec.allowed_signers {
+        let signers = verify::AllowedSigners::load(path)?;
+        if let Err(e) = verify::verify_commit(&mirror, head, &signers, now) {
+            return stay(HeldBack::Refused(crate::cli::chain(&e)));
+        }
+    }
+    if let Some(accepted) = memory.accepted.as_deref()
+        && accepted != head_text
+        && !spec.allow_rewrite
+    {
+        let previous = git2::Oid::from_str(accepted).ok();
+        let descends =
+            previous.is_some_and(|p| mirror.graph_descendant_of(head, p).unwrap_or(false));
+        if !descends {
+            return stay(HeldBack::Refused(format!(
+                "the new head {} does not descend from the last applied commit {} (history was rewritten); set allow_rewrite: true to accept it",
+                short(&head_text),
+                short(accepted)
+            )));
+        }
+    }
+    // Keep the accepted commit reachable so it survives later fetches of a rewritten branch.
+    mirror
+        .reference("refs/berth/accepted", head, true, "berth: accepted")
+        .map_err(|source| SourceError::Mirror {
+            path: mirror_path.clone(),
+            source,
+        })?;
+    write_memory(
+        &dir,
+        &Memory {
+            accepted: Some(head_text.clone()),
+        },
+    )?;
+    export(&mirror, &head_text, &dir)
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn read_memory(dir: &Path) -> Memory {
+    std::fs::read(dir.join("source.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_memory(dir: &Path, memory: &Memory) -> Result<(), SourceError> {
+    let path = dir.join("source.json");
+    let tmp = dir.join("source.json.tmp");
+    let io = |source| SourceError::State {
+        path: path.clone(),
+        source,
+    };
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(memory).expect("memory serializes"),
+    )
+    .map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
+fn open_mirror(path: &Path, url: &str) -> Result<git2::Repository, SourceError> {
+    let mirror_err = |source| SourceError::Mirror {
+        path: path.to_owned(),
+        source,
+    };
+    let repo = match git2::Repository::open_bare(path) {
+        Ok(r) => r,
+        Err(_) => git2::Repository::init_bare(path).map_err(mirror_err)?,
+    };
+    match repo.find_remote("origin") {
+        Ok(remote) if remote.url().ok() == Some(url) => {}
+        Ok(_) => repo.remote_set_url("origin", url).map_err(mirror_err)?,
+        Err(_) => {
+            repo.remote("origin", url).map_err(mirror_err)?;
+        }
+    }
+    Ok(repo)
+}
+
+/// Fetches what the spec follows, with the credentials it names.
+fn fetch(repo: &git2::Repository, spec: &RepoSpec) -> Result<(), SourceError> {
+    let fetch_err = |source| SourceError::Fetch {
+        url: spec.url.clone(),
+        source,
+    };
+    let token = match (&spec.token_env, &spec.token_file) {
+        (Some(var), _) => {
+            Some(std::env::var(var).map_err(|_| SourceError::Token(format!("${var}")))?)
+        }
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|_| SourceError::Token(file.display().to_string()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let mut callbacks = git2::RemoteCallbacks::new();
+    let ssh_key = spec.ssh_key.clone();
+    let mut tried = false;
+    callbacks.credentials(move |_url, username, allowed| {
+        if tried {
+            return Err(git2::Error::from_str("the remote refused the credentials"));
+        }
+        tried = true;
+        if allowed.contains(git2::CredentialType::SSH_KEY)
+            && let Some(key) = &ssh_key
+        {
+            return git2::Cred::ssh_key(username.unwrap_or("git"), None, key, None);
+        }
+        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT)
+            && let Some(token) = &token
+        {
+            return git2::Cred::userpass_plaintext(username.unwrap_or("berth"), token);
+        }
+        git2::Cred::default()
+    });
+    let mut options = git2::FetchOptions::new();
+    options.remote_callbacks(callbacks);
+    options.download_tags(git2::AutotagOption::None);
+    let refspecs: Vec<String> = match &spec.follow {
+        Follow::Branch(b) => vec![format!("+refs/heads/{b}:refs/remotes/origin/{b}")],
+        Follow::Tag(t) => vec![format!("+refs/tags/{t}:refs/tags/{t}")],
+        Follow::Commit(_) => vec!["+refs/heads/*:refs/remotes/origin/*".into()],
+    };
+    let mut remote = repo.find_remote("origin").map_err(fetch_err)?;
+    remote
+        .fetch(&refspecs, Some(&mut options), None)
+        .map_err(fetch_err)
+}
+
+fn resolve_head(repo: &git2::Repository, spec: &RepoSpec) -> Result<git2::Oid, SourceError> {
+    let missing = |what: String| SourceError::NoSuchRef {
+        url: spec.url.clone(),
+        what,
+    };
+    let (name, what) = match &spec.follow {
+        Follow::Branch(b) => (format!("refs/remotes/origin/{b}"), format!("branch {b}")),
+        Follow::Tag(t) => (format!("refs/tags/{t}"), format!("tag {t}")),
+        Follow::Commit(c) => {
+            let oid = git2::Oid::from_str(c).map_err(|_| missing(format!("commit {c}")))?;
+            repo.find_commit(oid)
+                .map_err(|_| missing(format!("commit {c}")))?;
+            return Ok(oid);
+        }
+    };
+    repo.revparse_single(&name)
+        .and_then(|o| o.peel_to_commit())
+        .map(|c| c.id())
+        .map_err(|_| missing(what))
+}
+
+/// Writes a commit's tree to `dir/checkout/<commit>` (once) and removes older checkouts.
+fn export(repo: &git2::Repository, revision: &str, dir: &Path) -> Result<Checkout, SourceError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        let revision = revision.to_owned();
+        move |source| SourceError::Checkout {
+            revision,
+            path,
+            source,
+        }
+    };
+    let checkouts = dir.join("checkout");
+    let target = checkouts.join(revision);
+    if !target.exists() {
+        let oid = git2::Oid::from_str(revision).map_err(|source| SourceError::Mirror {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let tree = repo
+            .find_commit(oid)
+            .and_then(|c| c.tree())
+            .map_err(|source| SourceError::Mirror {
+                path: dir.to_owned(),
+                source,
+            })?;
+        let staging = checkouts.join(format!("{revision}.partial"));
+        let _ = std::fs::remove_dir_all(&staging);
+        write_tree(repo, &tree, &staging).map_err(io(&staging))?;
+        std::fs::rename(&staging, &target).map_err(io(&target))?;
+    }
+    if let Ok(entries) = std::fs::read_dir(&checkouts) {
+        for e in entries.flatten() {
+            if e.file_name() != revision {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(Checkout {
+        root: target,
+        revision: revision.to_owned(),
+        held_back: None,
+    })
+}
 
 /// Materialises a tree: files, directories and symlinks as git stores them (the loader
 /// refuses symlinks that leave the repo).

@@ -1,0 +1,169 @@
+//! `/etc/berth/agent.yaml` (design.md §6): which partner this host is, where its manifests
+//! come from and what to trust, how often to reconcile, where to keep state.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::manifest::{Pos, Sp, syntax};
+use crate::source::{Follow, RepoSpec};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    partner: Sp<String>,
+    repo: RepoFile,
+    #[serde(default)]
+    interval: Option<Sp<String>>,
+    #[serde(default)]
+    state_dir: Option<String>,
+    #[serde(default)]
+    listen: Option<Sp<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepoFile {
+    url: Sp<String>,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    commit: Option<Sp<String>>,
+    #[serde(default)]
+    verify: Option<VerifyFile>,
+    #[serde(default)]
+    allow_rewrite: bool,
+    #[serde(default)]
+    token_env: Option<String>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    ssh_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyFile {
+    allowed_signers: PathBuf,
+}
+
+/// A checked agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub partner: String,
+    pub repo: RepoSpec,
+    pub interval: Duration,
+    pub state_dir: PathBuf,
+    pub listen: Option<SocketAddr>,
+}
+
+/// Reads and checks the config; every problem is a diagnostic at its `path:line:col`.
+pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
+    let name = path.display().to_string();
+    let mut diags = Diagnostics::default();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.push(Diagnostic::error(
+                &name,
+                Pos { line: 1, col: 1 },
+                format!("cannot read: {e}"),
+            ));
+            return Err(diags);
+        }
+    };
+    let file: File = match crate::manifest::parse(&text) {
+        Ok(f) => f,
+        Err((pos, message)) => {
+            diags.push(Diagnostic::error(&name, pos, message));
+            return Err(diags);
+        }
+    };
+    if !syntax::is_name(&file.partner) {
+        diags.push(Diagnostic::error(
+            &name,
+            file.partner.pos,
+            format!("invalid partner name `{}`", file.partner.value),
+        ));
+    }
+    let follow = match (&file.repo.branch, &file.repo.tag, &file.repo.commit) {
+        (None, None, None) => Follow::Branch("main".into()),
+        (Some(b), None, None) => Follow::Branch(b.clone()),
+        (None, Some(t), None) => Follow::Tag(t.clone()),
+        (None, None, Some(c)) => {
+            if c.len() != 40 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                diags.push(Diagnostic::error(
+                    &name,
+                    c.pos,
+                    "commit must be a full 40-character commit id",
+                ));
+            }
+            Follow::Commit(c.value.clone())
+        }
+        _ => {
+            diags.push(Diagnostic::error(
+                &name,
+                file.repo.url.pos,
+                "give at most one of branch, tag and commit",
+            ));
+            Follow::Branch("main".into())
+        }
+    };
+    let interval = match &file.interval {
+        None => Duration::from_secs(300),
+        Some(i) => match syntax::parse_duration(i) {
+            Ok(d) if d >= Duration::from_secs(1) => d,
+            Ok(_) => {
+                diags.push(Diagnostic::error(
+                    &name,
+                    i.pos,
+                    "interval must be at least 1s",
+                ));
+                Duration::from_secs(300)
+            }
+            Err(m) => {
+                diags.push(Diagnostic::error(&name, i.pos, m));
+                Duration::from_secs(300)
+            }
+        },
+    };
+    let listen = match &file.listen {
+        None => None,
+        Some(l) => match l.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                diags.push(Diagnostic::error(
+                    &name,
+                    l.pos,
+                    format!("invalid listen address `{}`: expected ip:port", l.value),
+                ));
+                None
+            }
+        },
+    };
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    Ok(AgentConfig {
+        partner: file.partner.value,
+        repo: RepoSpec {
+            url: file.repo.url.value,
+            follow,
+            allowed_signers: file.repo.verify.map(|v| v.allowed_signers),
+            allow_rewrite: file.repo.allow_rewrite,
+            token_env: file.repo.token_env,
+            token_file: file.repo.token_file,
+            ssh_key: file.repo.ssh_key,
+        },
+        interval,
+        state_dir: file
+            .state_dir
+            .map_or_else(|| PathBuf::from("/var/lib/berth"), PathBuf::from),
+        listen,
+    })
+}
