@@ -177,6 +177,37 @@ pub fn create_body(partner: &str, revision: &str, d: &DesiredContainer) -> Conta
     }
 }
 
+impl DockerEngine {
+    /// A stream that yields whenever one of the partner's managed containers stops, dies
+    /// or disappears: drift the agent reconciles without waiting for its interval.
+    pub fn container_events(
+        &self,
+        partner: &str,
+    ) -> impl futures_util::Stream<Item = Result<(), RuntimeError>> + Send + 'static {
+        use futures_util::StreamExt;
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            (
+                "label".to_owned(),
+                vec![
+                    format!("{}=true", label::MANAGED),
+                    format!("{}={partner}", label::PARTNER),
+                ],
+            ),
+            (
+                "event".to_owned(),
+                vec!["die".to_owned(), "stop".to_owned(), "destroy".to_owned()],
+            ),
+        ]);
+        self.docker
+            .events(Some(bollard::query_parameters::EventsOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .map(|e| e.map(|_| ()).map_err(engine("watch container events")))
+    }
+}
+
 impl Engine for DockerEngine {
     async fn list_managed(&self, partner: &str) -> Result<Vec<ObservedContainer>, RuntimeError> {
         let filters = HashMap::from([(

@@ -2,9 +2,11 @@
 //! converges the host inside its window, and keeps a status others can read.
 
 pub mod config;
+pub mod daemon;
 pub mod pass;
 pub mod status;
 
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use jiff::Timestamp;
@@ -20,7 +22,7 @@ use status::{LastPass, Status};
 
 /// One pass of the agent: sync the source, validate, converge, record the status.
 /// Returns the exit code of design.md §7.
-pub async fn run_once(config: &AgentConfig, engine: &DockerEngine) -> i32 {
+pub async fn run_once(config: &AgentConfig, engine: &DockerEngine, stopping: &AtomicBool) -> i32 {
     let started = Instant::now();
     let now = Timestamp::now();
     let state = match StateDir::open(&config.state_dir) {
@@ -36,7 +38,7 @@ pub async fn run_once(config: &AgentConfig, engine: &DockerEngine) -> i32 {
         .unwrap_or_default();
     status.partner = config.partner.clone();
     status.counters.passes += 1;
-    let code = pass_once(config, engine, &state, &mut status, now).await;
+    let code = pass_once(config, engine, &state, &mut status, now, stopping).await;
     if code != exit::OK {
         status.counters.failures += 1;
     } else {
@@ -59,6 +61,7 @@ async fn pass_once(
     state: &StateDir,
     status: &mut Status,
     now: Timestamp,
+    stopping: &AtomicBool,
 ) -> i32 {
     let checkout = match source::sync(&config.repo, &config.state_dir, now) {
         Ok(c) => c,
@@ -101,16 +104,13 @@ async fn pass_once(
         now: Some(now),
         overrides: Default::default(),
     };
-    let report = match pass::converge(engine, state, &target).await {
+    let report = match pass::converge(engine, state, &target, stopping).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %crate::cli::chain(&e), "the pass could not run");
             return exit::CANNOT_RUN;
         }
     };
-    for r in &report.reports {
-        tracing::info!(script = %r.script, action = r.action.as_str(), outcome = ?r.outcome, millis = r.millis as u64, "step");
-    }
     status.record(&report.plan, &report.reports);
     if let Some(p) = repo.partners.get(&config.partner) {
         let schedule = Schedule::from_manifest(
@@ -128,14 +128,5 @@ async fn pass_once(
         Some(HeldBack::Refused(_)) if code == exit::OK => exit::WRONG,
         Some(HeldBack::Unreachable(_)) if code == exit::OK => exit::CANNOT_RUN,
         _ => code,
-    }
-}
-
-/// Runs passes on the interval until stopped.
-pub async fn daemon(config: &AgentConfig, engine: &DockerEngine) -> i32 {
-    loop {
-        let code = run_once(config, engine).await;
-        tracing::info!(exit = code, "pass finished");
-        tokio::time::sleep(config.interval).await;
     }
 }

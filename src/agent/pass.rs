@@ -2,6 +2,8 @@
 //! carry the plan out. `berth apply` is one pass over a directory; the agent runs passes
 //! over the revision its source accepted.
 
+use std::sync::atomic::AtomicBool;
+
 use jiff::Timestamp;
 
 use crate::apply::state::{StateDir, StateError};
@@ -128,6 +130,7 @@ pub async fn converge(
     engine: &DockerEngine,
     state: &StateDir,
     target: &Target<'_>,
+    stopping: &AtomicBool,
 ) -> Result<PassReport, PassError> {
     let idle = target
         .repo
@@ -143,6 +146,7 @@ pub async fn converge(
         probe: &Http,
         guard: &guard,
         state,
+        stopping,
     };
     let recovered = executor
         .recover(target.partner)

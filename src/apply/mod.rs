@@ -87,6 +87,9 @@ pub struct Executor<'a, E: Engine, P: Probe, G: CutOverGuard, S: TagSource> {
     pub probe: &'a P,
     pub guard: &'a G,
     pub state: &'a StateDir,
+    /// Set when the process is asked to stop: the step in flight finishes, no new one
+    /// starts.
+    pub stopping: &'a std::sync::atomic::AtomicBool,
 }
 
 impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S> {
@@ -129,6 +132,15 @@ impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S
         for step in &plan.steps {
             let started = Instant::now();
             let outcome = match &step.gate {
+                Gate::Allowed
+                    if step.is_change()
+                        && self.stopping.load(std::sync::atomic::Ordering::SeqCst) =>
+                {
+                    Outcome::Deferred {
+                        reason: "shutdown".into(),
+                        detail: "berth is stopping; the next run takes it up".into(),
+                    }
+                }
                 _ if not_pulled.contains_key(&step.script) => Outcome::NotPulled {
                     error: not_pulled[&step.script].clone(),
                 },

@@ -20,9 +20,9 @@ pub fn run(config_path: &Path, once: bool) -> i32 {
             Err(e) => return super::cannot_run(&e),
         };
         if once {
-            agent::run_once(&config, &engine).await
+            agent::run_once(&config, &engine, &std::sync::atomic::AtomicBool::new(false)).await
         } else {
-            agent::daemon(&config, &engine).await
+            agent::daemon::run(&config, engine).await
         }
     })
 }

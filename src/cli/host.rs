@@ -1,6 +1,7 @@
 //! `berth plan` and `berth apply`: one pass over one partner's host, from a directory.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use jiff::Timestamp;
 
@@ -103,7 +104,14 @@ pub fn apply(args: &HostArgs) -> i32 {
             Ok(e) => e,
             Err(e) => return super::cannot_run(&e),
         };
-        match pass::converge(&engine, &state, &args.target(&repo)).await {
+        match pass::converge(
+            &engine,
+            &state,
+            &args.target(&repo),
+            &AtomicBool::new(false),
+        )
+        .await
+        {
             Ok(report) => {
                 for line in &report.recovered {
                     outln!("recovered {line}");

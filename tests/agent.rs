@@ -1,0 +1,407 @@
+//! `berth agent` against real git repos, the real engine and a real daemon: following a
+//! branch, tag or commit; the revision containers carry; an unreachable remote; rewritten
+//! history; frozen mode; `/status`, `/metrics` and `berth status`; convergence within a
+//! second of a manifest change; drift; SIGTERM; the cross-process lock.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=Fleet",
+            "-c",
+            "user.email=fleet@example.org",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Turns the host's manifest dir into a git repo on `main` with one commit; returns it.
+fn commit_all(host: &Host, message: &str) -> String {
+    let repo = host.repo();
+    if !repo.join(".git").exists() {
+        git(&repo, &["init", "-q", "-b", "main"]);
+    }
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "--allow-empty", "-m", message]);
+    git(&repo, &["rev-parse", "HEAD"])
+}
+
+fn write_config(host: &Host, repo_lines: &str, extra: &str) -> PathBuf {
+    let path = host.dir.path().join("agent.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "partner: {}\nrepo:\n{repo_lines}interval: 1h\nstate_dir: {}\n{extra}",
+            host.partner,
+            host.state_dir().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn file_url(host: &Host) -> String {
+    format!("  url: file://{}\n  branch: main\n", host.repo().display())
+}
+
+fn agent_once(config: &Path) -> std::process::Output {
+    run(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["agent", "--once", "--config"])
+        .arg(config))
+}
+
+fn revision_label(host: &Host) -> String {
+    inspect(&host.name(), "{{index .Config.Labels \"berth.revision\"}}")
+}
+
+fn status_json(host: &Host) -> serde_json::Value {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["status", "--format", "json", "--state-dir"])
+        .arg(host.state_dir()));
+    assert_exit(&out, 0);
+    serde_json::from_slice(&out.stdout).expect("status json")
+}
+
+#[test]
+fn follows_a_branch_and_labels_the_revision() {
+    let host = Host::new("branch");
+    host.write(&versions("=1.0.0"));
+    let first = commit_all(&host, "first");
+    let config = write_config(&host, &file_url(&host), "");
+    assert_exit(&agent_once(&config), 0);
+    assert_eq!(host.version_label(), "1.0.0");
+    assert_eq!(revision_label(&host), first);
+
+    host.write(&versions("^1"));
+    let second = commit_all(&host, "bump");
+    assert_exit(&agent_once(&config), 0);
+    assert_eq!(host.version_label(), "1.1.0");
+    assert_eq!(revision_label(&host), second);
+    let status = status_json(&host);
+    assert_eq!(status["revision"], second.as_str());
+    assert_eq!(status["last_pass"]["exit"], 0);
+    assert_eq!(status["scripts"][0]["state"], "updated");
+    assert_eq!(status["counters"]["passes"], 2);
+
+    // Uncommitted edits are not the source of truth: nothing changes.
+    host.write(&versions("=1.0.0"));
+    assert_exit(&agent_once(&config), 0);
+    assert_eq!(host.version_label(), "1.1.0");
+}
+
+fn versions(v: &str) -> Setup {
+    Setup {
+        versions: Some(v.into()),
+        ..Setup::default()
+    }
+}
+
+#[test]
+fn follows_a_tag_or_a_pinned_commit() {
+    let host = Host::new("pin");
+    host.write(&versions("=1.0.0"));
+    let old = commit_all(&host, "old");
+    git(&host.repo(), &["tag", "release"]);
+    host.write(&versions("^1"));
+    commit_all(&host, "new");
+
+    let by_tag = write_config(
+        &host,
+        &format!("  url: file://{}\n  tag: release\n", host.repo().display()),
+        "",
+    );
+    assert_exit(&agent_once(&by_tag), 0);
+    assert_eq!(host.version_label(), "1.0.0");
+    assert_eq!(revision_label(&host), old);
+
+    let by_commit = write_config(
+        &host,
+        &format!("  url: file://{}\n  commit: {old}\n", host.repo().display()),
+        "",
+    );
+    assert_exit(&agent_once(&by_commit), 0);
+    assert_eq!(revision_label(&host), old);
+}
+
+#[test]
+fn an_unreachable_remote_leaves_the_host_as_it_is() {
+    let host = Host::new("unreach");
+    host.write(&Setup::default());
+    let first = commit_all(&host, "first");
+    let config = write_config(&host, &file_url(&host), "");
+    assert_exit(&agent_once(&config), 0);
+    let id = host.id();
+
+    let moved = host.dir.path().join("moved-away");
+    std::fs::rename(host.repo(), &moved).unwrap();
+    let out = agent_once(&config);
+    assert_exit(&out, 3);
+    assert_eq!(host.id(), id, "the container was not touched");
+    assert_eq!(revision_label(&host), first);
+    let status = status_json(&host);
+    assert!(
+        status["source"]
+            .as_str()
+            .unwrap()
+            .contains("remote unreachable"),
+        "{status:#}"
+    );
+    assert_eq!(status["revision"], first.as_str());
+    std::fs::rename(&moved, host.repo()).unwrap();
+}
+
+#[test]
+fn rewritten_history_is_refused_unless_allowed() {
+    let host = Host::new("rewrite");
+    host.write(&versions("=1.0.0"));
+    let first = commit_all(&host, "first");
+    let config = write_config(&host, &file_url(&host), "");
+    assert_exit(&agent_once(&config), 0);
+
+    // A new root commit force-pushed over main.
+    host.write(&versions("^1"));
+    git(&host.repo(), &["checkout", "-q", "--orphan", "rewritten"]);
+    let rewritten = commit_all(&host, "rewritten");
+    git(&host.repo(), &["branch", "-q", "-M", "rewritten", "main"]);
+    let out = agent_once(&config);
+    assert_exit(&out, 1);
+    assert_eq!(host.version_label(), "1.0.0");
+    assert_eq!(revision_label(&host), first);
+    let status = status_json(&host);
+    assert!(
+        status["source"]
+            .as_str()
+            .unwrap()
+            .contains("does not descend"),
+        "{status:#}"
+    );
+
+    let allowed = write_config(
+        &host,
+        &format!("{}  allow_rewrite: true\n", file_url(&host)),
+        "",
+    );
+    assert_exit(&agent_once(&allowed), 0);
+    assert_eq!(host.version_label(), "1.1.0");
+    assert_eq!(revision_label(&host), rewritten);
+}
+
+#[test]
+fn unsigned_heads_are_refused_when_verification_is_on() {
+    let host = Host::new("verify");
+    host.write(&versions("=1.0.0"));
+    let repo = host.repo();
+    let key = host.dir.path().join("signing");
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "fleet", "-f"])
+        .arg(&key));
+    assert_exit(&out, 0);
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let signers = host.dir.path().join("allowed_signers");
+    std::fs::write(&signers, format!("fleet@example.org {public}")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    let key_arg = format!("user.signingkey={}", key.display());
+    git(
+        &repo,
+        &[
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &key_arg,
+            "commit",
+            "-q",
+            "-S",
+            "-m",
+            "signed",
+        ],
+    );
+    let signed = git(&repo, &["rev-parse", "HEAD"]);
+    let config = write_config(
+        &host,
+        &format!(
+            "{}  verify: {{ allowed_signers: {} }}\n",
+            file_url(&host),
+            signers.display()
+        ),
+        "",
+    );
+    assert_exit(&agent_once(&config), 0);
+    assert_eq!(revision_label(&host), signed);
+
+    host.write(&versions("^1"));
+    commit_all(&host, "unsigned");
+    let out = agent_once(&config);
+    assert_exit(&out, 1);
+    assert_eq!(
+        host.version_label(),
+        "1.0.0",
+        "the host stays at the last verified revision"
+    );
+    let status = status_json(&host);
+    assert!(
+        status["source"].as_str().unwrap().contains("not signed"),
+        "{status:#}"
+    );
+}
+
+#[test]
+fn frozen_mode_applies_exactly_what_is_locked() {
+    let host = Host::new("frozen");
+    host.write(&versions("=1.0.0"));
+    let out = run(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("lock")
+        .arg(host.repo()));
+    assert_exit(&out, 0);
+    // The range widens, but the lock still pins 1.0.0: agents apply the lock.
+    host.write(&versions("^1"));
+    commit_all(&host, "locked");
+    let config = write_config(&host, &file_url(&host), "");
+    assert_exit(&agent_once(&config), 0);
+    assert_eq!(host.version_label(), "1.0.0");
+    let check = run(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["lock", "--check"])
+        .arg(host.repo()));
+    assert_exit(&check, 1);
+    assert!(
+        text(&check).contains("locked at 1.0.0, resolves to 1.1.0"),
+        "{}",
+        text(&check)
+    );
+}
+
+#[test]
+fn two_runs_never_overlap() {
+    let host = Host::new("lock");
+    host.write(&Setup::default());
+    let config = write_config(&host, &format!("  url: {}\n", host.repo().display()), "");
+    std::fs::create_dir_all(host.state_dir()).unwrap();
+    // Another process holds the lock (as a second berth would) for two seconds.
+    let mut holder = Command::new("flock")
+        .arg(host.state_dir().join("lock"))
+        .args(["sleep", "2"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = agent_once(&config);
+    assert_exit(&out, 3);
+    assert!(
+        text(&out).contains("another berth run holds"),
+        "{}",
+        text(&out)
+    );
+    holder.wait().unwrap();
+    assert!(host.containers().is_empty());
+    assert_exit(&agent_once(&config), 0);
+}
+
+/// A daemon over a plain directory: converges within a second of a change, restarts a
+/// stopped container, serves `/status` and `/metrics`, and stops cleanly on SIGTERM.
+#[test]
+fn daemon_converges_on_change_and_drift_and_stops_on_sigterm() {
+    let host = Host::new("daemon");
+    host.write(&versions("=1.0.0"));
+    let listen = free_port();
+    let config = write_config(
+        &host,
+        &format!("  url: {}\n", host.repo().display()),
+        &format!("listen: 127.0.0.1:{listen}\n"),
+    );
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["agent", "--config"])
+        .arg(&config)
+        .env("BERTH_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = |what: &str, limit: Duration, check: &dyn Fn() -> bool| {
+        let end = Instant::now() + limit;
+        while !check() {
+            assert!(
+                Instant::now() < end,
+                "daemon: {what} did not happen within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("first pass", Duration::from_secs(20), &|| {
+        host.running() && host.version_label() == "1.0.0"
+    });
+
+    host.write(&versions("^1"));
+    let changed = Instant::now();
+    until(
+        "convergence after a change",
+        Duration::from_secs(10),
+        &|| host.version_label() == "1.1.0" && host.running(),
+    );
+    let took = changed.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "converged in {took:?}, long before the 1h interval"
+    );
+
+    let (status, body) =
+        wait_for(listen, "/status", Duration::from_secs(5)).expect("/status answers");
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["partner"], host.partner.as_str());
+    assert_eq!(doc["revision"], "worktree");
+    let (status, metrics) = http_get(listen, "/metrics").expect("/metrics answers");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(&format!(
+            "berth_passes_total{{partner=\"{}\"}}",
+            host.partner
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("berth_updates_total"), "{metrics}");
+    assert_eq!(http_get(listen, "/nope").map(|a| a.0), Some(404));
+
+    let id = host.id();
+    // Wait out the settle time of the last pass, then cause drift.
+    std::thread::sleep(Duration::from_millis(500));
+    docker(&["stop", "-t", "1", &host.name()]);
+    until("drift repaired", Duration::from_secs(10), &|| {
+        host.running()
+    });
+    assert_eq!(host.id(), id, "the same container was started again");
+
+    let pid = daemon.id().to_string();
+    run(Command::new("kill").args(["-TERM", &pid]));
+    let end = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < end, "the daemon did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+    assert!(
+        host.running(),
+        "stopping the agent leaves the service running"
+    );
+}
