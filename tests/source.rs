@@ -898,3 +898,245 @@ mod signed_commits {
         );
     }
 }
+
+// ---- `berth lock` and `berth diff`: what CI runs on a pull request ----
+mod lock_and_diff {
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    use super::common::registry::Registry;
+    use super::common::*;
+
+    fn berth(args: &[&str], repo: &Path) -> Output {
+        run(Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .arg(repo))
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = run(Command::new("git")
+            .current_dir(dir)
+            .args([
+                "-c",
+                "user.name=Fleet",
+                "-c",
+                "user.email=fleet@example.org",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .env("HOME", dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1"));
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    }
+
+    fn oci(host: &str, versions: &str) -> Setup {
+        Setup {
+            versions: Some(versions.into()),
+            image: Some(format!(
+                "  source: oci\n  registry: {host}\n  repository: gh/svc\n"
+            )),
+            ..Setup::default()
+        }
+    }
+
+    #[test]
+    fn lock_pins_and_check_says_what_went_stale() {
+        let registry = Registry::start();
+        registry.push(&format!("{IMAGE_REPO}:1.0.0"), "gh/svc", "1.0.0");
+        let host = Host::new("lock");
+        host.write(&oci(&registry.host(), "^1"));
+
+        let missing = berth(&["lock", "--check"], &host.repo());
+        assert_exit(&missing, 1);
+        assert!(
+            text(&missing).contains("berth.lock is missing"),
+            "{}",
+            text(&missing)
+        );
+
+        assert_exit(&berth(&["lock"], &host.repo()), 0);
+        let lock = std::fs::read_to_string(host.repo().join("berth.lock")).unwrap();
+        let digest = registry.digest("gh/svc", "1.0.0");
+        let line = format!(
+            "    svc: {{ version: \"1.0.0\", digest: \"{digest}\", image: \"{}/gh/svc\" }}\n",
+            registry.host()
+        );
+        assert!(
+            lock.contains(&format!("  {}:\n{line}", host.partner)),
+            "{lock}"
+        );
+        assert_exit(&berth(&["lock", "--check"], &host.repo()), 0);
+        assert_exit(&berth(&["validate"], &host.repo()), 0);
+
+        // The registry now offers a newer version in range: stale.
+        registry.push(&format!("{IMAGE_REPO}:1.1.0"), "gh/svc", "1.1.0");
+        let stale = berth(&["lock", "--check"], &host.repo());
+        assert_exit(&stale, 1);
+        assert!(
+            text(&stale).contains(&format!(
+                "{}/svc: locked at 1.0.0, resolves to 1.1.0",
+                host.partner
+            )),
+            "{}",
+            text(&stale)
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.repo().join("berth.lock")).unwrap(),
+            lock,
+            "--check changes nothing"
+        );
+
+        // A manifest change: the script is no longer declared.
+        assert_exit(&berth(&["lock"], &host.repo()), 0);
+        host.write(&Setup {
+            opted_in: false,
+            ..oci(&registry.host(), "^1")
+        });
+        let gone = berth(&["lock", "--check"], &host.repo());
+        assert_exit(&gone, 1);
+        assert!(
+            text(&gone).contains("locked at 1.1.0 but no longer declared"),
+            "{}",
+            text(&gone)
+        );
+    }
+
+    #[test]
+    fn lock_refuses_to_write_what_it_cannot_resolve() {
+        let host = Host::new("lockdown");
+        host.write(&oci(&format!("127.0.0.1:{}", free_port()), "^1"));
+        let out = berth(&["lock"], &host.repo());
+        assert_exit(&out, 3);
+        assert!(
+            text(&out).contains("berth.lock was not written"),
+            "{}",
+            text(&out)
+        );
+        assert!(!host.repo().join("berth.lock").exists());
+    }
+
+    #[test]
+    fn diff_shows_what_each_partner_will_change() {
+        let host = Host::new("diff");
+        // The manifests live in a subdirectory of the git repository, as in many fleets.
+        let top = host.dir.path();
+        host.write(&Setup {
+            versions: Some("=1.0.0".into()),
+            ..Setup::default()
+        });
+        git(top, &["init", "-q", "-b", "main"]);
+        git(top, &["add", "repo"]);
+        git(top, &["commit", "-q", "-m", "base"]);
+
+        let unchanged = berth(&["diff", "--base", "HEAD", "--exit-code"], &host.repo());
+        assert_exit(&unchanged, 0);
+        assert!(
+            text(&unchanged).contains("0 partner(s) change"),
+            "{}",
+            text(&unchanged)
+        );
+
+        host.write(&Setup {
+            versions: Some("^1".into()),
+            env: vec![("MODE".into(), "fast".into())],
+            windows: Some("  - days: [sun]\n    start: \"01:00\"\n    end: \"03:00\"\n".into()),
+            idle: false,
+            ..Setup::default()
+        });
+        let out = berth(&["diff", "--base", "HEAD", "--exit-code"], &host.repo());
+        assert_exit(&out, 2);
+        let t = text(&out);
+        assert!(t.contains(&format!("{}:\n", host.partner)), "{t}");
+        assert!(t.contains("~ svc 1.0.0 -> 1.1.0"), "{t}");
+        assert!(t.contains("~ svc: container env changed (replaced)"), "{t}");
+        assert!(
+            t.contains(
+                "~ windows: UTC; mon,tue,wed,thu,fri,sat,sun 00:00-24:00 -> UTC; sun 01:00-03:00"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("~ idle gate: http://127.0.0.1:"), "{t}");
+
+        let md = berth(
+            &["diff", "--base", "HEAD", "--format", "markdown"],
+            &host.repo(),
+        );
+        assert_exit(&md, 0);
+        assert!(
+            text(&md).contains(&format!("| `{}` | ~ svc 1.0.0 -> 1.1.0 |", host.partner)),
+            "{}",
+            text(&md)
+        );
+
+        let json = berth(
+            &["diff", "--base", "HEAD", "--format", "json"],
+            &host.repo(),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let changes = &v["partners"][0]["changes"];
+        assert!(
+            changes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["kind"] == "version" && c["from"] == "1.0.0" && c["to"] == "1.1.0"),
+            "{v:#}"
+        );
+
+        // Between two commits; a script that is dropped.
+        git(top, &["add", "repo"]);
+        git(top, &["commit", "-q", "-m", "bump"]);
+        host.write(&Setup {
+            opted_in: false,
+            ..Setup::default()
+        });
+        git(top, &["add", "repo"]);
+        git(top, &["commit", "-q", "-m", "drop"]);
+        let between = berth(
+            &["diff", "--base", "HEAD~1", "--head", "HEAD"],
+            &host.repo(),
+        );
+        assert_exit(&between, 0);
+        assert!(text(&between).contains("- svc 1.1.0"), "{}", text(&between));
+
+        // A head that does not validate fails the check with path:line:col.
+        std::fs::write(
+            host.repo().join("scripts/svc.yaml"),
+            "apiVersion: berth/v1\nkind: Script\nname: svc\nbogus: 1\n",
+        )
+        .unwrap();
+        let invalid = berth(&["diff", "--base", "HEAD"], &host.repo());
+        assert_exit(&invalid, 1);
+        assert!(
+            text(&invalid).contains("scripts/svc.yaml:4:1"),
+            "{}",
+            text(&invalid)
+        );
+    }
+}
+
+// ---- The CI examples for manifest repos ----
+mod ci_examples {
+    /// The shipped workflows parse as YAML and run the three checks the README promises.
+    #[test]
+    fn workflows_run_validate_lock_check_and_diff() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci");
+        for (file, validate) in [
+            ("github-actions.yml", "berth validate --format github"),
+            ("gitlab-ci.yml", "berth validate"),
+        ] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let parsed: Result<serde_json::Value, _> = berth::manifest::parse(&text);
+            assert!(parsed.is_ok(), "{file}: {:?}", parsed.err());
+            for needle in [
+                validate,
+                "berth lock --check",
+                "berth diff --base",
+                "--format markdown",
+            ] {
+                assert!(text.contains(needle), "{file} lacks `{needle}`");
+            }
+        }
+    }
+}
