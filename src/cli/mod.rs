@@ -29,6 +29,7 @@ mod diff;
 mod host;
 mod lock;
 mod render;
+mod windows;
 
 /// Exit codes of design.md §7.
 pub mod exit {
@@ -124,6 +125,27 @@ enum Command {
         /// Change nothing; exit 1 when berth.lock is missing or stale, saying what changed.
         #[arg(long)]
         check: bool,
+    },
+    /// Upcoming update windows per partner (local time and UTC), with the changes pending on
+    /// this host for `--partner`; `--ics` prints an iCalendar to publish.
+    Windows {
+        #[arg(default_value = ".")]
+        repo: PathBuf,
+        /// Only this partner, with the changes pending for it on this host's engine.
+        #[arg(long)]
+        partner: Option<String>,
+        /// How many days ahead to list.
+        #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..=400))]
+        days: u32,
+        /// Print an RFC 5545 iCalendar instead of text.
+        #[arg(long)]
+        ics: bool,
+        /// List from this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
+        /// Where failed digests are remembered (for the pending changes).
+        #[arg(long, default_value = "/var/lib/berth")]
+        state_dir: PathBuf,
     },
     /// The partner agent: fetch the manifest repo and converge this host, once (for cron)
     /// or on an interval (as a daemon).
@@ -233,6 +255,21 @@ pub fn main() -> i32 {
             format,
             exit_code,
         } => diff::diff(&repo, &base, head.as_deref(), format, exit_code),
+        Command::Windows {
+            repo,
+            partner,
+            days,
+            ics,
+            now,
+            state_dir,
+        } => windows::windows(&windows::WindowsArgs {
+            repo,
+            partner,
+            days,
+            ics,
+            now,
+            state_dir,
+        }),
         Command::Agent { config, once } => agent::run(&config, once),
         Command::Status { state_dir, format } => agent::status(&state_dir, format),
         Command::Schema { kind } => {
