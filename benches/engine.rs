@@ -30,6 +30,7 @@ fn main() {
     noop(work.path(), &mut report);
     unavailability(work.path(), &mut report);
     sigterm(work.path(), &mut report);
+    agent(work.path(), &mut report);
     println!("\n{report}");
 }
 
@@ -326,4 +327,119 @@ fn sigterm(work: &Path, report: &mut String) {
     }
     remove_labelled(&format!("berth.partner={PARTNER}"));
     let _ = writeln!(report, "{line}");
+}
+
+/// Reads `VmRSS` (kB) and the user+system CPU ticks of a process from /proc.
+fn rss_and_ticks(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    (rss, ticks)
+}
+
+/// The agent daemon: idle memory and CPU between passes, and how soon a change to a
+/// watched manifest directory starts a pass.
+fn agent(work: &Path, report: &mut String) {
+    remove_labelled(&format!("berth.partner={PARTNER}"));
+    let repo = work.join("agent-repo");
+    let state = work.join("agent-state");
+    let port = free_port();
+    write_repo(&repo, &[("svc".to_owned(), port, "=1.0.0")], true, "5s");
+    let config = work.join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "partner: {PARTNER}\nrepo:\n  url: {}\ninterval: 1h\nstate_dir: {}\nlisten: 127.0.0.1:{}\n",
+            repo.display(),
+            state.display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let log = work.join("agent.log");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["agent", "--config"])
+        .arg(&config)
+        .env("BERTH_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_up(port);
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = daemon.id();
+    let (rss, before) = rss_and_ticks(pid);
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, after) = rss_and_ticks(pid);
+    let _ = writeln!(
+        report,
+        "agent idle: {:.1} MB RSS (target < 15 MB) {}; {} CPU ticks in 5 s between passes (target 0) {}",
+        rss as f64 / 1024.0,
+        verdict(rss < 15 * 1024),
+        after - before,
+        verdict(after == before)
+    );
+
+    let mut delays = Vec::new();
+    for round in 0..5 {
+        let starts_before = std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("pass started")
+            .count();
+        let changed = jiff::Timestamp::now();
+        // Edit the partner file in place, as a person or a config tool would.
+        let next = work.join("agent-next");
+        let version = if round % 2 == 0 { "=1.1.0" } else { "=1.0.0" };
+        write_repo(&next, &[("svc".to_owned(), port, version)], true, "5s");
+        let partner_file = format!("partners/{PARTNER}.yaml");
+        std::fs::write(
+            repo.join(&partner_file),
+            std::fs::read(next.join(&partner_file)).unwrap(),
+        )
+        .unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        let started = loop {
+            let text = std::fs::read_to_string(&log).unwrap();
+            let starts: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("pass started"))
+                .collect();
+            if starts.len() > starts_before {
+                let line: serde_json::Value = serde_json::from_str(starts[starts_before]).unwrap();
+                break line["timestamp"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<jiff::Timestamp>()
+                    .unwrap();
+            }
+            assert!(
+                Instant::now() < end,
+                "no pass started after a manifest change"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        delays.push(started.duration_since(changed).as_secs_f64());
+        // Let the pass finish before the next change.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let d = median(delays);
+    let _ = writeln!(
+        report,
+        "agent: manifest change to start of convergence {:.0}ms (median of 5; target within 1 s) {}",
+        d * 1000.0,
+        verdict(d < 1.0)
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    remove_labelled(&format!("berth.partner={PARTNER}"));
 }

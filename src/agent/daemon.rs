@@ -41,7 +41,7 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> i32 {
     let (tx, mut rx) = mpsc::channel::<Wake>(64);
 
     spawn_signals(tx.clone(), Arc::clone(&stopping));
-    let _watcher = watch_manifests(config, tx.clone());
+    let mut watched = watch_manifests(config, tx.clone());
     spawn_drift_events(&engine, &config.partner, tx.clone());
     if let Some(addr) = config.listen {
         match tokio::net::TcpListener::bind(addr).await {
@@ -64,6 +64,13 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> i32 {
         if stopping.load(Ordering::SeqCst) {
             tracing::info!("stopping after the pass in flight");
             return crate::cli::exit::OK;
+        }
+        // A manifest directory replaced as a whole (not edited in place) needs a new watch.
+        if watched
+            .as_ref()
+            .is_some_and(|(_, ino)| *ino != inode(&config.repo.url))
+        {
+            watched = watch_manifests(config, tx.clone());
         }
         // Containers stopping during the pass were berth's own doing; a manifest change
         // during the pass still needs a pass of its own.
@@ -125,7 +132,7 @@ fn spawn_signals(tx: mpsc::Sender<Wake>, stopping: Arc<AtomicBool>) {
 fn watch_manifests(
     config: &AgentConfig,
     tx: mpsc::Sender<Wake>,
-) -> Option<notify::RecommendedWatcher> {
+) -> Option<(notify::RecommendedWatcher, u64)> {
     use notify::Watcher;
     if !crate::source::is_plain_directory(&config.repo.url) {
         return None;
@@ -144,7 +151,12 @@ fn watch_manifests(
         )
         .map_err(|e| tracing::error!(error = %e, "cannot watch the manifest directory"))
         .ok()?;
-    Some(watcher)
+    Some((watcher, inode(&config.repo.url)))
+}
+
+fn inode(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or(0, |m| m.ino())
 }
 
 fn spawn_drift_events(engine: &DockerEngine, partner: &str, tx: mpsc::Sender<Wake>) {

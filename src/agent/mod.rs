@@ -25,6 +25,7 @@ use status::{LastPass, Status};
 pub async fn run_once(config: &AgentConfig, engine: &DockerEngine, stopping: &AtomicBool) -> i32 {
     let started = Instant::now();
     let now = Timestamp::now();
+    tracing::info!(partner = %config.partner, "pass started");
     let state = match StateDir::open(&config.state_dir) {
         Ok(s) => s,
         Err(e) => {
