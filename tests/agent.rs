@@ -11,30 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=Fleet",
-            "-c",
-            "user.email=fleet@example.org",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .env("HOME", dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// Turns the host's manifest dir into a git repo on `main` with one commit; returns it.
 fn commit_all(host: &Host, message: &str) -> String {
     let repo = host.repo();

@@ -913,23 +913,6 @@ mod lock_and_diff {
             .arg(repo))
     }
 
-    fn git(dir: &Path, args: &[&str]) {
-        let out = run(Command::new("git")
-            .current_dir(dir)
-            .args([
-                "-c",
-                "user.name=Fleet",
-                "-c",
-                "user.email=fleet@example.org",
-                "-c",
-                "commit.gpgsign=false",
-            ])
-            .args(args)
-            .env("HOME", dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1"));
-        assert!(out.status.success(), "git {args:?}: {}", text(&out));
-    }
-
     fn oci(host: &str, versions: &str) -> Setup {
         Setup {
             versions: Some(versions.into()),

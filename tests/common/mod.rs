@@ -319,19 +319,44 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=berth.partner={}", self.partner),
-        ]);
-        let ids: Vec<&str> = ids.lines().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(ids);
-            docker(&args);
-        }
+        remove_partner_containers(&self.partner);
     }
+}
+
+/// Removes every container of a test partner, managed or not.
+pub fn remove_partner_containers(partner: &str) {
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=berth.partner={partner}"),
+    ]);
+    let ids: Vec<&str> = ids.lines().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        docker(&args);
+    }
+}
+
+/// Runs git in `dir` as a fleet engineer would, isolated from the user's configuration;
+/// returns its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = run(Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=Fleet",
+            "-c",
+            "user.email=fleet@example.org",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1"));
+    assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// stdout and stderr together, for assertions and failure messages.
