@@ -124,16 +124,6 @@ impl Default for EcrRegistry {
     }
 }
 
-/// Request timeout; `BERTH_REGISTRY_TIMEOUT` (seconds) overrides the default of 30, as for
-/// OCI registries.
-fn registry_timeout() -> Duration {
-    std::env::var("BERTH_REGISTRY_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
-}
-
 /// Whether a token that expires at `expires_at` may still be handed out at `now`: only while
 /// more than [`REFRESH_MARGIN`] of its life is left.
 pub fn token_usable(expires_at: SystemTime, now: SystemTime) -> bool {
@@ -297,7 +287,7 @@ impl EcrRegistry {
     }
 
     async fn build_client(&self, region: &str) -> Client {
-        let t = registry_timeout();
+        let t = super::registry_timeout();
         // The SDK's own HTTPS client is compiled out (it would pull in aws-lc): rustls+ring,
         // with the platform's root certificates, as berth's other HTTP clients use.
         let http = aws_smithy_http_client::Builder::new()

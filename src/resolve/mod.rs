@@ -18,6 +18,16 @@ pub mod docker_config;
 pub mod ecr;
 pub mod oci;
 
+/// How long one registry request may take: `BERTH_REGISTRY_TIMEOUT` seconds, else 30. A
+/// registry that is slower than this counts as unreachable for the pass.
+pub fn registry_timeout() -> Duration {
+    std::env::var("BERTH_REGISTRY_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
+}
+
 /// Where a script's images are listed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageRepo {

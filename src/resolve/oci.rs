@@ -117,14 +117,6 @@ pub fn plain_http(registry: &str, insecure: bool) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Request timeout; `BERTH_REGISTRY_TIMEOUT` (seconds) overrides the default of 30.
-fn timeout() -> Duration {
-    std::env::var("BERTH_REGISTRY_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
-}
-
 /// `key="value"` pairs of a `WWW-Authenticate` challenge.
 fn challenge_params(header: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
@@ -167,7 +159,7 @@ impl OciRegistry {
     pub fn new(config: DockerConfig) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(timeout())
+            .timeout(super::registry_timeout())
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds");
