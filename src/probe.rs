@@ -1,29 +1,21 @@
 //! HTTP probes: the new container's health check and the partner's idle gate, behind the
-//! [`Probe`] trait berth owns. A minimal HTTP/1.1 client suffices: probes go to services on
-//! the host itself.
+//! [`Probe`] trait berth owns.
 
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::manifest::{Idle, syntax};
 use crate::plan::Idleness;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("{0}: only http:// probes are supported")]
-    Scheme(String),
     #[error("cannot reach {url}")]
     Connect {
         url: String,
         #[source]
-        source: std::io::Error,
+        source: reqwest::Error,
     },
     #[error("no answer from {0} in time")]
     Timeout(String),
-    #[error("{0} answered something that is not HTTP")]
-    Malformed(String),
 }
 
 /// An HTTP answer's status and body.
@@ -39,86 +31,48 @@ pub trait Probe {
     async fn get(&self, url: &str, timeout: Duration) -> Result<Answer, ProbeError>;
 }
 
-/// The real network.
-pub struct Http;
+/// The real network, over HTTP or HTTPS.
+pub struct Http {
+    client: reqwest::Client,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            client: reqwest::Client::builder()
+                .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .expect("the HTTP client builds"),
+        }
+    }
+}
 
 impl Probe for Http {
     async fn get(&self, url: &str, timeout: Duration) -> Result<Answer, ProbeError> {
-        tokio::time::timeout(timeout, get(url))
+        let failed = |e: reqwest::Error| {
+            if e.is_timeout() {
+                ProbeError::Timeout(url.to_owned())
+            } else {
+                ProbeError::Connect {
+                    url: url.to_owned(),
+                    source: e,
+                }
+            }
+        };
+        let response = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(timeout)
+            .send()
             .await
-            .map_err(|_| ProbeError::Timeout(url.to_owned()))?
-    }
-}
-
-async fn get(url: &str) -> Result<Answer, ProbeError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| ProbeError::Scheme(url.to_owned()))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if authority.contains(':') && !authority.ends_with(']') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let connect = |source| ProbeError::Connect {
-        url: url.to_owned(),
-        source,
-    };
-    let mut stream = TcpStream::connect(&addr).await.map_err(connect)?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: berth\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(connect)?;
-    let mut raw = Vec::new();
-    stream
-        .take(1 << 20)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(connect)?;
-    parse_response(&raw).ok_or_else(|| ProbeError::Malformed(url.to_owned()))
-}
-
-/// Parses an HTTP/1.x response read to its end, de-chunking the body if needed.
-fn parse_response(raw: &[u8]) -> Option<Answer> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..split]).ok()?;
-    let body = &raw[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next()?;
-    if !status_line.starts_with("HTTP/1.") {
-        return None;
-    }
-    let status: u16 = status_line.split(' ').nth(1)?.parse().ok()?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Some(Answer { status, body })
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&body[..end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        body = &body[end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
+            .map_err(failed)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(failed)?;
+        Ok(Answer {
+            status,
+            body: body.to_vec(),
+        })
     }
 }
 
@@ -157,22 +111,5 @@ pub async fn idleness(probe: &impl Probe, idle: &Idle) -> Idleness {
             "{} is `{text}`, not `{}`",
             idle.pointer.value, idle.equals.value
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_plain_and_chunked() {
-        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        assert_eq!(parse_response(plain).unwrap().body, b"ok");
-        let chunked =
-            b"HTTP/1.1 503 X\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n";
-        let a = parse_response(chunked).unwrap();
-        assert_eq!((a.status, a.body.as_slice()), (503, b"abc".as_slice()));
-        assert!(parse_response(b"garbage").is_none());
-        assert!(parse_response(b"SSH-2.0\r\n\r\n").is_none());
     }
 }

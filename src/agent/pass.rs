@@ -70,6 +70,7 @@ impl PassReport {
 
 /// Re-asks the partner's service right before each cut-over.
 struct IdleGuard<'a> {
+    http: &'a Http,
     idle: Option<&'a Idle>,
 }
 
@@ -78,7 +79,7 @@ impl CutOverGuard for IdleGuard<'_> {
         let Some(idle) = self.idle else {
             return Ok(());
         };
-        match probe::idleness(&Http, idle).await {
+        match probe::idleness(self.http, idle).await {
             Idleness::NotIdle(detail) => Err(Deferral::Busy { detail }),
             _ => Ok(()),
         }
@@ -89,6 +90,7 @@ impl CutOverGuard for IdleGuard<'_> {
 pub async fn plan(
     engine: &DockerEngine,
     sources: &Sources<'_, DockerEngine>,
+    http: &Http,
     target: &Target<'_>,
     held: Vec<Held>,
 ) -> Result<Plan, PassError> {
@@ -119,7 +121,7 @@ pub async fn plan(
         && !target.overrides.ignore_idle
         && plan.wants_idle_probe()
     {
-        observed.idle = probe::idleness(&Http, idle).await;
+        observed.idle = probe::idleness(http, idle).await;
         plan = plan::plan(&desired, &observed, now);
     }
     Ok(plan)
@@ -138,12 +140,13 @@ pub async fn converge(
         .get(target.partner)
         .and_then(|p| p.doc.idle.as_ref())
         .filter(|_| !target.overrides.ignore_idle);
-    let guard = IdleGuard { idle };
+    let http = Http::default();
+    let guard = IdleGuard { http: &http, idle };
     let sources = Sources::new(Some(engine));
     let executor = Executor {
         engine,
         sources: &sources,
-        probe: &Http,
+        probe: &http,
         guard: &guard,
         state,
         stopping,
@@ -152,7 +155,7 @@ pub async fn converge(
         .recover(target.partner)
         .await
         .map_err(PassError::Recover)?;
-    let plan = plan(engine, &sources, target, state.held()?).await?;
+    let plan = plan(engine, &sources, &http, target, state.held()?).await?;
     let reports = executor.execute(&plan).await;
     Ok(PassReport {
         recovered,

@@ -70,7 +70,15 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> i32
             Err(e) => return super::cannot_run(&e),
         };
         let sources = Sources::new(Some(&engine));
-        let plan = match pass::plan(&engine, &sources, &args.target(&repo), held).await {
+        let plan = match pass::plan(
+            &engine,
+            &sources,
+            &crate::probe::Http::default(),
+            &args.target(&repo),
+            held,
+        )
+        .await
+        {
             Ok(p) => p,
             Err(e) => return super::cannot_run(&e),
         };

@@ -232,7 +232,15 @@ fn pending(repo: &Repo, partner: &str, now: Timestamp, state_dir: &std::path::Pa
             now: Some(now),
             overrides: Overrides::default(),
         };
-        match pass::plan(&engine, &sources, &target, held).await {
+        match pass::plan(
+            &engine,
+            &sources,
+            &crate::probe::Http::default(),
+            &target,
+            held,
+        )
+        .await
+        {
             Ok(plan) => classify(&plan, notes),
             Err(e) => Pending::Unknown(super::chain(&e)),
         }
