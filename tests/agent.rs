@@ -381,3 +381,31 @@ fn daemon_converges_on_change_and_drift_and_stops_on_sigterm() {
         "stopping the agent leaves the service running"
     );
 }
+
+#[test]
+fn an_invalid_head_changes_nothing_and_is_not_accepted() {
+    let host = Host::new("invalidhead");
+    host.write(&versions("=1.0.0"));
+    let first = commit_all(&host, "first");
+    let config = write_config(&host, &file_url(&host), "");
+    assert_exit(&agent_once(&config), 0);
+    let id = host.id();
+
+    let script = host.repo().join("scripts/svc.yaml");
+    let valid = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(
+        &script,
+        valid.replace("network: host", "network: host\n  privileged: true"),
+    )
+    .unwrap();
+    commit_all(&host, "broken");
+    assert_exit(&agent_once(&config), 1);
+    assert_eq!(host.id(), id);
+
+    // Undoing the broken commit by resetting the branch is not a history rewrite, because
+    // the broken commit was never accepted.
+    git(&host.repo(), &["reset", "-q", "--hard", &first]);
+    assert_exit(&agent_once(&config), 0);
+    assert_eq!(revision_label(&host), first);
+    assert_eq!(status_json(&host)["source"], serde_json::Value::Null);
+}

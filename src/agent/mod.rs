@@ -71,7 +71,8 @@ async fn pass_once(
             tracing::error!(error = %message, "cannot get the manifests");
             status.source = Some(message);
             return match e {
-                source::SourceError::Verify(_) => exit::WRONG,
+                source::SourceError::Verify(_)
+                | source::SourceError::RefusedWithNothingToStayAt(_) => exit::WRONG,
                 _ => exit::CANNOT_RUN,
             };
         }
@@ -97,6 +98,13 @@ async fn pass_once(
             return exit::CANNOT_RUN;
         }
     };
+    if checkout.held_back.is_none()
+        && checkout.revision != "worktree"
+        && let Err(e) = source::accept(&config.state_dir, &checkout.revision)
+    {
+        tracing::error!(error = %crate::cli::chain(&e), "cannot record the accepted revision");
+        return exit::CANNOT_RUN;
+    }
     status.revision = Some(checkout.revision.clone());
     let target = Target {
         repo: &repo,

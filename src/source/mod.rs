@@ -86,6 +86,8 @@ pub enum SourceError {
     },
     #[error("{0}; there is no earlier accepted revision to stay at")]
     NothingToStayAt(String),
+    #[error("{0}; there is no earlier accepted revision to stay at")]
+    RefusedWithNothingToStayAt(String),
     #[error(transparent)]
     Verify(#[from] verify::VerifyError),
 }
@@ -129,13 +131,12 @@ pub fn sync(
     let mirror_path = dir.join("mirror.git");
     let mirror = open_mirror(&mirror_path, &spec.url)?;
     let stay = |why: HeldBack| -> Result<Checkout, SourceError> {
-        let text = match &why {
-            HeldBack::Unreachable(t) | HeldBack::Refused(t) => t.clone(),
+        let Some(accepted) = memory.accepted.as_deref() else {
+            return Err(match why {
+                HeldBack::Unreachable(t) => SourceError::NothingToStayAt(t),
+                HeldBack::Refused(t) => SourceError::RefusedWithNothingToStayAt(t),
+            });
         };
-        let accepted = memory
-            .accepted
-            .as_deref()
-            .ok_or(SourceError::NothingToStayAt(text))?;
         let mut checkout = export(&mirror, accepted, &dir)?;
         checkout.held_back = Some(why);
         Ok(checkout)
@@ -169,20 +170,30 @@ pub fn sync(
             )));
         }
     }
-    // Keep the accepted commit reachable so it survives later fetches of a rewritten branch.
+    export(&mirror, &head_text, &dir)
+}
+
+/// Records a revision whose manifests validated as the last accepted one: later heads must
+/// descend from it, and the host stays at it when the remote is unreachable or refused.
+pub fn accept(state_dir: &Path, revision: &str) -> Result<(), SourceError> {
+    let dir = state_dir.join("source");
+    let mirror_path = dir.join("mirror.git");
+    let mirror_err = |source| SourceError::Mirror {
+        path: mirror_path.clone(),
+        source,
+    };
+    let mirror = git2::Repository::open_bare(&mirror_path).map_err(mirror_err)?;
+    let oid = git2::Oid::from_str(revision).map_err(mirror_err)?;
+    // Keeps the accepted commit reachable when the branch is rewritten later.
     mirror
-        .reference("refs/berth/accepted", head, true, "berth: accepted")
-        .map_err(|source| SourceError::Mirror {
-            path: mirror_path.clone(),
-            source,
-        })?;
+        .reference("refs/berth/accepted", oid, true, "berth: accepted")
+        .map_err(mirror_err)?;
     write_memory(
         &dir,
         &Memory {
-            accepted: Some(head_text.clone()),
+            accepted: Some(revision.to_owned()),
         },
-    )?;
-    export(&mirror, &head_text, &dir)
+    )
 }
 
 fn short(id: &str) -> &str {
