@@ -409,3 +409,69 @@ fn an_invalid_head_changes_nothing_and_is_not_accepted() {
     assert_eq!(revision_label(&host), first);
     assert_eq!(status_json(&host)["source"], serde_json::Value::Null);
 }
+
+/// SIGTERM during a replace: the step in flight finishes (the new version serves, the old
+/// container is gone) and the daemon exits 0; nothing is left half done.
+#[test]
+fn sigterm_during_a_replace_finishes_the_step() {
+    let host = Host::new("termstep");
+    let slow_stop = |v: &str| {
+        host.write(&versions(v));
+        // Without an init, the service is PID 1 and ignores SIGTERM: stopping it takes the
+        // whole stop_timeout, which keeps the replace in flight long enough to signal.
+        let script = host.repo().join("scripts/svc.yaml");
+        let text = std::fs::read_to_string(&script).unwrap();
+        std::fs::write(
+            &script,
+            text.replace(
+                "  stop_timeout: 5s\n",
+                "  stop_timeout: 3s\n  init: false\n",
+            ),
+        )
+        .unwrap();
+    };
+    slow_stop("=1.0.0");
+    let config = write_config(&host, &format!("  url: {}\n", host.repo().display()), "");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["agent", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while !(host.running() && host.version_label() == "1.0.0") {
+        assert!(Instant::now() < end, "first pass");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    slow_stop("^1");
+    let old = format!("{}.old", host.name());
+    let end = Instant::now() + Duration::from_secs(20);
+    while inspect(&old, "{{.Id}}").is_empty() {
+        assert!(Instant::now() < end, "the replace did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run(Command::new("kill").args(["-TERM", &daemon.id().to_string()]));
+    let end = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < end, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+    assert_eq!(host.containers(), vec![host.name()], "no half-done replace");
+    assert_eq!(host.version_label(), "1.1.0");
+    assert!(host.running());
+    assert!(
+        !host
+            .state_dir()
+            .join("journal")
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
+        "journal empty"
+    );
+}

@@ -337,3 +337,39 @@ fn a_failed_pull_touches_nothing_and_exits_3() {
     assert_eq!(host.version_label(), "1.0.0");
     assert_eq!(host.served_version().as_deref(), Some("1.0.0"));
 }
+
+/// Images are pulled before the window opens, so the window holds only the cut-over.
+#[test]
+fn the_new_image_is_pulled_while_the_window_is_still_closed() {
+    let registry = Registry::start();
+    registry.push(&local("1.0.0"), REPO, "1.0.0");
+    let host = Host::new("prepull");
+    let closed_on_saturdays = |v: &str| Setup {
+        windows: Some("  - days: [sun]\n    start: \"01:00\"\n    end: \"05:00\"\n".into()),
+        ..oci(&registry.host(), v)
+    };
+    host.write(&closed_on_saturdays("=1.0.0"));
+    assert_exit(&host.berth("apply", &["--ignore-window"]), 0);
+    let id = host.id();
+
+    registry.push(&local("1.1.0"), REPO, "1.1.0");
+    host.write(&closed_on_saturdays("^1"));
+    let reference = format!(
+        "{}/{REPO}@{}",
+        registry.host(),
+        registry.digest(REPO, "1.1.0")
+    );
+    assert!(
+        docker(&["image", "inspect", "-f", "{{.Id}}", &reference]).is_empty(),
+        "not pulled yet"
+    );
+    // Saturday noon: the window opens on Sunday.
+    let out = host.berth("apply", &["--now", "2026-11-21T12:00:00Z"]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains("deferred(window)"), "{}", text(&out));
+    assert_eq!(host.id(), id, "nothing was cut over");
+    assert!(
+        !docker(&["image", "inspect", "-f", "{{.Id}}", &reference]).is_empty(),
+        "pulled ahead of the window"
+    );
+}
