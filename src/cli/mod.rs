@@ -204,7 +204,10 @@ pub fn main() -> i32 {
             };
         }
     };
-    init_logging();
+    init_logging(match cli.command {
+        Command::Agent { .. } | Command::Apply { .. } => "info",
+        _ => "warn",
+    });
     match cli.command {
         Command::Validate { repo, format } => validate(&repo, format),
         Command::Plan {
@@ -280,10 +283,12 @@ pub fn main() -> i32 {
 }
 
 /// Logs go to stderr: text on a terminal, JSON lines otherwise; `BERTH_LOG` sets the filter.
-fn init_logging() {
+/// Commands that change a host log each step and pull at `info` by default, the others only
+/// warnings.
+fn init_logging(default: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
