@@ -46,6 +46,30 @@ fn agent_once(config: &Path) -> std::process::Output {
         .arg(config))
 }
 
+/// `berth agent` as a daemon, its output discarded.
+fn spawn_daemon(config: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["agent", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the daemon starts")
+}
+
+/// Sends SIGTERM and waits for the exit code, failing past `limit`.
+fn terminate(daemon: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    run(Command::new("kill").args(["-TERM", &daemon.id().to_string()]));
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(Instant::now() < end, "the daemon did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn revision_label(host: &Host) -> String {
     inspect(&host.name(), "{{index .Config.Labels \"berth.revision\"}}")
 }
@@ -303,14 +327,7 @@ fn daemon_converges_on_change_and_drift_and_stops_on_sigterm() {
         &format!("  url: {}\n", host.repo().display()),
         &format!("listen: 127.0.0.1:{listen}\n"),
     );
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["agent", "--config"])
-        .arg(&config)
-        .env("BERTH_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut daemon = spawn_daemon(&config);
     let until = |what: &str, limit: Duration, check: &dyn Fn() -> bool| {
         let end = Instant::now() + limit;
         while !check() {
@@ -365,17 +382,7 @@ fn daemon_converges_on_change_and_drift_and_stops_on_sigterm() {
     });
     assert_eq!(host.id(), id, "the same container was started again");
 
-    let pid = daemon.id().to_string();
-    run(Command::new("kill").args(["-TERM", &pid]));
-    let end = Instant::now() + Duration::from_secs(20);
-    let code = loop {
-        if let Some(status) = daemon.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(Instant::now() < end, "the daemon did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(code, Some(0));
+    assert_eq!(terminate(&mut daemon, Duration::from_secs(20)), Some(0));
     assert!(
         host.running(),
         "stopping the agent leaves the service running"
@@ -432,13 +439,7 @@ fn sigterm_during_a_replace_finishes_the_step() {
     };
     slow_stop("=1.0.0");
     let config = write_config(&host, &format!("  url: {}\n", host.repo().display()), "");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["agent", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = spawn_daemon(&config);
     let end = Instant::now() + Duration::from_secs(20);
     while !(host.running() && host.version_label() == "1.0.0") {
         assert!(Instant::now() < end, "first pass");
@@ -452,16 +453,7 @@ fn sigterm_during_a_replace_finishes_the_step() {
         assert!(Instant::now() < end, "the replace did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    run(Command::new("kill").args(["-TERM", &daemon.id().to_string()]));
-    let end = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(status) = daemon.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(Instant::now() < end, "the daemon did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(code, Some(0));
+    assert_eq!(terminate(&mut daemon, Duration::from_secs(30)), Some(0));
     assert_eq!(host.containers(), vec![host.name()], "no half-done replace");
     assert_eq!(host.version_label(), "1.1.0");
     assert!(host.running());
