@@ -104,19 +104,6 @@ impl Schedule {
         }
     }
 
-    /// A schedule whose window is always open, for `--ignore-window`.
-    pub fn always() -> Schedule {
-        Schedule {
-            tz: TimeZone::UTC,
-            windows: vec![Weekly {
-                days: all_days(),
-                start: 0,
-                end: 1440,
-            }],
-            blackouts: Vec::new(),
-        }
-    }
-
     fn blackout_until(&self, date: Date) -> Option<Date> {
         self.blackouts
             .iter()
@@ -314,16 +301,16 @@ impl Schedule {
     }
 }
 
-fn all_days() -> Vec<Weekday> {
-    use Weekday::*;
-    vec![
-        Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday,
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn all_days() -> Vec<Weekday> {
+        use Weekday::*;
+        vec![
+            Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday,
+        ]
+    }
     use jiff::civil::Weekday::*;
 
     fn schedule(tz: &str, windows: Vec<Weekly>, blackouts: Vec<(&str, &str)>) -> Schedule {
@@ -575,7 +562,15 @@ mod tests {
         );
         assert!(!stretches[0].open_after);
 
-        let always = Schedule::always();
+        let always = schedule(
+            "UTC",
+            vec![Weekly {
+                days: all_days(),
+                start: 0,
+                end: 1440,
+            }],
+            vec![],
+        );
         let all = always.stretches(from, until);
         assert_eq!(all.len(), 1);
         assert!(all[0].open_before && all[0].open_after);
