@@ -70,6 +70,16 @@ fn terminate(daemon: &mut std::process::Child, limit: Duration) -> Option<i32> {
     }
 }
 
+/// A host whose agent follows `main` of a git repo and has applied its first commit.
+fn converged_on_git(tag: &str, range: &str) -> (Host, String, PathBuf) {
+    let host = Host::new(tag);
+    host.write(&versions(range));
+    let first = commit_all(&host, "first");
+    let config = write_config(&host, &file_url(&host), "");
+    assert_exit(&agent_once(&config), 0);
+    (host, first, config)
+}
+
 fn revision_label(host: &Host) -> String {
     inspect(&host.name(), "{{index .Config.Labels \"berth.revision\"}}")
 }
@@ -84,11 +94,7 @@ fn status_json(host: &Host) -> serde_json::Value {
 
 #[test]
 fn follows_a_branch_and_labels_the_revision() {
-    let host = Host::new("branch");
-    host.write(&versions("=1.0.0"));
-    let first = commit_all(&host, "first");
-    let config = write_config(&host, &file_url(&host), "");
-    assert_exit(&agent_once(&config), 0);
+    let (host, first, config) = converged_on_git("branch", "=1.0.0");
     assert_eq!(host.version_label(), "1.0.0");
     assert_eq!(revision_label(&host), first);
 
@@ -145,11 +151,7 @@ fn follows_a_tag_or_a_pinned_commit() {
 
 #[test]
 fn an_unreachable_remote_leaves_the_host_as_it_is() {
-    let host = Host::new("unreach");
-    host.write(&Setup::default());
-    let first = commit_all(&host, "first");
-    let config = write_config(&host, &file_url(&host), "");
-    assert_exit(&agent_once(&config), 0);
+    let (host, first, config) = converged_on_git("unreach", "^1");
     let id = host.id();
 
     let moved = host.dir.path().join("moved-away");
@@ -172,11 +174,7 @@ fn an_unreachable_remote_leaves_the_host_as_it_is() {
 
 #[test]
 fn rewritten_history_is_refused_unless_allowed() {
-    let host = Host::new("rewrite");
-    host.write(&versions("=1.0.0"));
-    let first = commit_all(&host, "first");
-    let config = write_config(&host, &file_url(&host), "");
-    assert_exit(&agent_once(&config), 0);
+    let (host, first, config) = converged_on_git("rewrite", "=1.0.0");
 
     // A new root commit force-pushed over main.
     host.write(&versions("^1"));
@@ -391,11 +389,7 @@ fn daemon_converges_on_change_and_drift_and_stops_on_sigterm() {
 
 #[test]
 fn an_invalid_head_changes_nothing_and_is_not_accepted() {
-    let host = Host::new("invalidhead");
-    host.write(&versions("=1.0.0"));
-    let first = commit_all(&host, "first");
-    let config = write_config(&host, &file_url(&host), "");
-    assert_exit(&agent_once(&config), 0);
+    let (host, first, config) = converged_on_git("invalidhead", "=1.0.0");
     let id = host.id();
 
     let script = host.repo().join("scripts/svc.yaml");

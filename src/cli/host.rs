@@ -14,12 +14,25 @@ use crate::resolve::Sources;
 use crate::runtime::DockerEngine;
 
 /// What every host command needs to know.
+#[derive(clap::Args)]
 pub struct HostArgs {
+    /// The manifest repo.
+    #[arg(default_value = ".")]
     pub repo: PathBuf,
+    #[arg(long)]
     pub partner: String,
+    /// Act as if it were this instant (RFC 3339): windows are read at it.
+    #[arg(long)]
     pub now: Option<Timestamp>,
+    /// Where the journal and failed digests are kept.
+    #[arg(long, default_value = "/var/lib/berth")]
     pub state_dir: PathBuf,
-    pub overrides: Overrides,
+    /// Run steps even outside the update window or in a blackout.
+    #[arg(long)]
+    pub ignore_window: bool,
+    /// Run steps even when the partner's service is not idle.
+    #[arg(long)]
+    pub ignore_idle: bool,
 }
 
 /// A validated repo, or the exit code after printing why not.
@@ -49,7 +62,10 @@ impl HostArgs {
             partner: &self.partner,
             revision: "worktree",
             now: self.now,
-            overrides: self.overrides,
+            overrides: Overrides {
+                ignore_window: self.ignore_window,
+                ignore_idle: self.ignore_idle,
+            },
         }
     }
 }

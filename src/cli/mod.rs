@@ -22,7 +22,6 @@ macro_rules! outln {
         let _ = writeln!(std::io::stdout().lock(), $($arg)*);
     }};
 }
-use crate::plan::Overrides;
 
 mod agent;
 mod diff;
@@ -65,42 +64,18 @@ enum Command {
     },
     /// Show what `apply` would change on a partner's host, and why.
     Plan {
-        #[arg(default_value = ".")]
-        repo: PathBuf,
-        #[arg(long)]
-        partner: String,
+        #[command(flatten)]
+        host: host::HostArgs,
         #[arg(long, value_enum, default_value_t = render::PlanFormat::Text)]
         format: render::PlanFormat,
         /// Exit 2 when changes are pending.
         #[arg(long)]
         exit_code: bool,
-        /// Plan as if it were this instant (RFC 3339).
-        #[arg(long)]
-        now: Option<jiff::Timestamp>,
-        #[arg(long, default_value = "/var/lib/berth")]
-        state_dir: PathBuf,
-        #[arg(long)]
-        ignore_window: bool,
-        #[arg(long)]
-        ignore_idle: bool,
     },
     /// Converge a partner's host to its manifests, inside its window and when idle.
     Apply {
-        #[arg(default_value = ".")]
-        repo: PathBuf,
-        #[arg(long)]
-        partner: String,
-        /// Run steps even outside the update window or in a blackout.
-        #[arg(long)]
-        ignore_window: bool,
-        /// Run steps even when the partner's service is not idle.
-        #[arg(long)]
-        ignore_idle: bool,
-        #[arg(long)]
-        now: Option<jiff::Timestamp>,
-        /// Where the journal and failed digests are kept.
-        #[arg(long, default_value = "/var/lib/berth")]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        host: host::HostArgs,
     },
     /// What each partner's host will change between two revisions of the manifest repo.
     Diff {
@@ -211,45 +186,11 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Validate { repo, format } => validate(&repo, format),
         Command::Plan {
-            repo,
-            partner,
+            host,
             format,
             exit_code,
-            now,
-            state_dir,
-            ignore_window,
-            ignore_idle,
-        } => host::plan(
-            &host::HostArgs {
-                repo,
-                partner,
-                now,
-                state_dir,
-                overrides: Overrides {
-                    ignore_window,
-                    ignore_idle,
-                },
-            },
-            format,
-            exit_code,
-        ),
-        Command::Apply {
-            repo,
-            partner,
-            ignore_window,
-            ignore_idle,
-            now,
-            state_dir,
-        } => host::apply(&host::HostArgs {
-            repo,
-            partner,
-            now,
-            state_dir,
-            overrides: Overrides {
-                ignore_window,
-                ignore_idle,
-            },
-        }),
+        } => host::plan(&host, format, exit_code),
+        Command::Apply { host } => host::apply(&host),
         Command::Lock { repo, check } => lock::lock(&repo, check),
         Command::Diff {
             repo,
