@@ -7,7 +7,16 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::manifest::{MAX_FILE_BYTES, Pos};
+/// A 1-based line and column in a manifest file; `0:0` when unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+/// Files larger than this are refused by the manifest loader and never quoted in a
+/// diagnostic: a YAML file of a megabyte is a mistake or an attack.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,16 +1,41 @@
 //! berth keeps the container hosts of a federation in the state that a git repository of
-//! YAML manifests declares. See `design.md` for the contract this crate implements.
+//! YAML manifests declares. `docs/architecture.md` draws the modules and how one pass flows
+//! through them; the layering test below keeps their dependencies pointing one way.
 
-pub mod agent;
-pub mod apply;
-pub mod cli;
+// Leaves: no imports of berth's own.
+pub mod clock;
 pub mod diag;
-pub mod diff;
+pub mod durable;
+pub mod exit;
+pub mod http;
+
+// What things are: pure data and rules.
+pub mod container;
+pub mod image;
 pub mod lock;
 pub mod manifest;
-pub mod plan;
-pub mod probe;
-pub mod resolve;
-pub mod runtime;
-pub mod source;
 pub mod window;
+
+// Deciding: pure functions over that data.
+pub mod agenda;
+pub mod diff;
+pub mod plan;
+pub mod resolve;
+
+// Effects behind traits berth owns.
+pub mod engine;
+pub mod probe;
+pub mod registry;
+pub mod source;
+pub mod state;
+
+// Acting: the executor and the pass that drives everything.
+pub mod execute;
+pub mod reconcile;
+
+// Edges: the agent and the command line.
+pub mod agent;
+pub mod cli;
+
+#[cfg(test)]
+mod layering;

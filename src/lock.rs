@@ -95,8 +95,8 @@ impl std::fmt::Display for Drift {
                 f,
                 "{partner}/{script}: {} moved from {} to {} ({})",
                 from.version,
-                crate::plan::short(&from.digest),
-                crate::plan::short(&to.digest),
+                crate::image::short(&from.digest),
+                crate::image::short(&to.digest),
                 to.image
             ),
         }

@@ -1,3 +1,3 @@
-fn main() {
-    std::process::exit(berth::cli::main());
+fn main() -> std::process::ExitCode {
+    berth::cli::main().into()
 }

@@ -31,7 +31,7 @@ pub trait Probe {
     async fn get(&self, url: &str, timeout: Duration) -> Result<Answer, ProbeError>;
 }
 
-/// The real network, over HTTP or HTTPS.
+/// The real network, over HTTP or HTTPS, through the process's one client.
 pub struct Http {
     client: reqwest::Client,
 }
@@ -39,10 +39,7 @@ pub struct Http {
 impl Default for Http {
     fn default() -> Self {
         Http {
-            client: reqwest::Client::builder()
-                .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .expect("the HTTP client builds"),
+            client: crate::http::client().clone(),
         }
     }
 }
@@ -86,7 +83,7 @@ pub async fn idleness(probe: &impl Probe, idle: &Idle) -> Idleness {
         .unwrap_or(Duration::from_secs(2));
     let answer = match probe.get(&idle.url, timeout).await {
         Ok(a) => a,
-        Err(e) => return Idleness::NotIdle(crate::cli::chain(&e)),
+        Err(e) => return Idleness::NotIdle(crate::exit::chain(&e)),
     };
     if !(200..300).contains(&answer.status) {
         return Idleness::NotIdle(format!(

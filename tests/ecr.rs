@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use berth::resolve::ecr::EcrRegistry;
+use berth::registry::ecr::EcrRegistry;
 use common::moto::{self, Front, FrontConfig};
 use common::*;
 
@@ -437,7 +437,7 @@ fn credentials_for_an_unreachable_ecr_say_so() {
     let err = moto::runtime()
         .block_on(ecr.credentials(&registry))
         .expect_err("nothing listens");
-    let said = berth::cli::chain(&err);
+    let said = berth::exit::chain(&err);
     assert!(
         said.starts_with(&format!(
             "cannot reach the ECR API for {registry} to get a pull token"

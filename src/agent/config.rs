@@ -1,4 +1,4 @@
-//! `/etc/berth/agent.yaml` (design.md §6): which partner this host is, where its manifests
+//! `/etc/berth/agent.yaml` (docs/operations.md): which partner this host is, where its manifests
 //! come from and what to trust, how often to reconcile, where to keep state.
 
 use std::net::SocketAddr;

@@ -1,7 +1,9 @@
-//! `berth agent` without `--once`: passes on the interval (with jitter, so a fleet does not
-//! hit its registry in step), within a second of a change to a local manifest directory,
+//! `berth agent` without `--once`: a pass on the interval (with jitter, so a fleet does not
+//! hit its registry in step) or sooner when the last pass asked for it (a window opening, a
+//! busy service to ask again), within a second of a change to a local manifest directory,
 //! and when a managed container stops (drift); `/status` and `/metrics` on the configured
-//! loopback address; SIGTERM finishes the step in flight, then exits.
+//! loopback address; SIGTERM finishes the step in flight, then exits. Why a pass was woken
+//! is logged, never handed to the pass: every pass does the same whole job.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +16,9 @@ use tokio::sync::mpsc;
 use super::config::AgentConfig;
 use super::run_once;
 use super::status::Status;
-use crate::runtime::DockerEngine;
+use crate::engine::DockerEngine;
+use crate::exit::Exit;
+use crate::probe::Http;
 
 /// Why the daemon wakes before its interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +31,23 @@ enum Wake {
 /// Waits after the first wake-up for more, so one save or one replace is one pass.
 const SETTLE: Duration = Duration::from_millis(150);
 
+/// How long to sleep: the jittered interval, or less when the pass asked to be woken
+/// earlier (never less than a second, so a clock at the edge does not spin).
+fn until_next(interval: Duration, wake: Option<crate::reconcile::Wake>) -> Duration {
+    let Some(wake) = wake else {
+        return interval;
+    };
+    let left = jiff::Timestamp::now().duration_until(wake.at);
+    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+    let wait = left.max(Duration::from_secs(1));
+    if wait < interval {
+        tracing::info!(why = wake.why, at = %wake.at, "next pass before the interval");
+        wait
+    } else {
+        interval
+    }
+}
+
 /// The interval stretched or shrunk by up to a tenth, pseudo-randomly per pass.
 fn jittered(interval: Duration, salt: u64) -> Duration {
     let seed = std::time::SystemTime::now()
@@ -36,7 +57,7 @@ fn jittered(interval: Duration, salt: u64) -> Duration {
     interval.mul_f64(0.9 + 0.2 * unit)
 }
 
-pub async fn run(config: &AgentConfig, engine: DockerEngine) -> i32 {
+pub async fn run(config: &AgentConfig, engine: DockerEngine) -> Exit {
     let stopping = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = mpsc::channel::<Wake>(64);
 
@@ -51,19 +72,20 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> i32 {
             }
             Err(e) => {
                 tracing::error!(%addr, error = %e, "cannot listen");
-                return crate::cli::exit::CANNOT_RUN;
+                return Exit::CannotRun;
             }
         }
     }
 
+    let http = Http::default();
     let mut passes = 0u64;
     loop {
         passes += 1;
-        let code = run_once(config, &engine, &stopping).await;
-        tracing::info!(exit = code, "pass finished");
+        let end = run_once(config, &engine, &http, &stopping).await;
+        tracing::info!(exit = end.exit.code(), "pass finished");
         if stopping.load(Ordering::SeqCst) {
             tracing::info!("stopping after the pass in flight");
-            return crate::cli::exit::OK;
+            return Exit::Ok;
         }
         // A manifest directory replaced as a whole (not edited in place) needs a new watch.
         if watched
@@ -77,7 +99,7 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> i32 {
         let mut changed = false;
         while let Ok(w) = rx.try_recv() {
             match w {
-                Wake::Stop => return crate::cli::exit::OK,
+                Wake::Stop => return Exit::Ok,
                 Wake::Manifests => changed = true,
                 Wake::Drift => {}
             }
@@ -86,19 +108,19 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> i32 {
             tokio::time::sleep(SETTLE).await;
             continue;
         }
-        let wait = jittered(config.interval, passes);
+        let wait = until_next(jittered(config.interval, passes), end.wake);
         let woke = tokio::select! {
             () = tokio::time::sleep(wait) => None,
             w = rx.recv() => Some(w.unwrap_or(Wake::Stop)),
         };
         match woke {
-            Some(Wake::Stop) => return crate::cli::exit::OK,
+            Some(Wake::Stop) => return Exit::Ok,
             Some(reason) => {
                 tracing::info!(?reason, "woken before the interval");
                 tokio::time::sleep(SETTLE).await;
                 while let Ok(w) = rx.try_recv() {
                     if w == Wake::Stop {
-                        return crate::cli::exit::OK;
+                        return Exit::Ok;
                     }
                 }
             }
@@ -168,7 +190,7 @@ fn spawn_drift_events(engine: &DockerEngine, partner: &str, tx: mpsc::Sender<Wak
                     let _ = tx.try_send(Wake::Drift);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %crate::cli::chain(&e), "engine events ended; drift is caught on the interval");
+                    tracing::warn!(error = %crate::exit::chain(&e), "engine events ended; drift is caught on the interval");
                     return;
                 }
             }

@@ -3,34 +3,50 @@
 
 pub mod config;
 pub mod daemon;
-pub mod pass;
 pub mod status;
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use jiff::Timestamp;
-
-use crate::apply::state::StateDir;
-use crate::cli::exit;
-use crate::runtime::DockerEngine;
+use crate::clock::{Clock, SystemClock};
+use crate::engine::DockerEngine;
+use crate::exit::{Exit, chain};
+use crate::probe::Http;
+use crate::reconcile::{self, Effects, Target, Wake};
+use crate::registry::Sources;
 use crate::source::{self, HeldBack};
-use crate::window::{Schedule, WindowState};
+use crate::state::StateDir;
+use crate::window::WindowState;
 use config::AgentConfig;
-use pass::Target;
 use status::{LastPass, Status};
 
+/// How one agent pass ended, and when it wants the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassEnd {
+    pub exit: Exit,
+    /// Earlier than the interval when a window opens or a busy service may be idle by then.
+    pub wake: Option<Wake>,
+}
+
 /// One pass of the agent: sync the source, validate, converge, record the status.
-/// Returns the exit code of design.md §7.
-pub async fn run_once(config: &AgentConfig, engine: &DockerEngine, stopping: &AtomicBool) -> i32 {
+pub async fn run_once(
+    config: &AgentConfig,
+    engine: &DockerEngine,
+    http: &Http,
+    stopping: &AtomicBool,
+) -> PassEnd {
     let started = Instant::now();
-    let now = Timestamp::now();
+    let clock = SystemClock::real();
+    let now = clock.now();
     tracing::info!(partner = %config.partner, "pass started");
     let state = match StateDir::open(&config.state_dir) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %crate::cli::chain(&e), "cannot start a pass");
-            return exit::CANNOT_RUN;
+            tracing::error!(error = %chain(&e), "cannot start a pass");
+            return PassEnd {
+                exit: Exit::CannotRun,
+                wake: None,
+            };
         }
     };
     let mut status = Status::read(&config.state_dir)
@@ -39,42 +55,50 @@ pub async fn run_once(config: &AgentConfig, engine: &DockerEngine, stopping: &At
         .unwrap_or_default();
     status.partner = config.partner.clone();
     status.counters.passes += 1;
-    let code = pass_once(config, engine, &state, &mut status, now, stopping).await;
-    if code != exit::OK {
+    let fx = Effects {
+        engine,
+        sources: &Sources::new(Some(engine)),
+        probe: http,
+        clock: &clock,
+    };
+    let end = pass_once(config, &fx, &state, &mut status, stopping).await;
+    let code = end.exit;
+    if code != Exit::Ok {
         status.counters.failures += 1;
     } else {
         status.last_success = Some(now.to_string());
     }
     status.last_pass = Some(LastPass {
         at: now.to_string(),
-        exit: code,
+        exit: i32::from(code.code()),
         millis: started.elapsed().as_millis() as u64,
     });
     if let Err(e) = status.write(&config.state_dir) {
         tracing::error!(error = %e, "cannot write the status");
     }
-    code
+    end
 }
 
 async fn pass_once(
     config: &AgentConfig,
-    engine: &DockerEngine,
+    fx: &Effects<'_, DockerEngine, Sources<'_, DockerEngine>, Http, SystemClock>,
     state: &StateDir,
     status: &mut Status,
-    now: Timestamp,
     stopping: &AtomicBool,
-) -> i32 {
+) -> PassEnd {
+    let ended = |exit| PassEnd { exit, wake: None };
+    let now = fx.clock.now();
     let checkout = match source::sync(&config.repo, &config.state_dir, now) {
         Ok(c) => c,
         Err(e) => {
-            let message = crate::cli::chain(&e);
+            let message = chain(&e);
             tracing::error!(error = %message, "cannot get the manifests");
             status.source = Some(message);
-            return match e {
+            return ended(match e {
                 source::SourceError::Verify(_)
-                | source::SourceError::RefusedWithNothingToStayAt(_) => exit::WRONG,
-                _ => exit::CANNOT_RUN,
-            };
+                | source::SourceError::RefusedWithNothingToStayAt(_) => Exit::Wrong,
+                _ => Exit::CannotRun,
+            });
         }
     };
     status.source = checkout.held_back.as_ref().map(|h| match h {
@@ -91,51 +115,49 @@ async fn pass_once(
         Ok((_, diags)) => {
             let rendered = diags.render_text(&checkout.root);
             tracing::error!(revision = %checkout.revision, diagnostics = %rendered, "the manifests are invalid; nothing was changed");
-            return exit::WRONG;
+            return ended(Exit::Wrong);
         }
         Err(e) => {
-            tracing::error!(error = %crate::cli::chain(&e), "cannot read the manifests");
-            return exit::CANNOT_RUN;
+            tracing::error!(error = %chain(&e), "cannot read the manifests");
+            return ended(Exit::CannotRun);
         }
     };
     if checkout.held_back.is_none()
         && checkout.revision != "worktree"
         && let Err(e) = source::accept(&config.state_dir, &checkout.revision)
     {
-        tracing::error!(error = %crate::cli::chain(&e), "cannot record the accepted revision");
-        return exit::CANNOT_RUN;
+        tracing::error!(error = %chain(&e), "cannot record the accepted revision");
+        return ended(Exit::CannotRun);
     }
     status.revision = Some(checkout.revision.clone());
     let target = Target {
         repo: &repo,
         partner: &config.partner,
         revision: &checkout.revision,
-        now: Some(now),
         overrides: Default::default(),
     };
-    let report = match pass::converge(engine, state, &target, stopping).await {
+    let report = match reconcile::converge(fx, state, &target, stopping).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %crate::cli::chain(&e), "the pass could not run");
-            return exit::CANNOT_RUN;
+            tracing::error!(error = %chain(&e), "the pass could not run");
+            return ended(Exit::CannotRun);
         }
     };
     status.record(&report.plan, &report.reports);
-    if let Some(p) = repo.partners.get(&config.partner) {
-        let schedule = Schedule::from_manifest(
-            repo.timezone(&p.doc),
-            repo.windows(&p.doc),
-            &p.doc.blackouts,
-        );
-        status.next_window = match schedule.state(now) {
-            WindowState::Open { closes } => Some(format!("open until {closes}")),
-            _ => schedule.next_open(now).map(|t| t.to_string()),
-        };
-    }
-    let code = report.exit_code();
-    match &checkout.held_back {
-        Some(HeldBack::Refused(_)) if code == exit::OK => exit::WRONG,
-        Some(HeldBack::Unreachable(_)) if code == exit::OK => exit::CANNOT_RUN,
-        _ => code,
+    let schedule = &report.plan.policy.schedule;
+    let now = fx.clock.now();
+    status.next_window = match schedule.state(now) {
+        WindowState::Open { closes } => Some(format!("open until {closes}")),
+        _ => schedule.next_open(now).map(|t| t.to_string()),
+    };
+    // Staying behind the head is itself an outcome, unless the pass has a worse one.
+    let exit = match (&checkout.held_back, report.exit()) {
+        (Some(HeldBack::Refused(_)), Exit::Ok) => Exit::Wrong,
+        (Some(HeldBack::Unreachable(_)), Exit::Ok) => Exit::CannotRun,
+        (_, code) => code,
+    };
+    PassEnd {
+        exit,
+        wake: report.next_wake(now),
     }
 }

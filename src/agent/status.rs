@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{Outcome, StepReport};
+use crate::execute::{Outcome, StepReport};
 use crate::plan::{Action, Plan};
 
 /// Counters since the state dir was created (Prometheus counters).
@@ -68,12 +68,10 @@ impl Status {
     }
 
     pub fn write(&self, state_dir: &Path) -> std::io::Result<()> {
-        let tmp = state_dir.join(format!("{FILE}.tmp"));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).expect("status serializes"),
-        )?;
-        std::fs::rename(tmp, state_dir.join(FILE))
+        crate::durable::write(
+            &state_dir.join(FILE),
+            &serde_json::to_vec_pretty(self).expect("status serializes"),
+        )
     }
 
     /// Folds a pass's plan and outcomes into the status and its counters.
@@ -82,22 +80,21 @@ impl Status {
         self.pending = 0;
         for (step, report) in plan.steps.iter().zip(reports) {
             let version = step
-                .desired
-                .as_ref()
+                .desired()
                 .map(|d| d.version.clone())
-                .or_else(|| step.observed.as_ref().map(|o| o.version.clone()));
+                .or_else(|| step.observed().map(|o| o.version.clone()));
             let (state, detail) = match &report.outcome {
                 Outcome::Unchanged => ("in-sync", step.reason.clone()),
                 Outcome::Done => {
                     if matches!(
-                        step.action,
+                        step.action(),
                         Action::Create | Action::Replace | Action::Start
                     ) {
                         self.counters.updates += 1;
                     }
                     (
                         "updated",
-                        format!("{}: {}", step.action.as_str(), step.reason),
+                        format!("{}: {}", step.action().as_str(), step.reason),
                     )
                 }
                 Outcome::Deferred { reason, detail } => {
@@ -107,7 +104,7 @@ impl Status {
                     }
                     (
                         "deferred",
-                        format!("{} {}: {detail}", step.action.as_str(), step.reason),
+                        format!("{} {}: {detail}", step.action().as_str(), step.reason),
                     )
                 }
                 Outcome::RolledBack { error } => {

@@ -2,32 +2,37 @@
 
 use std::path::Path;
 
-use super::{StatusFormat, exit, host};
+use super::{StatusFormat, cannot_run, host};
 use crate::agent::{self, config, status::Status};
-use crate::runtime::DockerEngine;
+use crate::engine::DockerEngine;
+use crate::exit::Exit;
+use crate::probe::Http;
 
-pub fn run(config_path: &Path, once: bool) -> i32 {
+pub fn run(config_path: &Path, once: bool) -> Exit {
     let config = match config::load(config_path) {
         Ok(c) => c,
         Err(diags) => {
             eprint!("{}", diags.render_text(Path::new("")));
-            return exit::WRONG;
+            return Exit::Wrong;
         }
     };
     host::runtime().block_on(async {
         let engine = match DockerEngine::connect().await {
             Ok(e) => e,
-            Err(e) => return super::cannot_run(&e),
+            Err(e) => return cannot_run(&e),
         };
         if once {
-            agent::run_once(&config, &engine, &std::sync::atomic::AtomicBool::new(false)).await
+            let stopping = std::sync::atomic::AtomicBool::new(false);
+            agent::run_once(&config, &engine, &Http::default(), &stopping)
+                .await
+                .exit
         } else {
             agent::daemon::run(&config, engine).await
         }
     })
 }
 
-pub fn status(state_dir: &Path, format: StatusFormat) -> i32 {
+pub fn status(state_dir: &Path, format: StatusFormat) -> Exit {
     let status = match Status::read(state_dir) {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -35,9 +40,9 @@ pub fn status(state_dir: &Path, format: StatusFormat) -> i32 {
                 "berth: no status in {}: the agent has not run a pass yet",
                 state_dir.display()
             );
-            return exit::CANNOT_RUN;
+            return Exit::CannotRun;
         }
-        Err(e) => return super::cannot_run(&e),
+        Err(e) => return cannot_run(&e),
     };
     match format {
         StatusFormat::Json => outln!(
@@ -76,5 +81,5 @@ pub fn status(state_dir: &Path, format: StatusFormat) -> i32 {
             }
         }
     }
-    exit::OK
+    Exit::Ok
 }

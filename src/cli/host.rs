@@ -5,13 +5,16 @@ use std::sync::atomic::AtomicBool;
 
 use jiff::Timestamp;
 
-use super::{exit, render};
-use crate::agent::pass::{self, Target};
-use crate::apply::state::{self, StateDir};
+use super::{cannot_run, render};
+use crate::clock::SystemClock;
+use crate::engine::DockerEngine;
+use crate::exit::Exit;
 use crate::manifest::{self, Repo};
-use crate::plan::{self, Deferral, Overrides};
-use crate::resolve::Sources;
-use crate::runtime::DockerEngine;
+use crate::plan::Overrides;
+use crate::probe::Http;
+use crate::reconcile::{self, Effects, Target};
+use crate::registry::Sources;
+use crate::state::{self, StateDir};
 
 /// What every host command needs to know.
 #[derive(clap::Args)]
@@ -36,15 +39,15 @@ pub struct HostArgs {
 }
 
 /// A validated repo, or the exit code after printing why not.
-pub(super) fn load(repo_path: &Path) -> Result<Repo, i32> {
+pub(super) fn load(repo_path: &Path) -> Result<Repo, Exit> {
     match manifest::validate(repo_path) {
         Ok((repo, diags)) if !diags.has_errors() => Ok(repo),
         Ok((_, diags)) => {
             eprint!("{}", diags.render_text(repo_path));
             eprintln!("berth: the manifests are invalid; nothing was changed");
-            Err(exit::WRONG)
+            Err(Exit::Wrong)
         }
-        Err(e) => Err(super::cannot_run(&e)),
+        Err(e) => Err(cannot_run(&e)),
     }
 }
 
@@ -61,7 +64,6 @@ impl HostArgs {
             repo,
             partner: &self.partner,
             revision: "worktree",
-            now: self.now,
             overrides: Overrides {
                 ignore_window: self.ignore_window,
                 ignore_idle: self.ignore_idle,
@@ -71,79 +73,72 @@ impl HostArgs {
 }
 
 /// `berth plan`: what apply would do now; changes nothing.
-pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> i32 {
+pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exit {
     let repo = match load(&args.repo) {
         Ok(r) => r,
         Err(code) => return code,
     };
     let held = match state::read_held(&args.state_dir) {
         Ok(h) => h,
-        Err(e) => return super::cannot_run(&e),
+        Err(e) => return cannot_run(&e),
     };
     runtime().block_on(async {
         let engine = match DockerEngine::connect().await {
             Ok(e) => e,
-            Err(e) => return super::cannot_run(&e),
+            Err(e) => return cannot_run(&e),
         };
-        let sources = Sources::new(Some(&engine));
-        let plan = match pass::plan(
-            &engine,
-            &sources,
-            &crate::probe::Http::default(),
-            &args.target(&repo),
-            held,
-        )
-        .await
-        {
+        let fx = Effects {
+            engine: &engine,
+            sources: &Sources::new(Some(&engine)),
+            probe: &Http::default(),
+            clock: &SystemClock::from_option(args.now),
+        };
+        let plan = match reconcile::plan(&fx, &args.target(&repo), held).await {
             Ok(p) => p,
-            Err(e) => return super::cannot_run(&e),
+            Err(e) => return cannot_run(&e),
         };
         out!("{}", render::plan(&plan, format));
-        if plan
-            .steps
-            .iter()
-            .any(|s| matches!(&s.gate, plan::Gate::Deferred(Deferral::Unresolved { .. })))
-        {
-            exit::CANNOT_RUN
+        if reconcile::has_unresolved(&plan) {
+            Exit::CannotRun
         } else if exit_code && plan.changes().next().is_some() {
-            exit::PENDING
+            Exit::Pending
         } else {
-            exit::OK
+            Exit::Ok
         }
     })
 }
 
 /// `berth apply`: recover, plan, carry the plan out.
-pub fn apply(args: &HostArgs) -> i32 {
+pub fn apply(args: &HostArgs) -> Exit {
     let repo = match load(&args.repo) {
         Ok(r) => r,
         Err(code) => return code,
     };
     let state = match StateDir::open(&args.state_dir) {
         Ok(s) => s,
-        Err(e) => return super::cannot_run(&e),
+        Err(e) => return cannot_run(&e),
     };
     runtime().block_on(async {
         let engine = match DockerEngine::connect().await {
             Ok(e) => e,
-            Err(e) => return super::cannot_run(&e),
+            Err(e) => return cannot_run(&e),
         };
-        match pass::converge(
-            &engine,
-            &state,
-            &args.target(&repo),
-            &AtomicBool::new(false),
-        )
-        .await
-        {
+        let fx = Effects {
+            engine: &engine,
+            sources: &Sources::new(Some(&engine)),
+            probe: &Http::default(),
+            clock: &SystemClock::from_option(args.now),
+        };
+        let target = args.target(&repo);
+        match reconcile::converge(&fx, &state, &target, &AtomicBool::new(false)).await {
             Ok(report) => {
                 for line in &report.recovered {
                     outln!("recovered {line}");
                 }
                 out!("{}", render::apply(&report.plan, &report.reports));
-                report.exit_code()
+                report.exit()
             }
-            Err(e) => super::cannot_run(&e),
+            Err(e) => cannot_run(&e),
         }
     })
 }

@@ -2,50 +2,13 @@
 
 use std::path::Path;
 
-use super::{exit, host};
-use crate::lock::{Lock, Pin};
-use crate::manifest::Repo;
-use crate::resolve::{self, CachedTags, Sources, TagSource};
-use crate::runtime::DockerEngine;
+use super::host;
+use crate::engine::DockerEngine;
+use crate::exit::Exit;
+use crate::registry::Sources;
+use crate::resolve::{self, CachedTags};
 
-/// Resolves every opt-in live. Returns the fresh lock, or the pins that failed.
-pub async fn resolve_all<S: TagSource>(
-    repo: &Repo,
-    tags: &CachedTags<'_, S>,
-) -> Result<Lock, Vec<String>> {
-    let mut lock = Lock {
-        version: 1,
-        ..Lock::default()
-    };
-    let mut failed = Vec::new();
-    for (name, partner) in &repo.partners {
-        for opt in &partner.doc.scripts {
-            let Some(script) = repo.scripts.get(opt.script.as_str()) else {
-                continue;
-            };
-            match resolve::resolve_live(repo, opt, &script.doc, tags).await {
-                Ok(r) => {
-                    lock.partners.entry(name.clone()).or_default().insert(
-                        opt.script.value.clone(),
-                        Pin {
-                            version: r.version,
-                            digest: r.digest,
-                            image: r.image.display(),
-                        },
-                    );
-                }
-                Err(why) => failed.push(format!("{name}/{}: {why}", opt.script.value)),
-            }
-        }
-    }
-    if failed.is_empty() {
-        Ok(lock)
-    } else {
-        Err(failed)
-    }
-}
-
-pub fn lock(repo_path: &Path, check: bool) -> i32 {
+pub fn lock(repo_path: &Path, check: bool) -> Exit {
     let repo = match host::load(repo_path) {
         Ok(r) => r,
         Err(code) => return code,
@@ -54,7 +17,7 @@ pub fn lock(repo_path: &Path, check: bool) -> i32 {
         let engine = DockerEngine::connect().await.ok();
         let sources = Sources::new(engine.as_ref());
         let tags = CachedTags::new(&sources);
-        let fresh = match resolve_all(&repo, &tags).await {
+        let fresh = match resolve::resolve_all(&repo, &tags).await {
             Ok(l) => l,
             Err(failed) => {
                 for f in &failed {
@@ -64,32 +27,29 @@ pub fn lock(repo_path: &Path, check: bool) -> i32 {
                     "berth: {} pin(s) could not be resolved; berth.lock was not written",
                     failed.len()
                 );
-                return exit::CANNOT_RUN;
+                return Exit::CannotRun;
             }
         };
         if check {
             let Some(current) = &repo.lock else {
                 outln!("berth.lock is missing: run `berth lock`");
-                return exit::WRONG;
+                return Exit::Wrong;
             };
             let drift = current.doc.drift(&fresh);
             if drift.is_empty() {
                 outln!("berth.lock is up to date");
-                return exit::OK;
+                return Exit::Ok;
             }
             outln!("berth.lock is stale:");
             for d in &drift {
                 outln!("  {d}");
             }
-            return exit::WRONG;
+            return Exit::Wrong;
         }
         let path = repo_path.join(crate::lock::FILE);
-        let tmp = repo_path.join(format!("{}.tmp", crate::lock::FILE));
-        let written =
-            std::fs::write(&tmp, fresh.render()).and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
+        if let Err(e) = crate::durable::write(&path, fresh.render().as_bytes()) {
             eprintln!("berth: cannot write {}: {e}", path.display());
-            return exit::CANNOT_RUN;
+            return Exit::CannotRun;
         }
         let pins: usize = fresh.partners.values().map(|s| s.len()).sum();
         let changes = repo
@@ -101,6 +61,6 @@ pub fn lock(repo_path: &Path, check: bool) -> i32 {
             path.display(),
             fresh.partners.len()
         );
-        exit::OK
+        Exit::Ok
     })
 }

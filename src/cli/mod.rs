@@ -1,10 +1,13 @@
-//! The command line: argument parsing, output formats and exit codes (design.md §7).
-//! Errors are rendered here, once, with their whole cause chain.
+//! The command line: it parses what the user typed, builds the real effects (the engine,
+//! the registries, the clock), calls the domain modules and renders what they return.
+//! Errors are rendered here, once, with their whole cause chain; nothing outside `cli`
+//! imports it.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::exit::{Exit, chain};
 use crate::manifest;
 
 /// Writes to stdout, ignoring a closed pipe (`berth validate | head` must not panic).
@@ -29,17 +32,6 @@ mod host;
 mod lock;
 mod render;
 mod windows;
-
-/// Exit codes of design.md §7.
-pub mod exit {
-    pub const OK: i32 = 0;
-    /// The thing checked is wrong.
-    pub const WRONG: i32 = 1;
-    /// Changes are pending.
-    pub const PENDING: i32 = 2;
-    /// The command could not run.
-    pub const CANNOT_RUN: i32 = 3;
-}
 
 #[derive(Parser)]
 #[command(
@@ -167,15 +159,15 @@ pub enum SchemaKind {
 }
 
 /// Parses the arguments, runs the command and returns the process exit code.
-pub fn main() -> i32 {
+pub fn main() -> Exit {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
-                exit::CANNOT_RUN
+                Exit::CannotRun
             } else {
-                exit::OK
+                Exit::Ok
             };
         }
     };
@@ -218,7 +210,7 @@ pub fn main() -> i32 {
         Command::Status { state_dir, format } => agent::status(&state_dir, format),
         Command::Schema { kind } => {
             outln!("{}", schema_json(kind));
-            exit::OK
+            Exit::Ok
         }
     }
 }
@@ -250,7 +242,7 @@ pub fn schema_json(kind: SchemaKind) -> String {
     serde_json::to_string_pretty(&schema).expect("schemas serialize")
 }
 
-fn validate(repo: &Path, format: ValidateFormat) -> i32 {
+fn validate(repo: &Path, format: ValidateFormat) -> Exit {
     let diagnostics = match manifest::validate(repo) {
         Ok((_, d)) => d,
         Err(e) => return cannot_run(&e),
@@ -281,26 +273,14 @@ fn validate(repo: &Path, format: ValidateFormat) -> i32 {
         }
     }
     if diagnostics.has_errors() {
-        exit::WRONG
+        Exit::Wrong
     } else {
-        exit::OK
+        Exit::Ok
     }
 }
 
 /// Prints an error with its cause chain and gives the "could not run" exit code.
-fn cannot_run(e: &dyn std::error::Error) -> i32 {
+fn cannot_run(e: &dyn std::error::Error) -> Exit {
     eprintln!("berth: {}", chain(e));
-    exit::CANNOT_RUN
-}
-
-/// `outer: cause: root cause`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    Exit::CannotRun
 }

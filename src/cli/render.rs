@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use clap::ValueEnum;
 
-use crate::apply::{Outcome, StepReport};
+use crate::execute::{Outcome, StepReport};
 use crate::plan::{Gate, Plan, Step};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -17,7 +17,7 @@ pub enum PlanFormat {
 
 /// `1.0.0 -> 1.1.0`, `1.0.0`, or `-`.
 fn versions(step: &Step) -> String {
-    match (&step.observed, &step.desired) {
+    match (step.observed(), step.desired()) {
         (Some(o), Some(d)) if o.version != d.version => format!("{} -> {}", o.version, d.version),
         (_, Some(d)) => d.version.clone(),
         (Some(o), None) => o.version.clone(),
@@ -45,7 +45,7 @@ pub fn plan(plan: &Plan, format: PlanFormat) -> String {
                 let _ = writeln!(
                     out,
                     "  {:<8} {:<24} {:<20} {}  [{}]",
-                    s.action.as_str(),
+                    s.action().as_str(),
                     s.script,
                     versions(s),
                     s.reason,
@@ -68,7 +68,7 @@ pub fn plan(plan: &Plan, format: PlanFormat) -> String {
                 let _ = writeln!(
                     out,
                     "| {} | `{}` | {} | {} | {} |",
-                    s.action.as_str(),
+                    s.action().as_str(),
                     s.script,
                     versions(s),
                     s.reason.replace('|', "\\|"),
@@ -86,11 +86,11 @@ pub fn plan(plan: &Plan, format: PlanFormat) -> String {
                 .map(|s| {
                     serde_json::json!({
                         "script": s.script,
-                        "action": s.action,
+                        "action": s.action(),
                         "reason": s.reason,
                         "gate": s.gate,
-                        "from": s.observed.as_ref().map(|o| serde_json::json!({"version": o.version, "digest": o.digest})),
-                        "to": s.desired.as_ref().map(|d| serde_json::json!({"version": d.version, "digest": d.digest})),
+                        "from": s.observed().map(|o| serde_json::json!({"version": o.version, "digest": o.digest})),
+                        "to": s.desired().map(|d| serde_json::json!({"version": d.version, "digest": d.digest})),
                     })
                 })
                 .collect();
@@ -126,7 +126,7 @@ pub fn apply(plan: &Plan, reports: &[StepReport]) -> String {
         let _ = writeln!(
             out,
             "  {:<8} {:<24} {:<20} {}  {:.2}s",
-            s.action.as_str(),
+            s.action().as_str(),
             s.script,
             versions(s),
             outcome,

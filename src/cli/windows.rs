@@ -14,14 +14,18 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, Zoned};
 
-use super::{exit, host};
-use crate::agent::pass::{self, Target};
-use crate::apply::state;
+use super::host;
+use crate::agenda::{self, Bucket, Pending, Period, View};
+use crate::clock::SystemClock;
+use crate::engine::DockerEngine;
+use crate::exit::{Exit, chain};
 use crate::manifest::{Doc, Partner, Repo};
-use crate::plan::{Deferral, Gate, Overrides, Plan, Step};
-use crate::resolve::Sources;
-use crate::runtime::DockerEngine;
-use crate::window::{HORIZON_DAYS, Opening, Schedule};
+use crate::plan::Overrides;
+use crate::probe::Http;
+use crate::reconcile::{self, Effects, Target};
+use crate::registry::Sources;
+use crate::state;
+use crate::window::{HORIZON_DAYS, Opening};
 
 /// What `berth windows` was asked.
 pub struct WindowsArgs {
@@ -34,7 +38,7 @@ pub struct WindowsArgs {
 }
 
 /// `berth windows`.
-pub fn windows(args: &WindowsArgs) -> i32 {
+pub fn windows(args: &WindowsArgs) -> Exit {
     let repo = match host::load(&args.repo) {
         Ok(r) => r,
         Err(code) => return code,
@@ -44,7 +48,7 @@ pub fn windows(args: &WindowsArgs) -> i32 {
             Some(p) => vec![p],
             None => {
                 eprintln!("berth: no partner `{name}` in the manifests");
-                return exit::CANNOT_RUN;
+                return Exit::CannotRun;
             }
         },
         None => repo.partners.values().collect(),
@@ -78,130 +82,7 @@ pub fn windows(args: &WindowsArgs) -> i32 {
     } else {
         out!("{}", text(&views, &period));
     }
-    exit::OK
-}
-
-/// The period asked about: `[now, until)`.
-struct Period {
-    now: Timestamp,
-    until: Timestamp,
-    days: u32,
-}
-
-/// One partner's schedule over the period, and what waits for it.
-struct View {
-    name: String,
-    tz_name: String,
-    schedule: Schedule,
-    has_windows: bool,
-    stretches: Vec<Opening>,
-    occurrences: Vec<Opening>,
-    /// Blackouts that touch the period, as inclusive local dates.
-    blackouts: Vec<(Date, Date)>,
-    /// When a window next opens after the period, if none does within it.
-    opens_later: Option<Timestamp>,
-    /// Each opted-in script as a person reads it: `case-counts ~1.4 (locked at 1.4.2)`.
-    scripts: Vec<String>,
-    pending: Option<Pending>,
-}
-
-impl View {
-    fn new(repo: &Repo, partner: &Partner, period: &Period) -> View {
-        let tz_name = repo.timezone(partner).to_owned();
-        let windows = repo.windows(partner);
-        let schedule = Schedule::from_manifest(&tz_name, windows, &partner.blackouts);
-        let stretches = schedule.stretches(period.now, period.until);
-        let occurrences = schedule.occurrences(period.now, period.until);
-        let first = period.now.to_zoned(schedule.tz.clone()).date();
-        let last = period.until.to_zoned(schedule.tz.clone()).date();
-        let mut blackouts: Vec<(Date, Date)> = schedule
-            .blackouts
-            .iter()
-            .filter(|(from, to)| *to >= first && *from <= last)
-            .copied()
-            .collect();
-        blackouts.sort();
-        let opens_later = if stretches.is_empty() {
-            schedule.next_open(period.until)
-        } else {
-            None
-        };
-        let scripts = partner
-            .scripts
-            .iter()
-            .map(|opt| {
-                let name = &opt.script.value;
-                let range =
-                    opt.versions.as_ref().map(|v| v.value.clone()).or_else(|| {
-                        Some(repo.scripts.get(name)?.doc.versions.as_ref()?.value.clone())
-                    });
-                let mut s = name.clone();
-                if let Some(r) = range {
-                    let _ = write!(s, " {r}");
-                }
-                if let Some(pin) = repo
-                    .lock
-                    .as_ref()
-                    .and_then(|l| l.doc.pin(&partner.name, name))
-                {
-                    let _ = write!(s, " (locked at {})", pin.version);
-                }
-                s
-            })
-            .collect();
-        View {
-            name: partner.name.value.clone(),
-            tz_name,
-            has_windows: !schedule.windows.iter().all(|w| w.days.is_empty()),
-            schedule,
-            stretches,
-            occurrences,
-            blackouts,
-            opens_later,
-            scripts,
-            pending: None,
-        }
-    }
-
-    /// The stretch open at `now`, if any.
-    fn current(&self, now: Timestamp) -> Option<&Opening> {
-        self.stretches
-            .iter()
-            .find(|s| s.start <= now && now < s.end)
-    }
-
-    /// The first stretch that opens after `now`.
-    fn next(&self, now: Timestamp) -> Option<&Opening> {
-        self.stretches.iter().find(|s| s.start > now)
-    }
-
-    /// The instant whose window a bucket of pending changes waits for.
-    fn anchor(&self, bucket: Bucket, now: Timestamp) -> Option<Timestamp> {
-        match bucket {
-            Bucket::Now => self.current(now).map(|_| now),
-            Bucket::Next => self.next(now).map(|s| s.start),
-        }
-    }
-}
-
-/// The changes pending on this host for a partner, as far as they can be known.
-enum Pending {
-    Known {
-        changes: Vec<(Bucket, String)>,
-        /// Changes that no window will apply on its own (failed health, unresolved).
-        held: Vec<String>,
-        notes: Vec<String>,
-    },
-    Unknown(String),
-}
-
-/// When a pending change can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bucket {
-    /// In the window open now (at the next pass, or once the service is idle).
-    Now,
-    /// In the next window that opens.
-    Next,
+    Exit::Ok
 }
 
 /// Plans the partner's host as `berth plan` does (nothing is changed).
@@ -210,7 +91,7 @@ fn pending(repo: &Repo, partner: &str, now: Timestamp, state_dir: &std::path::Pa
     let held = state::read_held(state_dir).unwrap_or_else(|e| {
         notes.push(format!(
             "digests that failed health are not known here: {}",
-            super::chain(&e)
+            chain(&e)
         ));
         Vec::new()
     });
@@ -220,75 +101,27 @@ fn pending(repo: &Repo, partner: &str, now: Timestamp, state_dir: &std::path::Pa
             Err(e) => {
                 return Pending::Unknown(format!(
                     "they need this host's Docker engine, which did not answer ({})",
-                    super::chain(&e)
+                    chain(&e)
                 ));
             }
         };
-        let sources = Sources::new(Some(&engine));
+        let fx = Effects {
+            engine: &engine,
+            sources: &Sources::new(Some(&engine)),
+            probe: &Http::default(),
+            clock: &SystemClock::starting_at(now),
+        };
         let target = Target {
             repo,
             partner,
             revision: "worktree",
-            now: Some(now),
             overrides: Overrides::default(),
         };
-        match pass::plan(
-            &engine,
-            &sources,
-            &crate::probe::Http::default(),
-            &target,
-            held,
-        )
-        .await
-        {
-            Ok(plan) => classify(&plan, notes),
-            Err(e) => Pending::Unknown(super::chain(&e)),
+        match reconcile::plan(&fx, &target, held).await {
+            Ok(plan) => agenda::classify(&plan, notes),
+            Err(e) => Pending::Unknown(chain(&e)),
         }
     })
-}
-
-fn classify(plan: &Plan, notes: Vec<String>) -> Pending {
-    let mut changes = Vec::new();
-    let mut held = Vec::new();
-    for step in plan.steps.iter() {
-        match &step.gate {
-            Gate::Deferred(d @ Deferral::Unresolved { .. }) => {
-                held.push(format!("{}: {}", step.script, d.describe()));
-            }
-            Gate::Deferred(d @ Deferral::FailedHealth) => {
-                held.push(format!("{}: {}", describe(step), d.describe()));
-            }
-            _ if !step.is_change() => {}
-            Gate::Allowed => changes.push((
-                Bucket::Now,
-                format!("{} (allowed now: the next pass applies it)", describe(step)),
-            )),
-            Gate::Deferred(Deferral::Busy { detail }) => changes.push((
-                Bucket::Now,
-                format!(
-                    "{} (once the service is idle; now: {detail})",
-                    describe(step)
-                ),
-            )),
-            Gate::Deferred(
-                Deferral::Window { .. } | Deferral::WindowEnding { .. } | Deferral::Blackout { .. },
-            ) => changes.push((Bucket::Next, describe(step))),
-        }
-    }
-    Pending::Known {
-        changes,
-        held,
-        notes,
-    }
-}
-
-/// `replace svc: version 1.0.0 -> 1.1.0`.
-fn describe(step: &Step) -> String {
-    let mut s = format!("{} {}: {}", step.action.as_str(), step.script, step.reason);
-    if step.needs_idle {
-        s.push_str(" (if the service reports idle)");
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------------------

@@ -13,8 +13,7 @@ use serde::de::DeserializeOwned;
 use super::{Doc, Fleet, Partner, Pos, Repo, Script};
 use crate::diag::{Diagnostic, Diagnostics};
 
-/// Manifests larger than this are refused before they are read.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
+pub use crate::diag::MAX_FILE_BYTES;
 
 /// Why a repo could not be read at all (as opposed to being read and found wrong).
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! The manifest repo: its documents (design.md §2), how they are read from disk and how
+//! The manifest repo: its documents (docs/manifests.md), how they are read from disk and how
 //! they are checked. Everything downstream works from a [`Repo`] that validated cleanly.
 
 mod check;

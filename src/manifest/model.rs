@@ -1,4 +1,4 @@
-//! The v1 manifest documents exactly as design.md §2 fixes them. Unknown fields are
+//! The v1 manifest documents (docs/manifests.md). Unknown fields are
 //! rejected by serde; everything a later check may complain about is kept with its position.
 
 use std::collections::BTreeMap;
@@ -159,17 +159,7 @@ pub struct Script {
     pub health: Option<Health>,
 }
 
-/// Where a script's images come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// Any registry speaking the OCI distribution API.
-    Oci,
-    /// Amazon ECR.
-    Ecr,
-    /// The engine's own image store, for hosts that receive images by `docker load`.
-    Local,
-}
+pub use crate::image::Source;
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -6,12 +6,7 @@ use std::ops::Deref;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
-/// A 1-based line and column in a manifest file; `0:0` when unknown.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Pos {
-    pub line: u32,
-    pub col: u32,
-}
+pub use crate::diag::Pos;
 
 /// A deserialized value with the position of the YAML node it came from.
 #[derive(Debug, Clone)]

@@ -116,55 +116,7 @@ pub fn parse_weekday(s: &str) -> Result<jiff::civil::Weekday, String> {
     })
 }
 
-/// A published port, as `docker run -p` reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortSpec {
-    pub host_ip: Option<String>,
-    pub host_port: Option<u16>,
-    pub container_port: u16,
-    pub protocol: &'static str,
-}
-
-/// `[ip:]host:container[/tcp|udp]` or `container[/tcp|udp]`.
-pub fn parse_port(s: &str) -> Result<PortSpec, String> {
-    let bad = |why: &str| format!("invalid port `{s}`: {why}");
-    let (body, protocol) = match s.rsplit_once('/') {
-        Some((b, "tcp")) => (b, "tcp"),
-        Some((b, "udp")) => (b, "udp"),
-        Some(_) => return Err(bad("protocol must be tcp or udp")),
-        None => (s, "tcp"),
-    };
-    let number = |p: &str| -> Result<u16, String> {
-        match p.parse::<u16>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(bad("ports are numbers from 1 to 65535")),
-        }
-    };
-    let parts: Vec<&str> = body.rsplitn(3, ':').collect();
-    let (ip, host, container) = match parts.as_slice() {
-        [c] => (None, None, *c),
-        [c, h] => (None, Some(*h), *c),
-        [c, h, ip] => (Some(*ip), Some(*h), *c),
-        _ => return Err(bad("expected [ip:]host:container")),
-    };
-    if let Some(ip) = ip
-        && ip
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_err()
-    {
-        return Err(bad("the host address is not an IP address"));
-    }
-    Ok(PortSpec {
-        host_ip: ip.map(str::to_owned),
-        host_port: match host {
-            Some("") | None => None,
-            Some(h) => Some(number(h)?),
-        },
-        container_port: number(container)?,
-        protocol,
-    })
-}
+pub use crate::container::{PortSpec, parse_port};
 
 /// `/host/path:/in/container[:ro|rw]` or `named-volume:/in/container[:ro|rw]`.
 pub fn check_volume(s: &str) -> Result<(), String> {

@@ -143,8 +143,8 @@ pub fn sync(
     };
 
     if let Err(e) = fetch(&mirror, spec) {
-        tracing::warn!(url = %spec.url, error = %crate::cli::chain(&e), "fetch failed; staying at the last accepted revision");
-        return stay(HeldBack::Unreachable(crate::cli::chain(&e)));
+        tracing::warn!(url = %spec.url, error = %crate::exit::chain(&e), "fetch failed; staying at the last accepted revision");
+        return stay(HeldBack::Unreachable(crate::exit::chain(&e)));
     }
     let head = resolve_head(&mirror, spec)?;
     let head_text = head.to_string();
@@ -152,7 +152,7 @@ pub fn sync(
     if let Some(path) = &spec.allowed_signers {
         let signers = verify::AllowedSigners::load(path)?;
         if let Err(e) = verify::verify_commit(&mirror, head, &signers, now) {
-            return stay(HeldBack::Refused(crate::cli::chain(&e)));
+            return stay(HeldBack::Refused(crate::exit::chain(&e)));
         }
     }
     if let Some(accepted) = memory.accepted.as_deref()
@@ -209,20 +209,11 @@ fn read_memory(dir: &Path) -> Memory {
 
 fn write_memory(dir: &Path, memory: &Memory) -> Result<(), SourceError> {
     let path = dir.join("source.json");
-    let tmp = dir.join("source.json.tmp");
-    let io = |source| SourceError::State {
-        path: path.clone(),
-        source,
-    };
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(memory).expect("memory serializes"),
+    crate::durable::write(
+        &path,
+        &serde_json::to_vec_pretty(memory).expect("memory serializes"),
     )
-    .map_err(io)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
+    .map_err(|source| SourceError::State { path, source })
 }
 
 fn open_mirror(path: &Path, url: &str) -> Result<git2::Repository, SourceError> {

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::docker_config::DockerConfig;
-use super::{Credentials, ImageRepo, TagRef};
+use crate::image::{Credentials, ImageRepo, TagRef};
 
 /// The manifest types berth accepts, so a registry answers with the digest the engine pulls.
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
@@ -84,6 +84,8 @@ enum Auth {
 /// A client for OCI registries.
 pub struct OciRegistry {
     http: reqwest::Client,
+    /// Per request, body included: a registry slower than this is unreachable for the pass.
+    timeout: Duration,
     config: DockerConfig,
     /// Per registry and repository: what to send.
     auth: Mutex<HashMap<(String, String), Auth>>,
@@ -157,14 +159,9 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 
 impl OciRegistry {
     pub fn new(config: DockerConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(super::registry_timeout())
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client builds");
         OciRegistry {
-            http,
+            http: crate::http::client().clone(),
+            timeout: super::registry_timeout(),
             config,
             auth: Mutex::new(HashMap::new()),
         }
@@ -198,6 +195,7 @@ impl OciRegistry {
             let mut request = self
                 .http
                 .request(method.clone(), url)
+                .timeout(self.timeout)
                 .header(ACCEPT, MANIFEST_TYPES);
             let known = self.auth.lock().expect("auth cache").get(&key).cloned();
             request = match known {
@@ -308,7 +306,7 @@ impl OciRegistry {
                 if let Some(service) = params.get("service") {
                     query.push(("service", service.clone()));
                 }
-                let mut request = self.http.get(realm).query(&query);
+                let mut request = self.http.get(realm).timeout(self.timeout).query(&query);
                 if let Some(c) = &creds {
                     request = request.basic_auth(&c.username, Some(&c.password));
                 }

@@ -1,11 +1,17 @@
 //! What each partner's host will change between two revisions of the manifest repo: the
-//! review a pull request needs. Pure: it compares two already resolved states.
+//! review a pull request needs. [`revision`] writes a revision out of git, [`state`]
+//! resolves it per partner, and [`diff`] compares two resolved states, purely.
+
+pub mod revision;
+mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::plan::ContainerSpec;
+use crate::container::ContainerSpec;
+
+pub use state::state;
 
 /// One script as a partner would run it at a revision.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,8 +93,8 @@ impl Change {
                 to,
             } => format!(
                 "~ {script} {version}: image rebuilt ({} -> {})",
-                crate::plan::short(from),
-                crate::plan::short(to)
+                crate::image::short(from),
+                crate::image::short(to)
             ),
             Change::Spec { script, fields } => {
                 format!(

@@ -1,100 +1,21 @@
-//! The planner: a pure function from what a partner's host should run, what it runs, and
-//! the time, to the steps that converge it, each with a reason and a gate. Everything berth
-//! decides is decided here, so it is all tested here without an engine.
+//! The planner: a pure function from what a partner's host should run, what it runs, the
+//! partner's gates and the time, to the steps that converge it, each with a reason and a
+//! gate. It decides what to do and whether it may happen now; how a step is carried out,
+//! and rolled back when it fails, is the executor's ([`crate::execute`]), which asks
+//! [`gate::decide`] again right before each step.
+
+pub mod gate;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::window::{Schedule, WindowState};
+use crate::container::{ObservedContainer, container_name};
+use crate::image::short;
+use crate::resolve::{Desired, DesiredContainer};
 
-/// How the container runs; every field counts towards `berth.spec-hash`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ContainerSpec {
-    pub command: Option<Vec<String>>,
-    pub env: BTreeMap<String, String>,
-    /// Host paths of the env files; their contents are in `env` on the host.
-    pub env_files: Vec<String>,
-    pub ports: Vec<String>,
-    pub volumes: Vec<String>,
-    pub network: Option<String>,
-    pub init: bool,
-    pub stop_timeout_secs: u64,
-    pub memory: Option<i64>,
-    pub nano_cpus: Option<i64>,
-    pub read_only: bool,
-    pub user: Option<String>,
-}
-
-impl ContainerSpec {
-    /// `sha256` of the spec's canonical JSON, as the `berth.spec-hash` label carries it.
-    pub fn hash(&self) -> String {
-        use sha2::Digest;
-        let json = serde_json::to_vec(self).expect("spec serializes");
-        let digest = sha2::Sha256::digest(&json);
-        digest.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-/// When a new container counts as working.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub http: Option<String>,
-    pub timeout: Duration,
-}
-
-/// One script as it should run on the host.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DesiredContainer {
-    pub script: String,
-    /// The version as the registry's tag spells it.
-    pub version: String,
-    /// What the container runs and `berth.digest` records.
-    pub digest: String,
-    /// The reference the engine creates the container from (pinned, never a mutable tag).
-    pub image: String,
-    /// The registry repository to pull `image` from; `None` for the engine's own images.
-    pub pull_from: Option<crate::resolve::ImageRepo>,
-    pub spec: ContainerSpec,
-    pub spec_hash: String,
-    pub health: HealthCheck,
-}
-
-/// Policy switches an operator may give on the command line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Overrides {
-    pub ignore_window: bool,
-    pub ignore_idle: bool,
-}
-
-/// Everything a partner's manifests say its host should run, resolved to digests.
-#[derive(Debug, Clone)]
-pub struct Desired {
-    pub partner: String,
-    pub revision: String,
-    pub schedule: Schedule,
-    pub containers: Vec<DesiredContainer>,
-    /// Scripts whose version could not be resolved: their containers are left as they are.
-    pub unresolved: BTreeMap<String, String>,
-    /// Whether the partner declares an idle gate.
-    pub has_idle_gate: bool,
-    pub overrides: Overrides,
-}
-
-/// A managed container as the engine reports it, read from its labels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ObservedContainer {
-    pub id: String,
-    pub name: String,
-    pub script: String,
-    pub version: String,
-    pub digest: String,
-    pub spec_hash: String,
-    pub revision: String,
-    pub running: bool,
-}
+pub use gate::{Deferral, Gate, Overrides, Policy};
 
 /// A digest that failed its health check, remembered so it is not retried.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, Serialize)]
@@ -123,6 +44,7 @@ pub struct Observed {
     pub idle: Idleness,
 }
 
+/// What a step does, as people and the JSON formats name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -145,104 +67,118 @@ impl Action {
     }
 }
 
-/// Why a step waits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason", rename_all = "kebab-case")]
-pub enum Deferral {
-    Window {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        opens: Option<String>,
+/// A step's change, carrying exactly what the executor needs to carry it out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Declared, no container.
+    Create { to: DesiredContainer },
+    /// Version, digest or spec differs: the new container takes over from `from`.
+    Replace {
+        from: ObservedContainer,
+        to: DesiredContainer,
     },
-    /// The window is open but closes before the step could finish.
-    WindowEnding {
-        closes: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        opens: Option<String>,
+    /// In sync but not running.
+    Start {
+        current: ObservedContainer,
+        to: DesiredContainer,
     },
-    Blackout {
-        until: String,
-    },
-    Busy {
-        detail: String,
-    },
-    FailedHealth,
-    Unresolved {
-        detail: String,
+    /// Managed by this partner but no longer declared, or a leftover of an interrupted
+    /// update.
+    Remove { from: ObservedContainer },
+    /// Nothing to do (in sync), or nothing may be done (unresolved).
+    Keep {
+        current: Option<ObservedContainer>,
+        to: Option<DesiredContainer>,
     },
 }
 
-impl Deferral {
-    pub fn name(&self) -> &'static str {
+impl Change {
+    pub fn action(&self) -> Action {
         match self {
-            Deferral::Window { .. } | Deferral::WindowEnding { .. } => "window",
-            Deferral::Blackout { .. } => "blackout",
-            Deferral::Busy { .. } => "busy",
-            Deferral::FailedHealth => "failed-health",
-            Deferral::Unresolved { .. } => "unresolved",
+            Change::Create { .. } => Action::Create,
+            Change::Replace { .. } => Action::Replace,
+            Change::Start { .. } => Action::Start,
+            Change::Remove { .. } => Action::Remove,
+            Change::Keep { .. } => Action::Keep,
         }
     }
 
-    pub fn describe(&self) -> String {
+    /// What the host will run after the step, if anything.
+    pub fn desired(&self) -> Option<&DesiredContainer> {
         match self {
-            Deferral::Window { opens: Some(at) } => format!("window closed; next opens {at}"),
-            Deferral::Window { opens: None } => "no update window ever opens".into(),
-            Deferral::WindowEnding { closes, opens } => format!(
-                "the window closes at {closes}, before this step could finish; next opens {}",
-                opens.as_deref().unwrap_or("never")
-            ),
-            Deferral::Blackout { until } => format!("blackout until {until}"),
-            Deferral::Busy { detail } => format!("service not idle: {detail}"),
-            Deferral::FailedHealth => {
-                "this digest failed its health check; held until the manifest or digest changes"
-                    .into()
+            Change::Create { to } | Change::Replace { to, .. } | Change::Start { to, .. } => {
+                Some(to)
             }
-            Deferral::Unresolved { detail } => format!("version could not be resolved: {detail}"),
+            Change::Keep { to, .. } => to.as_ref(),
+            Change::Remove { .. } => None,
         }
     }
-}
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
-pub enum Gate {
-    Allowed,
-    Deferred(Deferral),
+    /// The container the step finds on the host, if any.
+    pub fn observed(&self) -> Option<&ObservedContainer> {
+        match self {
+            Change::Replace { from, .. } | Change::Remove { from } => Some(from),
+            Change::Start { current, .. } => Some(current),
+            Change::Keep { current, .. } => current.as_ref(),
+            Change::Create { .. } => None,
+        }
+    }
+
+    /// Whether the step stops a container that is running now.
+    pub fn stops_running(&self) -> bool {
+        match self {
+            Change::Replace { from, .. } | Change::Remove { from } => from.running,
+            _ => false,
+        }
+    }
 }
 
 /// One step of a plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub script: String,
-    pub action: Action,
+    pub change: Change,
     pub reason: String,
     pub gate: Gate,
-    /// Stopping a running container: the idle gate must hold right before the cut-over.
-    pub needs_idle: bool,
-    /// The new image comes from a registry and is fetched before the gates are checked,
-    /// so a window holds only the cut-over.
-    pub pre_pull: bool,
-    #[serde(skip)]
-    pub desired: Option<DesiredContainer>,
-    #[serde(skip)]
-    pub observed: Option<ObservedContainer>,
 }
 
 impl Step {
+    pub fn action(&self) -> Action {
+        self.change.action()
+    }
+
+    pub fn desired(&self) -> Option<&DesiredContainer> {
+        self.change.desired()
+    }
+
+    pub fn observed(&self) -> Option<&ObservedContainer> {
+        self.change.observed()
+    }
+
     pub fn is_change(&self) -> bool {
-        self.action != Action::Keep
+        self.action() != Action::Keep
+    }
+
+    /// The new image comes from a registry and is fetched before the gates are checked, so
+    /// a window holds only the cut-over. Held and unresolved steps fetch nothing.
+    pub fn pre_pull(&self) -> bool {
+        matches!(self.change, Change::Create { .. } | Change::Replace { .. })
+            && self.desired().is_some_and(|d| d.pull_from.is_some())
+            && !matches!(
+                self.gate,
+                Gate::Deferred(Deferral::FailedHealth | Deferral::Unresolved { .. })
+            )
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     pub partner: String,
     pub revision: String,
-    #[serde(serialize_with = "ser_display")]
     pub now: Timestamp,
     pub steps: Vec<Step>,
-}
-
-fn ser_display<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(t)
+    /// The gates the plan was decided under, for the executor to ask again.
+    pub policy: Policy,
 }
 
 impl Plan {
@@ -253,225 +189,81 @@ impl Plan {
 
     /// Whether a step that needs the idle gate could run if the service were idle.
     pub fn wants_idle_probe(&self) -> bool {
-        self.steps.iter().any(|s| {
-            s.needs_idle
-                && matches!(
-                    &s.gate,
-                    Gate::Allowed | Gate::Deferred(Deferral::Busy { .. })
-                )
-        })
+        self.steps
+            .iter()
+            .any(|s| self.policy.idle_gated(&s.change) && s.gate == Gate::Allowed)
     }
 }
 
-/// Safety margin on top of the stop and health timeouts when fitting a step in a window.
-pub const WINDOW_MARGIN: Duration = Duration::from_secs(30);
-
-/// The longest a step can take: the old container's stop, the new one's health check and
-/// a margin. A step is only started if this fits before the window closes.
-fn cut_over_time(action: Action, d: &DesiredContainer) -> jiff::SignedDuration {
-    let stop = match action {
-        Action::Replace => Duration::from_secs(d.spec.stop_timeout_secs),
-        _ => Duration::ZERO,
-    };
-    let total = stop + d.health.timeout + WINDOW_MARGIN;
-    jiff::SignedDuration::try_from(total).unwrap_or(jiff::SignedDuration::MAX)
-}
-
-/// The managed container name of a partner's script.
-pub fn container_name(partner: &str, script: &str) -> String {
-    format!("berth-{partner}-{script}")
-}
-
-/// Plans one pass for one partner. Pure: the same inputs always give the same plan.
-pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
-    let window = if desired.overrides.ignore_window {
-        WindowState::Open { closes: now }
-    } else {
-        desired.schedule.state(now)
-    };
-    let window_gate = match &window {
-        WindowState::Open { .. } => None,
-        WindowState::Closed { opens } => Some(Deferral::Window {
-            opens: opens.map(|t| t.to_string()),
-        }),
-        WindowState::Blackout { until } => Some(Deferral::Blackout {
-            until: until.to_string(),
-        }),
-    };
+/// Plans one pass for one partner. Pure: the same inputs always give the same plan, sorted
+/// by script, with a script's leftovers before its own step (one may hold its port).
+pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timestamp) -> Plan {
     let held: BTreeSet<(&str, &str, &str)> = observed
         .held
         .iter()
         .filter(|h| h.partner == desired.partner)
         .map(|h| (h.script.as_str(), h.digest.as_str(), h.spec_hash.as_str()))
         .collect();
-
     let mut by_script: BTreeMap<&str, Vec<&ObservedContainer>> = BTreeMap::new();
     for c in &observed.containers {
         by_script.entry(c.script.as_str()).or_default().push(c);
     }
-
-    let mut steps = Vec::new();
-    let step = |script: &str,
-                action: Action,
-                reason: String,
-                desired_c: Option<&DesiredContainer>,
-                observed_c: Option<&ObservedContainer>|
-     -> Step {
-        let needs_idle = matches!(action, Action::Replace | Action::Remove)
-            && observed_c.is_some_and(|o| o.running);
-        let is_held = desired_c.is_some_and(|d| {
-            matches!(action, Action::Create | Action::Replace)
-                && held.contains(&(script, d.digest.as_str(), d.spec_hash.as_str()))
-        });
-        let gate = if action == Action::Keep {
-            Gate::Allowed
-        } else if is_held {
+    let gated = |script: String, change: Change, reason: String| {
+        let is_held = matches!(change, Change::Create { .. } | Change::Replace { .. })
+            && change.desired().is_some_and(|d| {
+                held.contains(&(script.as_str(), d.digest.as_str(), d.spec_hash.as_str()))
+            });
+        let gate = if is_held {
             Gate::Deferred(Deferral::FailedHealth)
-        } else if let Some(g) = &window_gate {
-            Gate::Deferred(g.clone())
-        } else if let (WindowState::Open { closes }, Some(d)) = (&window, desired_c)
-            && !desired.overrides.ignore_window
-            && now + cut_over_time(action, d) > *closes
-        {
-            Gate::Deferred(Deferral::WindowEnding {
-                closes: closes.to_string(),
-                opens: desired.schedule.next_open(*closes).map(|t| t.to_string()),
-            })
-        } else if needs_idle && desired.has_idle_gate && !desired.overrides.ignore_idle {
-            match &observed.idle {
-                Idleness::Idle | Idleness::Unknown => Gate::Allowed,
-                Idleness::NotIdle(why) => Gate::Deferred(Deferral::Busy {
-                    detail: why.clone(),
-                }),
-            }
         } else {
-            Gate::Allowed
+            gate::decide(policy, &change, now, &observed.idle)
         };
-        let pre_pull = matches!(action, Action::Create | Action::Replace)
-            && desired_c.is_some_and(|d| d.pull_from.is_some())
-            && !matches!(
-                gate,
-                Gate::Deferred(Deferral::FailedHealth | Deferral::Unresolved { .. })
-            );
         Step {
-            script: script.to_owned(),
-            action,
+            script,
+            change,
             reason,
-            pre_pull,
             gate,
-            needs_idle: needs_idle && desired.has_idle_gate && !desired.overrides.ignore_idle,
-            desired: desired_c.cloned(),
-            observed: observed_c.cloned(),
         }
     };
 
+    let mut steps = Vec::new();
+    for d in &desired.containers {
+        let found = by_script
+            .get(d.script.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        for (change, reason) in declared(&desired.partner, d, found) {
+            steps.push(gated(d.script.clone(), change, reason));
+        }
+    }
+    for (script, why) in &desired.unresolved {
+        steps.push(Step {
+            script: script.clone(),
+            change: Change::Keep {
+                current: by_script
+                    .get(script.as_str())
+                    .and_then(|v| v.first())
+                    .map(|c| (*c).clone()),
+                to: None,
+            },
+            reason: "left as it is".into(),
+            gate: Gate::Deferred(Deferral::Unresolved {
+                detail: why.clone(),
+            }),
+        });
+    }
     let declared: BTreeSet<&str> = desired
         .containers
         .iter()
         .map(|d| d.script.as_str())
         .chain(desired.unresolved.keys().map(String::as_str))
         .collect();
-
-    for d in &desired.containers {
-        let name = container_name(&desired.partner, &d.script);
-        let found = by_script.get(d.script.as_str());
-        // Leftovers go first: one may hold the service's port.
-        for leftover in found.into_iter().flatten().filter(|c| c.name != name) {
-            steps.push(step(
-                &d.script,
-                Action::Remove,
-                format!(
-                    "leftover container {} from an interrupted update",
-                    leftover.name
-                ),
-                None,
-                Some(leftover),
-            ));
-        }
-        let current = found
-            .and_then(|v| v.iter().find(|c| c.name == name))
-            .copied();
-        match current {
-            None => steps.push(step(
-                &d.script,
-                Action::Create,
-                format!("declared at {}, no container", d.version),
-                Some(d),
-                None,
-            )),
-            Some(o) => {
-                let mut changed = Vec::new();
-                if o.version != d.version {
-                    changed.push(format!("version {} -> {}", o.version, d.version));
-                }
-                if o.digest != d.digest {
-                    changed.push(format!(
-                        "digest {} -> {}",
-                        short(&o.digest),
-                        short(&d.digest)
-                    ));
-                }
-                if o.spec_hash != d.spec_hash {
-                    changed.push("container spec changed".to_owned());
-                }
-                if !changed.is_empty() {
-                    steps.push(step(
-                        &d.script,
-                        Action::Replace,
-                        changed.join(", "),
-                        Some(d),
-                        Some(o),
-                    ));
-                } else if !o.running {
-                    steps.push(step(
-                        &d.script,
-                        Action::Start,
-                        "container exists but is not running".into(),
-                        Some(d),
-                        Some(o),
-                    ));
-                } else {
-                    steps.push(step(
-                        &d.script,
-                        Action::Keep,
-                        format!("in sync at {}", d.version),
-                        Some(d),
-                        Some(o),
-                    ));
-                }
-            }
-        }
-    }
-
-    for (script, why) in &desired.unresolved {
-        steps.push(Step {
-            script: script.clone(),
-            action: Action::Keep,
-            reason: "left as it is".into(),
-            gate: Gate::Deferred(Deferral::Unresolved {
-                detail: why.clone(),
-            }),
-            needs_idle: false,
-            pre_pull: false,
-            desired: None,
-            observed: by_script
-                .get(script.as_str())
-                .and_then(|v| v.first())
-                .map(|c| (*c).clone()),
-        });
-    }
-
-    for (script, containers) in &by_script {
-        if declared.contains(script) {
-            continue;
-        }
+    for (script, containers) in by_script.iter().filter(|(s, _)| !declared.contains(*s)) {
         for o in containers {
-            steps.push(step(
-                script,
-                Action::Remove,
+            let change = Change::Remove { from: (*o).clone() };
+            steps.push(gated(
+                (*script).to_owned(),
+                change,
                 "no longer declared for this partner".into(),
-                None,
-                Some(o),
             ));
         }
     }
@@ -482,20 +274,96 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         revision: desired.revision.clone(),
         now,
         steps,
+        policy: policy.clone(),
     }
 }
 
-/// The first 12 hex digits of a digest, as people read them.
-pub fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
+/// The changes for one declared script, given the partner's containers of that script:
+/// leftovers of interrupted updates go first, then the script's own change.
+fn declared(
+    partner: &str,
+    d: &DesiredContainer,
+    found: &[&ObservedContainer],
+) -> Vec<(Change, String)> {
+    let name = container_name(partner, &d.script);
+    let mut out: Vec<(Change, String)> = found
+        .iter()
+        .filter(|c| c.name != name)
+        .map(|leftover| {
+            (
+                Change::Remove {
+                    from: (*leftover).clone(),
+                },
+                format!(
+                    "leftover container {} from an interrupted update",
+                    leftover.name
+                ),
+            )
+        })
+        .collect();
+    let Some(o) = found.iter().find(|c| c.name == name) else {
+        out.push((
+            Change::Create { to: d.clone() },
+            format!("declared at {}, no container", d.version),
+        ));
+        return out;
+    };
+    let changed = differences(o, d);
+    out.push(if !changed.is_empty() {
+        (
+            Change::Replace {
+                from: (*o).clone(),
+                to: d.clone(),
+            },
+            changed.join(", "),
+        )
+    } else if !o.running {
+        (
+            Change::Start {
+                current: (*o).clone(),
+                to: d.clone(),
+            },
+            "container exists but is not running".into(),
+        )
+    } else {
+        (
+            Change::Keep {
+                current: Some((*o).clone()),
+                to: Some(d.clone()),
+            },
+            format!("in sync at {}", d.version),
+        )
+    });
+    out
+}
+
+/// What differs between a running container and what should run, as a replace's reason.
+fn differences(o: &ObservedContainer, d: &DesiredContainer) -> Vec<String> {
+    let mut changed = Vec::new();
+    if o.version != d.version {
+        changed.push(format!("version {} -> {}", o.version, d.version));
+    }
+    if o.digest != d.digest {
+        changed.push(format!(
+            "digest {} -> {}",
+            short(&o.digest),
+            short(&d.digest)
+        ));
+    }
+    if o.spec_hash != d.spec_hash {
+        changed.push("container spec changed".to_owned());
+    }
+    changed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::window::Weekly;
+    use crate::container::ContainerSpec;
+    use crate::resolve::HealthCheck;
+    use crate::window::{Schedule, Weekly};
     use jiff::civil::Weekday;
+    use std::time::Duration;
 
     const NOW_OPEN: &str = "2026-11-21T02:00:00Z"; // Saturday, inside the window
     const NOW_CLOSED: &str = "2026-11-21T12:00:00Z";
@@ -551,6 +419,14 @@ mod tests {
         Desired {
             partner: "p".into(),
             revision: "r2".into(),
+            containers,
+            unresolved: BTreeMap::new(),
+        }
+    }
+
+    /// Saturdays 01:00-05:00 UTC, with an idle probe.
+    fn policy() -> Policy {
+        Policy {
             schedule: Schedule {
                 tz: jiff::tz::TimeZone::UTC,
                 windows: vec![Weekly {
@@ -560,8 +436,6 @@ mod tests {
                 }],
                 blackouts: vec![],
             },
-            containers,
-            unresolved: BTreeMap::new(),
             has_idle_gate: true,
             overrides: Overrides::default(),
         }
@@ -576,22 +450,35 @@ mod tests {
     }
 
     fn run(d: &Desired, o: &Observed, now: &str) -> Vec<(String, Action, Gate)> {
-        plan(d, o, now.parse().unwrap())
+        run_under(d, o, &policy(), now)
+    }
+
+    fn run_under(
+        d: &Desired,
+        o: &Observed,
+        pol: &Policy,
+        now: &str,
+    ) -> Vec<(String, Action, Gate)> {
+        plan(d, o, pol, now.parse().unwrap())
             .steps
             .into_iter()
-            .map(|s| (s.script, s.action, s.gate))
+            .map(|s| (s.script.clone(), s.action(), s.gate))
             .collect()
+    }
+
+    fn at(d: &Desired, o: &Observed, now: &str) -> Plan {
+        plan(d, o, &policy(), now.parse().unwrap())
     }
 
     #[test]
     fn creates_what_is_missing() {
         let d = desired(vec![want("a", "1.0.0", "x")]);
-        let p = plan(&d, &observed(vec![]), NOW_OPEN.parse().unwrap());
+        let p = at(&d, &observed(vec![]), NOW_OPEN);
         assert_eq!(p.steps.len(), 1);
-        assert_eq!(p.steps[0].action, Action::Create);
+        assert_eq!(p.steps[0].action(), Action::Create);
         assert_eq!(p.steps[0].gate, Gate::Allowed);
         assert!(
-            !p.steps[0].needs_idle,
+            !p.policy.idle_gated(&p.steps[0].change),
             "nothing runs yet, so nothing to interrupt"
         );
         assert_eq!(p.steps[0].reason, "declared at 1.0.0, no container");
@@ -604,7 +491,7 @@ mod tests {
         let steps = run(&d, &observed(vec![running(&a)]), NOW_CLOSED);
         assert_eq!(steps, vec![("a".into(), Action::Keep, Gate::Allowed)]);
         assert_eq!(
-            plan(&d, &observed(vec![running(&a)]), NOW_OPEN.parse().unwrap())
+            at(&d, &observed(vec![running(&a)]), NOW_OPEN)
                 .changes()
                 .count(),
             0
@@ -626,18 +513,18 @@ mod tests {
             (want("a", "1.0.0", "y"), "container spec changed"),
         ];
         for (new, reason) in cases {
-            let p = plan(
+            let p = at(
                 &desired(vec![new]),
                 &observed(vec![running(&old)]),
-                NOW_OPEN.parse().unwrap(),
+                NOW_OPEN,
             );
-            assert_eq!(p.steps[0].action, Action::Replace);
+            assert_eq!(p.steps[0].action(), Action::Replace);
             assert!(
                 p.steps[0].reason.starts_with(reason),
                 "{} vs {reason}",
                 p.steps[0].reason
             );
-            assert!(p.steps[0].needs_idle);
+            assert!(p.policy.idle_gated(&p.steps[0].change));
         }
     }
 
@@ -646,13 +533,9 @@ mod tests {
         let a = want("a", "1.0.0", "x");
         let mut o = running(&a);
         o.running = false;
-        let p = plan(
-            &desired(vec![a]),
-            &observed(vec![o]),
-            NOW_OPEN.parse().unwrap(),
-        );
-        assert_eq!(p.steps[0].action, Action::Start);
-        assert!(!p.steps[0].needs_idle);
+        let p = at(&desired(vec![a]), &observed(vec![o]), NOW_OPEN);
+        assert_eq!(p.steps[0].action(), Action::Start);
+        assert!(!p.policy.idle_gated(&p.steps[0].change));
     }
 
     #[test]
@@ -679,12 +562,12 @@ mod tests {
         let mut leftover = running(&a);
         leftover.name = format!("{}.next", leftover.name);
         leftover.running = false;
-        let p = plan(
+        let p = at(
             &desired(vec![a.clone()]),
             &observed(vec![running(&a), leftover]),
-            NOW_OPEN.parse().unwrap(),
+            NOW_OPEN,
         );
-        let actions: Vec<_> = p.steps.iter().map(|s| s.action).collect();
+        let actions: Vec<_> = p.steps.iter().map(|s| s.action()).collect();
         assert_eq!(
             actions,
             vec![Action::Remove, Action::Keep],
@@ -708,7 +591,7 @@ mod tests {
             stopped,
             running(&want("z", "1.0.0", "x")),
         ]);
-        let p = plan(&d, &o, NOW_CLOSED.parse().unwrap());
+        let p = at(&d, &o, NOW_CLOSED);
         assert_eq!(p.steps.len(), 4);
         for s in &p.steps {
             assert_eq!(
@@ -717,7 +600,7 @@ mod tests {
                     opens: Some("2026-11-28T01:00:00Z".into())
                 }),
                 "{:?}",
-                s.action
+                s.action()
             );
         }
     }
@@ -740,19 +623,21 @@ mod tests {
                 opens: Some("2026-11-28T01:00:00Z".into())
             })
         );
-        let mut ignoring = d.clone();
+        let mut ignoring = policy();
         ignoring.overrides.ignore_window = true;
         assert_eq!(
-            run(&ignoring, &o, "2026-11-21T04:59:30Z")[0].2,
+            run_under(&d, &o, &ignoring, "2026-11-21T04:59:30Z")[0].2,
             Gate::Allowed
         );
     }
 
     #[test]
     fn blackout_defers() {
-        let mut d = desired(vec![want("a", "1.0.0", "x")]);
-        d.schedule.blackouts = vec![("2026-11-21".parse().unwrap(), "2026-11-21".parse().unwrap())];
-        let steps = run(&d, &observed(vec![]), NOW_OPEN);
+        let d = desired(vec![want("a", "1.0.0", "x")]);
+        let mut pol = policy();
+        pol.schedule.blackouts =
+            vec![("2026-11-21".parse().unwrap(), "2026-11-21".parse().unwrap())];
+        let steps = run_under(&d, &observed(vec![]), &pol, NOW_OPEN);
         assert_eq!(
             steps[0].2,
             Gate::Deferred(Deferral::Blackout {
@@ -763,10 +648,15 @@ mod tests {
 
     #[test]
     fn ignore_window_overrides_window_and_blackout() {
-        let mut d = desired(vec![want("a", "1.0.0", "x")]);
-        d.schedule.blackouts = vec![("2026-11-21".parse().unwrap(), "2026-11-21".parse().unwrap())];
-        d.overrides.ignore_window = true;
-        assert_eq!(run(&d, &observed(vec![]), NOW_CLOSED)[0].2, Gate::Allowed);
+        let d = desired(vec![want("a", "1.0.0", "x")]);
+        let mut pol = policy();
+        pol.schedule.blackouts =
+            vec![("2026-11-21".parse().unwrap(), "2026-11-21".parse().unwrap())];
+        pol.overrides.ignore_window = true;
+        assert_eq!(
+            run_under(&d, &observed(vec![]), &pol, NOW_CLOSED)[0].2,
+            Gate::Allowed
+        );
     }
 
     #[test]
@@ -797,17 +687,17 @@ mod tests {
                 ("z".into(), Action::Remove, busy),
             ]
         );
-        let mut ignoring = d.clone();
+        let mut ignoring = policy();
         ignoring.overrides.ignore_idle = true;
         assert!(
-            run(&ignoring, &o, NOW_OPEN)
+            run_under(&d, &o, &ignoring, NOW_OPEN)
                 .iter()
                 .all(|s| s.2 == Gate::Allowed)
         );
-        let mut no_gate = d;
+        let mut no_gate = policy();
         no_gate.has_idle_gate = false;
         assert!(
-            run(&no_gate, &o, NOW_OPEN)
+            run_under(&d, &o, &no_gate, NOW_OPEN)
                 .iter()
                 .all(|s| s.2 == Gate::Allowed)
         );
@@ -843,9 +733,9 @@ mod tests {
         let a = want("a", "1.0.0", "x");
         let mut d = desired(vec![]);
         d.unresolved.insert("a".into(), "registry down".into());
-        let p = plan(&d, &observed(vec![running(&a)]), NOW_OPEN.parse().unwrap());
+        let p = at(&d, &observed(vec![running(&a)]), NOW_OPEN);
         assert_eq!(p.steps.len(), 1);
-        assert_eq!(p.steps[0].action, Action::Keep);
+        assert_eq!(p.steps[0].action(), Action::Keep);
         assert_eq!(
             p.steps[0].gate,
             Gate::Deferred(Deferral::Unresolved {

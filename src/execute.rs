@@ -1,30 +1,37 @@
-//! The executor: carries a plan out in the order of design.md §5 and decides nothing.
-//! Every replace is journaled before each destructive step, so that a run killed at any
-//! moment is finished or rolled back by the next: the old or the new container always
-//! exists, and never two run under the managed name.
+//! The executor: carries a plan out in order and decides nothing but how. Before each step
+//! that stops or starts a container it asks the planner's gate again ([`gate::decide`]) with
+//! a fresh clock and, where the step is idle-gated, a fresh answer from the partner's
+//! service. Every replace is journaled before each destructive step, so that a run killed
+//! at any moment is finished or rolled back by the next: the old or the new container
+//! always exists, and never two run under the managed name. A new container that fails its
+//! health check is rolled back here, and its digest held.
 
-pub mod state;
-
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::plan::{Action, Deferral, DesiredContainer, Gate, Held, Plan, Step, container_name};
-use crate::probe::Probe;
-use crate::resolve::TagSource;
-use crate::runtime::{Engine, RuntimeError};
-use state::{Phase, Record, StateDir, StateError};
+use crate::clock::Clock;
+use crate::container::{NewContainer, container_name};
+use crate::engine::{Engine, EngineError};
+use crate::exit::chain;
+use crate::image::{SourceError, TagSource};
+use crate::manifest::Idle;
+use crate::plan::{Action, Change, Deferral, Gate, Held, Idleness, Plan, Step, gate};
+use crate::probe::{self, Probe};
+use crate::resolve::DesiredContainer;
+use crate::state::{Phase, Record, StateDir, StateError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
+pub enum ExecuteError {
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Engine(#[from] EngineError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error("{0}")]
     Unhealthy(String),
     #[error(transparent)]
-    Resolve(#[from] crate::resolve::ResolveError),
+    Source(SourceError),
 }
 
 /// What became of one step.
@@ -50,6 +57,15 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    fn deferred(d: &Deferral) -> Outcome {
+        Outcome::Deferred {
+            reason: d.name().to_owned(),
+            detail: d.describe(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
     pub script: String,
@@ -60,15 +76,9 @@ pub struct StepReport {
     pub millis: u128,
 }
 
-/// Checked right before a running container is stopped; the gate may have closed since the
-/// plan was made.
-#[allow(async_fn_in_trait)] // driven on berth's own single-threaded runtime
-pub trait CutOverGuard {
-    async fn check(&self) -> Result<(), Deferral>;
-}
-
 /// Aborts the process after the n-th destructive point of a replace when
-/// `BERTH_ABORT_AFTER=n` is set: the crash-recovery tests' way to stop a run mid-step.
+/// `BERTH_ABORT_AFTER=n` is set: the real-engine crash-recovery tests' way to stop a run
+/// at an exact point between two engine calls.
 fn fault_point(n: u32) {
     if std::env::var("BERTH_ABORT_AFTER").is_ok_and(|v| v == n.to_string()) {
         std::process::abort();
@@ -80,22 +90,25 @@ fn fault_point(n: u32) {
 pub const NEXT_SUFFIX: &str = ".next";
 pub const OLD_SUFFIX: &str = ".old";
 
-pub struct Executor<'a, E: Engine, P: Probe, G: CutOverGuard, S: TagSource> {
+/// The effects a pass acts through, and where it keeps its journal.
+pub struct Executor<'a, E: Engine, T: TagSource, P: Probe, C: Clock> {
     pub engine: &'a E,
     /// Where pull credentials come from.
-    pub sources: &'a S,
+    pub sources: &'a T,
     pub probe: &'a P,
-    pub guard: &'a G,
+    pub clock: &'a C,
+    /// The partner's idle probe, asked right before each idle-gated step.
+    pub idle: Option<&'a Idle>,
     pub state: &'a StateDir,
     /// Set when the process is asked to stop: the step in flight finishes, no new one
     /// starts.
-    pub stopping: &'a std::sync::atomic::AtomicBool,
+    pub stopping: &'a AtomicBool,
 }
 
-impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S> {
+impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
     /// Finishes or rolls back what an earlier run of this partner left half done. Returns
     /// a line per record for the report.
-    pub async fn recover(&self, partner: &str) -> Result<Vec<String>, ApplyError> {
+    pub async fn recover(&self, partner: &str) -> Result<Vec<String>, ExecuteError> {
         let mut done = Vec::new();
         for record in self.state.journals(partner)? {
             match record.phase {
@@ -118,24 +131,22 @@ impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S
         Ok(done)
     }
 
-    /// Runs every allowed step; one step's failure does not stop the others.
+    /// Pulls every image the plan needs, then runs every allowed step; one step's failure
+    /// does not stop the others.
     pub async fn execute(&self, plan: &Plan) -> Vec<StepReport> {
         let mut not_pulled = std::collections::BTreeMap::new();
-        for step in plan.steps.iter().filter(|s| s.pre_pull) {
-            if let Some(d) = &step.desired
+        for step in plan.steps.iter().filter(|s| s.pre_pull()) {
+            if let Some(d) = step.desired()
                 && let Err(e) = self.ensure_image(d).await
             {
-                not_pulled.insert(step.script.clone(), crate::cli::chain(&e));
+                not_pulled.insert(step.script.clone(), chain(&e));
             }
         }
         let mut reports = Vec::new();
         for step in &plan.steps {
             let started = Instant::now();
             let outcome = match &step.gate {
-                Gate::Allowed
-                    if step.is_change()
-                        && self.stopping.load(std::sync::atomic::Ordering::SeqCst) =>
-                {
+                Gate::Allowed if step.is_change() && self.stopping.load(Ordering::SeqCst) => {
                     Outcome::Deferred {
                         reason: "shutdown".into(),
                         detail: "berth is stopping; the next run takes it up".into(),
@@ -144,16 +155,16 @@ impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S
                 _ if not_pulled.contains_key(&step.script) => Outcome::NotPulled {
                     error: not_pulled[&step.script].clone(),
                 },
-                Gate::Deferred(d) => Outcome::Deferred {
-                    reason: d.name().to_owned(),
-                    detail: d.describe(),
+                Gate::Deferred(d) => Outcome::deferred(d),
+                Gate::Allowed if !step.is_change() => Outcome::Unchanged,
+                Gate::Allowed => match self.gate(plan, step).await {
+                    Gate::Allowed => self.run(plan, &step.change).await,
+                    Gate::Deferred(d) => Outcome::deferred(&d),
                 },
-                Gate::Allowed if step.action == Action::Keep => Outcome::Unchanged,
-                Gate::Allowed => self.run(plan, step).await,
             };
             let report = StepReport {
                 script: step.script.clone(),
-                action: step.action,
+                action: step.action(),
                 reason: step.reason.clone(),
                 outcome,
                 millis: started.elapsed().as_millis(),
@@ -170,36 +181,37 @@ impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S
         reports
     }
 
-    async fn run(&self, plan: &Plan, step: &Step) -> Outcome {
-        if step.needs_idle
-            && let Err(d) = self.guard.check().await
-        {
-            return Outcome::Deferred {
-                reason: d.name().to_owned(),
-                detail: d.describe(),
-            };
-        }
-        let result = match (step.action, &step.desired, &step.observed) {
-            (Action::Create, Some(d), _) => self.create(plan, d).await,
-            (Action::Start, Some(d), Some(o)) => self.start(&o.id, d).await,
-            (Action::Remove, _, Some(o)) => self.remove(&o.id).await,
-            (Action::Replace, Some(d), Some(o)) => return self.replace(plan, d, &o.id).await,
-            _ => unreachable!("the planner pairs each action with what it needs"),
-        };
-        match result {
-            Ok(()) => Outcome::Done,
-            Err(e) => Outcome::Failed {
-                error: crate::cli::chain(&e),
-            },
+    /// The planner's gate asked again now: the window first, and for a step that stops a
+    /// running container, a fresh answer from the partner's service.
+    async fn gate(&self, plan: &Plan, step: &Step) -> Gate {
+        let now = self.clock.now();
+        let first = gate::decide(&plan.policy, &step.change, now, &Idleness::Unknown);
+        match (first, self.idle) {
+            (Gate::Allowed, Some(idle)) if plan.policy.idle_gated(&step.change) => {
+                let answer = probe::idleness(self.probe, idle).await;
+                gate::decide(&plan.policy, &step.change, now, &answer)
+            }
+            (gate, _) => gate,
         }
     }
 
-    async fn create(&self, plan: &Plan, d: &DesiredContainer) -> Result<(), ApplyError> {
+    async fn run(&self, plan: &Plan, change: &Change) -> Outcome {
+        let result = match change {
+            Change::Create { to } => self.create(plan, to).await,
+            Change::Start { current, to } => self.start(&current.id, to).await,
+            Change::Remove { from } => self.remove(&from.id).await,
+            Change::Replace { from, to } => return self.replace(plan, to, &from.id).await,
+            Change::Keep { .. } => return Outcome::Unchanged,
+        };
+        match result {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Failed { error: chain(&e) },
+        }
+    }
+
+    async fn create(&self, plan: &Plan, d: &DesiredContainer) -> Result<(), ExecuteError> {
         let name = container_name(&plan.partner, &d.script);
-        let id = self
-            .engine
-            .create(&name, &plan.partner, &plan.revision, d)
-            .await?;
+        let id = self.engine.create(&new_container(&name, plan, d)).await?;
         self.engine.start(&id).await?;
         if let Err(e) = self.wait_healthy(&id, d).await {
             self.hold(plan, d)?;
@@ -210,19 +222,19 @@ impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S
         Ok(())
     }
 
-    async fn start(&self, id: &str, d: &DesiredContainer) -> Result<(), ApplyError> {
+    async fn start(&self, id: &str, d: &DesiredContainer) -> Result<(), ExecuteError> {
         self.engine.start(id).await?;
         self.wait_healthy(id, d).await
     }
 
-    async fn remove(&self, id: &str) -> Result<(), ApplyError> {
+    async fn remove(&self, id: &str) -> Result<(), ExecuteError> {
         self.engine.stop(id).await?;
         self.engine.remove(id).await?;
         Ok(())
     }
 
-    /// design.md §5: new container under a temporary name first; then the swap; then
-    /// health; then the old one goes, or comes back.
+    /// The new container under a temporary name first; then the swap; then health; then
+    /// the old one goes, or comes back.
     async fn replace(&self, plan: &Plan, d: &DesiredContainer, old_id: &str) -> Outcome {
         let name = container_name(&plan.partner, &d.script);
         // Unique per attempt: a killed run's create request can still land after the next
@@ -245,7 +257,7 @@ impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S
             fault_point(1);
             let new_id = self
                 .engine
-                .create(&record.next_name, &plan.partner, &plan.revision, d)
+                .create(&new_container(&record.next_name, plan, d))
                 .await?;
             fault_point(2);
             record.new_id = Some(new_id.clone());
@@ -266,30 +278,28 @@ impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S
             record.phase = Phase::Verified;
             self.state.write_journal(&record)?;
             fault_point(8);
-            Ok::<_, ApplyError>(())
+            Ok::<_, ExecuteError>(())
         };
         let result = cut_over.await;
         let result = match result {
             Ok(()) => self.roll_forward(&record).await.map(|()| Outcome::Done),
             Err(failure) => {
-                let error = crate::cli::chain(&failure);
-                if matches!(failure, ApplyError::Unhealthy(_))
+                let error = chain(&failure);
+                if matches!(failure, ExecuteError::Unhealthy(_))
                     && let Err(e) = self.hold(plan, d)
                 {
-                    tracing::error!(error = %crate::cli::chain(&e), "cannot remember the failed digest");
+                    tracing::error!(error = %chain(&e), "cannot remember the failed digest");
                 }
                 self.roll_back(&record)
                     .await
                     .map(|()| Outcome::RolledBack { error })
             }
         };
-        result.unwrap_or_else(|e| Outcome::Failed {
-            error: crate::cli::chain(&e),
-        })
+        result.unwrap_or_else(|e| Outcome::Failed { error: chain(&e) })
     }
 
     /// Removes the new container if any, puts the old one back under its name, running.
-    async fn roll_back(&self, record: &Record) -> Result<(), ApplyError> {
+    async fn roll_back(&self, record: &Record) -> Result<(), ExecuteError> {
         let new = match &record.new_id {
             Some(id) => self.engine.find(id).await?,
             // Created but not yet journaled: find it by its temporary name.
@@ -316,7 +326,7 @@ impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S
     }
 
     /// Removes the old container once the new one has proven itself.
-    async fn roll_forward(&self, record: &Record) -> Result<(), ApplyError> {
+    async fn roll_forward(&self, record: &Record) -> Result<(), ExecuteError> {
         if let Some(old) = self.engine.find(&record.old_id).await? {
             self.engine.stop(&old.id).await?;
             self.engine.remove(&old.id).await?;
@@ -339,20 +349,28 @@ impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S
     /// Pulls a registry image unless the engine has it. Credentials that the registry
     /// refuses are dropped and fetched afresh once, so an expired token never fails an
     /// update.
-    async fn ensure_image(&self, d: &DesiredContainer) -> Result<(), ApplyError> {
+    async fn ensure_image(&self, d: &DesiredContainer) -> Result<(), ExecuteError> {
         let Some(repo) = &d.pull_from else {
             return Ok(());
         };
         if self.engine.has_image(&d.image).await? {
             return Ok(());
         }
-        let creds = self.sources.credentials(repo).await?;
+        let creds = self
+            .sources
+            .credentials(repo)
+            .await
+            .map_err(ExecuteError::Source)?;
         match self.engine.pull(&d.image, creds.as_ref()).await {
             Ok(()) => Ok(()),
             Err(first) if creds.is_some() => {
-                tracing::warn!(image = %d.image, error = %crate::cli::chain(&first), "pull failed; retrying with fresh credentials");
+                tracing::warn!(image = %d.image, error = %chain(&first), "pull failed; retrying with fresh credentials");
                 self.sources.forget_credentials(repo);
-                let fresh = self.sources.credentials(repo).await?;
+                let fresh = self
+                    .sources
+                    .credentials(repo)
+                    .await
+                    .map_err(ExecuteError::Source)?;
                 Ok(self.engine.pull(&d.image, fresh.as_ref()).await?)
             }
             Err(e) => Err(e.into()),
@@ -370,13 +388,13 @@ impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S
 
     /// Healthy: running, and answering 2xx on `health.http` if there is one, within the
     /// health timeout.
-    async fn wait_healthy(&self, id: &str, d: &DesiredContainer) -> Result<(), ApplyError> {
+    async fn wait_healthy(&self, id: &str, d: &DesiredContainer) -> Result<(), ExecuteError> {
         let deadline = Instant::now() + d.health.timeout;
         loop {
             match self.engine.find(id).await? {
                 Some(f) if f.running => {}
                 _ => {
-                    return Err(ApplyError::Unhealthy(
+                    return Err(ExecuteError::Unhealthy(
                         "health check failed: the container exited".into(),
                     ));
                 }
@@ -388,15 +406,30 @@ impl<E: Engine, P: Probe, G: CutOverGuard, S: TagSource> Executor<'_, E, P, G, S
             let last = match self.probe.get(url, left.min(Duration::from_secs(2))).await {
                 Ok(a) if (200..300).contains(&a.status) => return Ok(()),
                 Ok(a) => format!("{url} answered HTTP {}", a.status),
-                Err(e) => crate::cli::chain(&e),
+                Err(e) => chain(&e),
             };
             if Instant::now() >= deadline {
-                return Err(ApplyError::Unhealthy(format!(
+                return Err(ExecuteError::Unhealthy(format!(
                     "health check failed within {}s: {last}",
                     d.health.timeout.as_secs()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+}
+
+/// A desired container as the engine creates it, under `name`.
+fn new_container<'a>(name: &'a str, plan: &'a Plan, d: &'a DesiredContainer) -> NewContainer<'a> {
+    NewContainer {
+        name,
+        image: &d.image,
+        partner: &plan.partner,
+        script: &d.script,
+        version: &d.version,
+        digest: &d.digest,
+        spec_hash: &d.spec_hash,
+        revision: &plan.revision,
+        spec: &d.spec,
     }
 }

@@ -2,7 +2,6 @@
 //! interrupted at any moment be finished or rolled back, and the digests that failed health.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -179,25 +178,17 @@ pub fn read_held(root: &Path) -> Result<Vec<Held>, StateError> {
 }
 
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let io = |source| StateError::Io {
+    crate::durable::write(path, bytes).map_err(|source| StateError::Io {
         path: path.to_owned(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    sync_dir(path.parent().expect("state files live in a directory"))
+    })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StateError::Io {
-            path: dir.to_owned(),
-            source,
-        })
+    crate::durable::sync_dir(dir).map_err(|source| StateError::Io {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

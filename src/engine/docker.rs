@@ -1,5 +1,5 @@
-//! The container engine, behind the narrow [`Engine`] trait berth owns. The Docker
-//! implementation speaks to the host's engine through bollard, negotiating the API version.
+//! The host's Docker engine through bollard, negotiating the API version (engines as old as
+//! API 1.41 answer).
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
@@ -12,75 +12,9 @@ use bollard::query_parameters::{
 };
 use std::collections::HashMap;
 
-use crate::manifest::syntax;
-use crate::plan::{DesiredContainer, ObservedContainer};
-
-/// Labels of design.md §3.
-pub mod label {
-    pub const MANAGED: &str = "berth.managed";
-    pub const PARTNER: &str = "berth.partner";
-    pub const SCRIPT: &str = "berth.script";
-    pub const VERSION: &str = "berth.version";
-    pub const DIGEST: &str = "berth.digest";
-    pub const SPEC_HASH: &str = "berth.spec-hash";
-    pub const REVISION: &str = "berth.revision";
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("cannot connect to the container engine")]
-    Connect(#[source] bollard::errors::Error),
-    #[error("the container engine failed to {what}")]
-    Engine {
-        what: String,
-        #[source]
-        source: bollard::errors::Error,
-    },
-}
-
-/// A container found by name or id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    pub id: String,
-    pub name: String,
-    pub running: bool,
-    /// The `berth.partner` label, when the container is managed.
-    pub partner: Option<String>,
-}
-
-/// Everything berth asks of a container engine.
-#[allow(async_fn_in_trait)] // driven on berth's own single-threaded runtime
-pub trait Engine {
-    /// The partner's managed containers: one list call, filtered by label.
-    async fn list_managed(&self, partner: &str) -> Result<Vec<ObservedContainer>, RuntimeError>;
-    /// Tags and image ids of a repository in the engine's own store.
-    async fn local_tags(&self, repository: &str) -> Result<Vec<(String, String)>, RuntimeError>;
-    /// Creates (does not start) a container; returns its id.
-    async fn create(
-        &self,
-        name: &str,
-        partner: &str,
-        revision: &str,
-        desired: &DesiredContainer,
-    ) -> Result<String, RuntimeError>;
-    async fn start(&self, id: &str) -> Result<(), RuntimeError>;
-    /// Stops with the container's own `stop_timeout`, then kills; a container that is
-    /// already stopped or gone counts as stopped.
-    async fn stop(&self, id: &str) -> Result<(), RuntimeError>;
-    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError>;
-    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
-    /// `None` when no such container exists.
-    async fn find(&self, name_or_id: &str) -> Result<Option<Found>, RuntimeError>;
-    /// Whether the engine's store holds an image (by id or pinned reference).
-    async fn has_image(&self, reference: &str) -> Result<bool, RuntimeError>;
-    /// Pulls `registry/repository@digest`, showing progress on a terminal.
-    async fn pull(
-        &self,
-        reference: &str,
-        credentials: Option<&crate::resolve::Credentials>,
-    ) -> Result<(), RuntimeError>;
-}
-
+use super::{Engine, EngineError, Found};
+use crate::container::{NewContainer, ObservedContainer, label, parse_port};
+use crate::image::Credentials;
 /// The host's Docker engine.
 pub struct DockerEngine {
     docker: Docker,
@@ -88,19 +22,22 @@ pub struct DockerEngine {
 
 impl DockerEngine {
     /// Connects through `DOCKER_HOST` or the default socket and negotiates the API version.
-    pub async fn connect() -> Result<Self, RuntimeError> {
+    pub async fn connect() -> Result<Self, EngineError> {
         let docker = Docker::connect_with_defaults()
-            .map_err(RuntimeError::Connect)?
+            .map_err(|e| EngineError::Connect(Box::new(e)))?
             .negotiate_version()
             .await
-            .map_err(RuntimeError::Connect)?;
+            .map_err(|e| EngineError::Connect(Box::new(e)))?;
         Ok(DockerEngine { docker })
     }
 }
 
-fn engine(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
+fn engine(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
     let what = what.into();
-    move |source| RuntimeError::Engine { what, source }
+    move |source| EngineError::Engine {
+        what,
+        source: Box::new(source),
+    }
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
@@ -123,21 +60,17 @@ fn is_not_modified(e: &bollard::errors::Error) -> bool {
     )
 }
 
-/// The engine's container settings for a desired container.
-pub fn create_body(partner: &str, revision: &str, d: &DesiredContainer) -> ContainerCreateBody {
-    let s = &d.spec;
-    let labels = HashMap::from([
-        (label::MANAGED.to_owned(), "true".to_owned()),
-        (label::PARTNER.to_owned(), partner.to_owned()),
-        (label::SCRIPT.to_owned(), d.script.clone()),
-        (label::VERSION.to_owned(), d.version.clone()),
-        (label::DIGEST.to_owned(), d.digest.clone()),
-        (label::SPEC_HASH.to_owned(), d.spec_hash.clone()),
-        (label::REVISION.to_owned(), revision.to_owned()),
-    ]);
+/// The engine's container settings for a new managed container.
+pub fn create_body(new: &NewContainer<'_>) -> ContainerCreateBody {
+    let s = new.spec;
+    let labels: HashMap<String, String> = new
+        .labels()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-    for p in s.ports.iter().filter_map(|p| syntax::parse_port(p).ok()) {
+    for p in s.ports.iter().filter_map(|p| parse_port(p).ok()) {
         let key = format!("{}/{}", p.container_port, p.protocol);
         exposed.push(key.clone());
         if let Some(host_port) = p.host_port {
@@ -152,7 +85,7 @@ pub fn create_body(partner: &str, revision: &str, d: &DesiredContainer) -> Conta
         }
     }
     ContainerCreateBody {
-        image: Some(d.image.clone()),
+        image: Some(new.image.to_owned()),
         cmd: s.command.clone(),
         env: Some(s.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         user: s.user.clone(),
@@ -183,7 +116,7 @@ impl DockerEngine {
     pub fn container_events(
         &self,
         partner: &str,
-    ) -> impl futures_util::Stream<Item = Result<(), RuntimeError>> + Send + 'static {
+    ) -> impl futures_util::Stream<Item = Result<(), EngineError>> + Send + 'static {
         use futures_util::StreamExt;
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
@@ -209,7 +142,7 @@ impl DockerEngine {
 }
 
 impl Engine for DockerEngine {
-    async fn list_managed(&self, partner: &str) -> Result<Vec<ObservedContainer>, RuntimeError> {
+    async fn list_managed(&self, partner: &str) -> Result<Vec<ObservedContainer>, EngineError> {
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![
@@ -255,7 +188,7 @@ impl Engine for DockerEngine {
             .collect())
     }
 
-    async fn local_tags(&self, repository: &str) -> Result<Vec<(String, String)>, RuntimeError> {
+    async fn local_tags(&self, repository: &str) -> Result<Vec<(String, String)>, EngineError> {
         let filters = HashMap::from([("reference".to_owned(), vec![format!("{repository}:*")])]);
         let images = self
             .docker
@@ -279,13 +212,8 @@ impl Engine for DockerEngine {
             .collect())
     }
 
-    async fn create(
-        &self,
-        name: &str,
-        partner: &str,
-        revision: &str,
-        desired: &DesiredContainer,
-    ) -> Result<String, RuntimeError> {
+    async fn create(&self, new: &NewContainer<'_>) -> Result<String, EngineError> {
+        let name = new.name;
         let created = self
             .docker
             .create_container(
@@ -293,21 +221,21 @@ impl Engine for DockerEngine {
                     name: Some(name.to_owned()),
                     ..Default::default()
                 }),
-                create_body(partner, revision, desired),
+                create_body(new),
             )
             .await
             .map_err(engine(format!("create {name}")))?;
         Ok(created.id)
     }
 
-    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn start(&self, id: &str) -> Result<(), EngineError> {
         match self.docker.start_container(id, None).await {
             Err(e) if !is_not_modified(&e) => Err(engine(format!("start {}", short_id(id)))(e)),
             _ => Ok(()),
         }
     }
 
-    async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn stop(&self, id: &str) -> Result<(), EngineError> {
         match self
             .docker
             .stop_container(id, None::<StopContainerOptions>)
@@ -320,7 +248,7 @@ impl Engine for DockerEngine {
         }
     }
 
-    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+    async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
         self.docker
             .rename_container(
                 id,
@@ -332,7 +260,7 @@ impl Engine for DockerEngine {
             .map_err(engine(format!("rename {} to {name}", short_id(id))))
     }
 
-    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
         let options = RemoveContainerOptions {
             force: true,
             ..Default::default()
@@ -343,7 +271,7 @@ impl Engine for DockerEngine {
         }
     }
 
-    async fn has_image(&self, reference: &str) -> Result<bool, RuntimeError> {
+    async fn has_image(&self, reference: &str) -> Result<bool, EngineError> {
         match self.docker.inspect_image(reference).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
@@ -354,8 +282,8 @@ impl Engine for DockerEngine {
     async fn pull(
         &self,
         reference: &str,
-        credentials: Option<&crate::resolve::Credentials>,
-    ) -> Result<(), RuntimeError> {
+        credentials: Option<&Credentials>,
+    ) -> Result<(), EngineError> {
         use futures_util::StreamExt;
         let (from_image, tag) = match reference.split_once('@') {
             Some((name, digest)) => (name, digest),
@@ -382,7 +310,7 @@ impl Engine for DockerEngine {
         Ok(())
     }
 
-    async fn find(&self, name_or_id: &str) -> Result<Option<Found>, RuntimeError> {
+    async fn find(&self, name_or_id: &str) -> Result<Option<Found>, EngineError> {
         match self.docker.inspect_container(name_or_id, None).await {
             Ok(c) => {
                 let labels = c.config.and_then(|c| c.labels).unwrap_or_default();

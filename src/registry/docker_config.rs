@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::Credentials;
+use crate::image::Credentials;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -25,7 +25,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use base64::Engine as _;
 use tokio::sync::OnceCell;
 
-use super::{Credentials, TagRef};
+use crate::image::{Credentials, TagRef};
 use crate::manifest::syntax::parse_ecr_host;
 
 /// A cached pull token is refreshed once it expires within this margin, so a pull never

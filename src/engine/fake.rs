@@ -1,0 +1,274 @@
+//! An in-memory engine for the executor's fault tests, omicron-style: containers, names and
+//! running states as a real engine keeps them, failures scripted per call, and a crash at
+//! call N — that call takes effect but its answer is lost, and every later call fails, as
+//! if berth had been killed there. Tests reach interleavings the real engine reaches only
+//! by luck, in-process; the real-engine kill tests stay beside it.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Engine, EngineError, Found};
+use crate::container::{NewContainer, ObservedContainer, label};
+use crate::image::Credentials;
+
+/// One container as the fake keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeContainer {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+}
+
+#[derive(Debug, Default)]
+struct World {
+    containers: BTreeMap<String, FakeContainer>,
+    images: BTreeSet<String>,
+    next_id: u64,
+    calls: u64,
+    crash_at: Option<u64>,
+    /// Call numbers that fail without effect, as a flaky engine's would.
+    fail_at: BTreeSet<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct FakeEngine {
+    world: RefCell<World>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+fn refused(what: &str, why: impl Into<String>) -> EngineError {
+    EngineError::Engine {
+        what: what.to_owned(),
+        source: Box::new(Refused(why.into())),
+    }
+}
+
+/// Whether a call may act, and what it answers afterwards.
+enum Turn {
+    Act,
+    /// Acts, then the answer is lost: the process died during the call.
+    ActThenCrash,
+    Fail,
+}
+
+impl FakeEngine {
+    pub fn with_images(images: &[&str]) -> Self {
+        let fake = FakeEngine::default();
+        fake.world
+            .borrow_mut()
+            .images
+            .extend(images.iter().map(|i| (*i).to_owned()));
+        fake
+    }
+
+    /// Puts a managed container on the host, as an earlier run would have left it.
+    pub fn insert(&self, c: FakeContainer) {
+        self.world.borrow_mut().containers.insert(c.id.clone(), c);
+    }
+
+    /// From call `n` on (counting from the next call, 1-based), the process is dead.
+    pub fn crash_at(&self, n: u64) {
+        let mut w = self.world.borrow_mut();
+        w.crash_at = Some(w.calls + n);
+    }
+
+    /// The next calls numbered in `calls` (1-based from the next call) fail without effect.
+    pub fn fail_calls(&self, calls: impl IntoIterator<Item = u64>) {
+        let mut w = self.world.borrow_mut();
+        let base = w.calls;
+        w.fail_at = calls.into_iter().map(|n| base + n).collect();
+    }
+
+    /// A new process: no crash pending, no failures scripted.
+    pub fn restart(&self) {
+        let mut w = self.world.borrow_mut();
+        w.crash_at = None;
+        w.fail_at.clear();
+    }
+
+    /// How many calls berth has made.
+    pub fn calls(&self) -> u64 {
+        self.world.borrow().calls
+    }
+
+    pub fn containers(&self) -> Vec<FakeContainer> {
+        self.world.borrow().containers.values().cloned().collect()
+    }
+
+    fn turn(&self, what: &str) -> Result<Turn, EngineError> {
+        let mut w = self.world.borrow_mut();
+        w.calls += 1;
+        let n = w.calls;
+        match w.crash_at {
+            Some(c) if n > c => return Err(refused(what, "berth is not running")),
+            Some(c) if n == c => return Ok(Turn::ActThenCrash),
+            _ => {}
+        }
+        Ok(if w.fail_at.contains(&n) {
+            Turn::Fail
+        } else {
+            Turn::Act
+        })
+    }
+
+    /// Runs one call: `act` changes the world (or refuses, as an engine would).
+    fn call<T>(
+        &self,
+        what: &str,
+        act: impl FnOnce(&mut World) -> Result<T, String>,
+    ) -> Result<T, EngineError> {
+        match self.turn(what)? {
+            Turn::Fail => Err(refused(what, "the engine failed")),
+            Turn::Act => act(&mut self.world.borrow_mut()).map_err(|why| refused(what, why)),
+            Turn::ActThenCrash => {
+                let _ = act(&mut self.world.borrow_mut());
+                Err(refused(what, "berth was killed during the call"))
+            }
+        }
+    }
+}
+
+fn lookup<'a>(w: &'a mut World, name_or_id: &str) -> Option<&'a mut FakeContainer> {
+    let id = w
+        .containers
+        .values()
+        .find(|c| c.id == name_or_id || c.name == name_or_id)
+        .map(|c| c.id.clone())?;
+    w.containers.get_mut(&id)
+}
+
+impl Engine for FakeEngine {
+    async fn list_managed(&self, partner: &str) -> Result<Vec<ObservedContainer>, EngineError> {
+        self.call("list containers", |w| {
+            Ok(w.containers
+                .values()
+                .filter(|c| {
+                    c.labels.get(label::MANAGED).map(String::as_str) == Some("true")
+                        && c.labels.get(label::PARTNER).map(String::as_str) == Some(partner)
+                })
+                .map(|c| {
+                    let get = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
+                    ObservedContainer {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                        script: get(label::SCRIPT),
+                        version: get(label::VERSION),
+                        digest: get(label::DIGEST),
+                        spec_hash: get(label::SPEC_HASH),
+                        revision: get(label::REVISION),
+                        running: c.running,
+                    }
+                })
+                .collect())
+        })
+    }
+
+    async fn local_tags(&self, _repository: &str) -> Result<Vec<(String, String)>, EngineError> {
+        self.call("list images", |_| Ok(Vec::new()))
+    }
+
+    async fn create(&self, new: &NewContainer<'_>) -> Result<String, EngineError> {
+        self.call(&format!("create {}", new.name), |w| {
+            if !w.images.contains(new.image) {
+                return Err(format!("no such image {}", new.image));
+            }
+            if w.containers.values().any(|c| c.name == new.name) {
+                return Err(format!("409: the name {} is already in use", new.name));
+            }
+            w.next_id += 1;
+            let id = format!("c{:04}", w.next_id);
+            w.containers.insert(
+                id.clone(),
+                FakeContainer {
+                    id: id.clone(),
+                    name: new.name.to_owned(),
+                    image: new.image.to_owned(),
+                    labels: new
+                        .labels()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                    running: false,
+                },
+            );
+            Ok(id)
+        })
+    }
+
+    async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.call(&format!("start {id}"), |w| match lookup(w, id) {
+            Some(c) => {
+                c.running = true;
+                Ok(())
+            }
+            None => Err(format!("404: no such container {id}")),
+        })
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), EngineError> {
+        self.call(&format!("stop {id}"), |w| {
+            if let Some(c) = lookup(w, id) {
+                c.running = false;
+            }
+            Ok(())
+        })
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
+        self.call(&format!("rename {id} to {name}"), |w| {
+            if w.containers.values().any(|c| c.name == name && c.id != id) {
+                return Err(format!("409: the name {name} is already in use"));
+            }
+            match lookup(w, id) {
+                Some(c) => {
+                    c.name = name.to_owned();
+                    Ok(())
+                }
+                None => Err(format!("404: no such container {id}")),
+            }
+        })
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        self.call(&format!("remove {id}"), |w| {
+            let found = lookup(w, id).map(|c| c.id.clone());
+            if let Some(found) = found {
+                w.containers.remove(&found);
+            }
+            Ok(())
+        })
+    }
+
+    async fn find(&self, name_or_id: &str) -> Result<Option<Found>, EngineError> {
+        self.call(&format!("inspect {name_or_id}"), |w| {
+            Ok(lookup(w, name_or_id).map(|c| Found {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                running: c.running,
+                partner: c.labels.get(label::PARTNER).cloned(),
+            }))
+        })
+    }
+
+    async fn has_image(&self, reference: &str) -> Result<bool, EngineError> {
+        self.call(&format!("inspect image {reference}"), |w| {
+            Ok(w.images.contains(reference))
+        })
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        _credentials: Option<&Credentials>,
+    ) -> Result<(), EngineError> {
+        self.call(&format!("pull {reference}"), |w| {
+            w.images.insert(reference.to_owned());
+            Ok(())
+        })
+    }
+}

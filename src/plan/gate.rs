@@ -1,0 +1,162 @@
+//! The gates: whether a step may run at an instant. Pure, and asked twice: by the planner
+//! when it plans, and by the executor again right before each step that stops or starts a
+//! container, with a fresh clock and a fresh idle answer, because a long pre-pull or an
+//! earlier step's health wait may have carried the pass past the window's close.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::{Change, Idleness};
+use crate::window::{Schedule, WindowState};
+
+/// Policy switches an operator may give on the command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub ignore_window: bool,
+    pub ignore_idle: bool,
+}
+
+/// What the gates read besides the step and the time: the partner's windows, whether it
+/// declares an idle probe, and the operator's overrides.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub schedule: Schedule,
+    pub has_idle_gate: bool,
+    pub overrides: Overrides,
+}
+
+impl Policy {
+    /// Whether the step must wait for the service to say it is idle: it stops a running
+    /// container, and the partner has an idle probe that was not overridden. Creating or
+    /// starting something not running is never gated: the probe is often the service itself.
+    pub fn idle_gated(&self, change: &Change) -> bool {
+        change.stops_running() && self.has_idle_gate && !self.overrides.ignore_idle
+    }
+}
+
+/// Why a step waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Deferral {
+    Window {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        opens: Option<String>,
+    },
+    /// The window is open but closes before the step could finish.
+    WindowEnding {
+        closes: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        opens: Option<String>,
+    },
+    Blackout {
+        until: String,
+    },
+    Busy {
+        detail: String,
+    },
+    FailedHealth,
+    Unresolved {
+        detail: String,
+    },
+}
+
+impl Deferral {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Deferral::Window { .. } | Deferral::WindowEnding { .. } => "window",
+            Deferral::Blackout { .. } => "blackout",
+            Deferral::Busy { .. } => "busy",
+            Deferral::FailedHealth => "failed-health",
+            Deferral::Unresolved { .. } => "unresolved",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Deferral::Window { opens: Some(at) } => format!("window closed; next opens {at}"),
+            Deferral::Window { opens: None } => "no update window ever opens".into(),
+            Deferral::WindowEnding { closes, opens } => format!(
+                "the window closes at {closes}, before this step could finish; next opens {}",
+                opens.as_deref().unwrap_or("never")
+            ),
+            Deferral::Blackout { until } => format!("blackout until {until}"),
+            Deferral::Busy { detail } => format!("service not idle: {detail}"),
+            Deferral::FailedHealth => {
+                "this digest failed its health check; held until the manifest or digest changes"
+                    .into()
+            }
+            Deferral::Unresolved { detail } => format!("version could not be resolved: {detail}"),
+        }
+    }
+
+    /// Whether the wait ends when the partner's next window opens.
+    pub fn waits_for_window(&self) -> bool {
+        matches!(
+            self,
+            Deferral::Window { .. } | Deferral::WindowEnding { .. } | Deferral::Blackout { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Gate {
+    Allowed,
+    Deferred(Deferral),
+}
+
+/// Safety margin on top of the stop and health timeouts when fitting a step in a window.
+pub const WINDOW_MARGIN: Duration = Duration::from_secs(30);
+
+/// The longest a step can take: the old container's stop, the new one's health check and
+/// a margin. A step is only started if this fits before the window closes.
+fn cut_over_time(change: &Change) -> Option<jiff::SignedDuration> {
+    let (stop, to) = match change {
+        Change::Replace { to, .. } => (Duration::from_secs(to.spec.stop_timeout_secs), to),
+        Change::Create { to } | Change::Start { to, .. } => (Duration::ZERO, to),
+        Change::Remove { .. } | Change::Keep { .. } => return None,
+    };
+    let total = stop + to.health.timeout + WINDOW_MARGIN;
+    Some(jiff::SignedDuration::try_from(total).unwrap_or(jiff::SignedDuration::MAX))
+}
+
+/// Whether a change may run at `now`: the window (and blackouts), then whether it fits
+/// before the window closes, then the idle answer for steps that stop a running container.
+/// `Idleness::Unknown` lets a step through: the executor asks the service before it acts.
+pub fn decide(policy: &Policy, change: &Change, now: Timestamp, idle: &Idleness) -> Gate {
+    if matches!(change, Change::Keep { .. }) {
+        return Gate::Allowed;
+    }
+    if !policy.overrides.ignore_window {
+        match policy.schedule.state(now) {
+            WindowState::Closed { opens } => {
+                return Gate::Deferred(Deferral::Window {
+                    opens: opens.map(|t| t.to_string()),
+                });
+            }
+            WindowState::Blackout { until } => {
+                return Gate::Deferred(Deferral::Blackout {
+                    until: until.to_string(),
+                });
+            }
+            WindowState::Open { closes } => {
+                if let Some(needed) = cut_over_time(change)
+                    && now + needed > closes
+                {
+                    return Gate::Deferred(Deferral::WindowEnding {
+                        closes: closes.to_string(),
+                        opens: policy.schedule.next_open(closes).map(|t| t.to_string()),
+                    });
+                }
+            }
+        }
+    }
+    match idle {
+        Idleness::NotIdle(why) if policy.idle_gated(change) => Gate::Deferred(Deferral::Busy {
+            detail: why.clone(),
+        }),
+        _ => Gate::Allowed,
+    }
+}

@@ -1,0 +1,213 @@
+//! One pass over one partner's host, the product's core: recover what an interrupted run
+//! left, observe the host, resolve what should run, plan, carry the plan out. It flows one
+//! way — manifests → resolution ([`crate::resolve`]) → plan ([`crate::plan`]) → execution
+//! ([`crate::execute`]) → engine — and is generic over every effect it acts through
+//! (engine, tag source, probe, clock), so `berth plan`, `berth apply`, `berth windows` and
+//! the agent all run this same code, and tests can run it against fakes.
+//!
+//! A pass also says when it wants the next one ([`PassReport::next_wake`]): when a window
+//! opens for steps waiting on it, or soon for steps waiting on a busy service.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::clock::Clock;
+use crate::engine::{Engine, EngineError};
+use crate::execute::{ExecuteError, Executor, Outcome, StepReport};
+use crate::exit::Exit;
+use crate::image::TagSource;
+use crate::manifest::{Partner, Repo};
+use crate::plan::{self, Deferral, Gate, Held, Idleness, Observed, Overrides, Plan, Policy};
+use crate::probe::{self, Probe};
+use crate::resolve::{self, CachedTags};
+use crate::state::{StateDir, StateError};
+use crate::window::{Schedule, WindowState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("no partner `{0}` in the manifests")]
+    NoPartner(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot recover an interrupted update")]
+    Recover(#[source] ExecuteError),
+}
+
+/// What a pass is about.
+pub struct Target<'a> {
+    pub repo: &'a Repo,
+    pub partner: &'a str,
+    pub revision: &'a str,
+    pub overrides: Overrides,
+}
+
+impl Target<'_> {
+    fn partner(&self) -> Result<&Partner, PassError> {
+        self.repo
+            .partners
+            .get(self.partner)
+            .map(|p| &p.doc)
+            .ok_or_else(|| PassError::NoPartner(self.partner.to_owned()))
+    }
+}
+
+/// The effects a pass acts through.
+pub struct Effects<'a, E: Engine, T: TagSource, P: Probe, C: Clock> {
+    pub engine: &'a E,
+    pub sources: &'a T,
+    pub probe: &'a P,
+    pub clock: &'a C,
+}
+
+/// A partner's update windows, read in its zone (after fleet defaults).
+pub fn schedule(repo: &Repo, partner: &Partner) -> Schedule {
+    Schedule::from_manifest(
+        repo.timezone(partner),
+        repo.windows(partner),
+        &partner.blackouts,
+    )
+}
+
+/// The gates a partner's steps pass through.
+pub fn policy(repo: &Repo, partner: &Partner, overrides: Overrides) -> Policy {
+    Policy {
+        schedule: schedule(repo, partner),
+        has_idle_gate: partner.idle.is_some(),
+        overrides,
+    }
+}
+
+/// How soon a pass retries steps that waited for a busy service.
+pub const BUSY_RETRY: Duration = Duration::from_secs(30);
+
+/// What a pass did.
+pub struct PassReport {
+    pub recovered: Vec<String>,
+    pub plan: Plan,
+    pub reports: Vec<StepReport>,
+}
+
+/// When a pass wants the next one, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    pub at: Timestamp,
+    pub why: &'static str,
+}
+
+impl PassReport {
+    /// 3 when a script could not be resolved or pulled, 1 when a step failed or was rolled
+    /// back, else 0 (deferred steps included).
+    pub fn exit(&self) -> Exit {
+        self.reports
+            .iter()
+            .map(|r| match &r.outcome {
+                Outcome::Deferred { reason, .. } if reason == "unresolved" => Exit::CannotRun,
+                Outcome::NotPulled { .. } => Exit::CannotRun,
+                Outcome::Failed { .. } | Outcome::RolledBack { .. } => Exit::Wrong,
+                _ => Exit::Ok,
+            })
+            .fold(Exit::Ok, Exit::worst)
+    }
+
+    /// The earliest moment a pass could do what this one had to leave: the next window
+    /// opening for steps that waited on the window or a blackout, [`BUSY_RETRY`] from
+    /// `now` for steps that waited on a busy service. `None`: nothing waits on time, so the
+    /// interval decides.
+    pub fn next_wake(&self, now: Timestamp) -> Option<Wake> {
+        let deferred = |pred: fn(&str) -> bool| {
+            self.reports.iter().any(|r| {
+                r.action != plan::Action::Keep
+                    && matches!(&r.outcome, Outcome::Deferred { reason, .. } if pred(reason))
+            })
+        };
+        let busy = deferred(|r| r == "busy").then(|| Wake {
+            at: now
+                .checked_add(SignedDuration::try_from(BUSY_RETRY).expect("30 s fits"))
+                .unwrap_or(now),
+            why: "retry after busy",
+        });
+        let window = deferred(|r| r == "window" || r == "blackout")
+            .then(|| {
+                let schedule = &self.plan.policy.schedule;
+                let after = match schedule.state(now) {
+                    WindowState::Open { closes } => closes,
+                    _ => now,
+                };
+                schedule.next_open(after)
+            })
+            .flatten()
+            .map(|at| Wake {
+                at,
+                why: "window opens",
+            });
+        [busy, window].into_iter().flatten().min_by_key(|w| w.at)
+    }
+}
+
+/// Observes the host and plans; asks the idle gate only when a step would need it.
+pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
+    fx: &Effects<'_, E, T, P, C>,
+    target: &Target<'_>,
+    held: Vec<Held>,
+) -> Result<Plan, PassError> {
+    let partner = target.partner()?;
+    let containers = fx.engine.list_managed(target.partner).await?;
+    let tags = CachedTags::new(fx.sources);
+    let desired = resolve::desired(target.repo, partner, target.revision, &tags).await;
+    let policy = policy(target.repo, partner, target.overrides);
+    let now = fx.clock.now();
+    let mut observed = Observed {
+        containers,
+        held,
+        idle: Idleness::Unknown,
+    };
+    let mut plan = plan::plan(&desired, &observed, &policy, now);
+    if let Some(idle) = &partner.idle
+        && plan.wants_idle_probe()
+    {
+        observed.idle = probe::idleness(fx.probe, idle).await;
+        plan = plan::plan(&desired, &observed, &policy, now);
+    }
+    Ok(plan)
+}
+
+/// Recovers, plans and executes one pass.
+pub async fn converge<E: Engine, T: TagSource, P: Probe, C: Clock>(
+    fx: &Effects<'_, E, T, P, C>,
+    state: &StateDir,
+    target: &Target<'_>,
+    stopping: &AtomicBool,
+) -> Result<PassReport, PassError> {
+    let partner = target.partner()?;
+    let executor = Executor {
+        engine: fx.engine,
+        sources: fx.sources,
+        probe: fx.probe,
+        clock: fx.clock,
+        idle: partner.idle.as_ref(),
+        state,
+        stopping,
+    };
+    let recovered = executor
+        .recover(target.partner)
+        .await
+        .map_err(PassError::Recover)?;
+    let plan = plan(fx, target, state.held()?).await?;
+    let reports = executor.execute(&plan).await;
+    Ok(PassReport {
+        recovered,
+        plan,
+        reports,
+    })
+}
+
+/// Whether a plan has a step that could not be resolved (`plan` then exits 3).
+pub fn has_unresolved(plan: &Plan) -> bool {
+    plan.steps
+        .iter()
+        .any(|s| matches!(&s.gate, Gate::Deferred(Deferral::Unresolved { .. })))
+}
