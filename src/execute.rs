@@ -433,3 +433,375 @@ fn new_container<'a>(name: &'a str, plan: &'a Plan, d: &'a DesiredContainer) -> 
         spec: &d.spec,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The executor against the in-memory engine: gates asked again right before a step,
+    //! and a replace crashed at every engine call, and at random sequences of calls across
+    //! the replace and its recovery, always recovering to one container under the managed
+    //! name.
+
+    use std::cell::Cell;
+    use std::collections::BTreeMap;
+
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::container::{ContainerSpec, label};
+    use crate::engine::fake::{FakeContainer, FakeEngine};
+    use crate::image::{Credentials, ImageRepo, TagRef};
+    use crate::plan::{Observed, Overrides, Policy};
+    use crate::probe::{Answer, ProbeError};
+    use crate::resolve::{Desired, HealthCheck};
+    use crate::window::{Schedule, Weekly};
+
+    const OLD: &str = "sha256:old";
+    const NEW: &str = "sha256:new";
+    const NAME: &str = "berth-p-s";
+
+    /// A clock that reads each instant of a list in turn, then stays at the last.
+    struct Ticks(Vec<Timestamp>, Cell<usize>);
+
+    impl Clock for Ticks {
+        fn now(&self) -> Timestamp {
+            let i = self.1.get();
+            self.1.set(i + 1);
+            self.0[i.min(self.0.len() - 1)]
+        }
+    }
+
+    fn at(t: &str) -> Ticks {
+        Ticks(vec![t.parse().unwrap()], Cell::new(0))
+    }
+
+    /// The partner's service, answering a fixed JSON state.
+    struct Service(&'static str, Cell<u32>);
+
+    impl Probe for Service {
+        async fn get(&self, _url: &str, _timeout: Duration) -> Result<Answer, ProbeError> {
+            self.1.set(self.1.get() + 1);
+            Ok(Answer {
+                status: 200,
+                body: format!(r#"{{"state":"{}"}}"#, self.0).into_bytes(),
+            })
+        }
+    }
+
+    /// Local images only: nothing is listed or pulled.
+    struct NoRegistry;
+
+    impl TagSource for NoRegistry {
+        async fn tags(&self, _: &ImageRepo) -> Result<Vec<TagRef>, SourceError> {
+            unreachable!("local images are not listed by the executor")
+        }
+        async fn digest(&self, _: &ImageRepo, _: &str) -> Result<String, SourceError> {
+            unreachable!("local images have no registry digest")
+        }
+        async fn credentials(&self, _: &ImageRepo) -> Result<Option<Credentials>, SourceError> {
+            Ok(None)
+        }
+        fn forget_credentials(&self, _: &ImageRepo) {}
+    }
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            command: None,
+            env: BTreeMap::new(),
+            env_files: vec![],
+            ports: vec![],
+            volumes: vec![],
+            network: Some("none".into()),
+            init: true,
+            stop_timeout_secs: 10,
+            memory: None,
+            nano_cpus: None,
+            read_only: false,
+            user: None,
+        }
+    }
+
+    fn old_container() -> FakeContainer {
+        let labels = [
+            (label::MANAGED, "true"),
+            (label::PARTNER, "p"),
+            (label::SCRIPT, "s"),
+            (label::VERSION, "1.0.0"),
+            (label::DIGEST, OLD),
+            (label::SPEC_HASH, &spec().hash()),
+            (label::REVISION, "r1"),
+        ];
+        FakeContainer {
+            id: "old".into(),
+            name: NAME.into(),
+            image: OLD.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            running: true,
+        }
+    }
+
+    fn desired() -> Desired {
+        let spec = spec();
+        Desired {
+            partner: "p".into(),
+            revision: "r2".into(),
+            containers: vec![DesiredContainer {
+                script: "s".into(),
+                version: "2.0.0".into(),
+                digest: NEW.into(),
+                image: NEW.into(),
+                pull_from: None,
+                spec_hash: spec.hash(),
+                spec,
+                health: HealthCheck {
+                    http: None,
+                    timeout: Duration::from_secs(5),
+                },
+            }],
+            unresolved: BTreeMap::new(),
+        }
+    }
+
+    /// Saturdays 01:00-05:00 UTC, with an idle probe unless told otherwise.
+    fn policy(ignore_window: bool) -> Policy {
+        Policy {
+            schedule: Schedule {
+                tz: jiff::tz::TimeZone::UTC,
+                windows: vec![Weekly {
+                    days: vec![jiff::civil::Weekday::Saturday],
+                    start: 60,
+                    end: 300,
+                }],
+                blackouts: vec![],
+            },
+            has_idle_gate: true,
+            overrides: Overrides {
+                ignore_window,
+                ignore_idle: false,
+            },
+        }
+    }
+
+    fn idle() -> Idle {
+        crate::manifest::parse("url: http://127.0.0.1:1/status\npointer: /state\nequals: idle\n")
+            .unwrap()
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Plans the host as it is now and carries the plan out, under `clock`.
+    async fn pass(
+        engine: &FakeEngine,
+        root: &std::path::Path,
+        clock: &impl Clock,
+        service: &Service,
+        policy: &Policy,
+    ) -> Result<Vec<StepReport>, ExecuteError> {
+        let state = StateDir::open(root)?;
+        let idle = idle();
+        let executor = Executor {
+            engine,
+            sources: &NoRegistry,
+            probe: service,
+            clock,
+            idle: Some(&idle),
+            state: &state,
+            stopping: &AtomicBool::new(false),
+        };
+        executor.recover("p").await?;
+        let observed = Observed {
+            containers: engine.list_managed("p").await?,
+            held: state.held()?,
+            idle: Idleness::Unknown,
+        };
+        let plan = crate::plan::plan(&desired(), &observed, policy, clock.now());
+        Ok(executor.execute(&plan).await)
+    }
+
+    /// Recovery alone, as the next run starts with it.
+    async fn recover(engine: &FakeEngine, root: &std::path::Path) -> Result<(), ExecuteError> {
+        let state = StateDir::open(root)?;
+        let executor = Executor {
+            engine,
+            sources: &NoRegistry,
+            probe: &Service("idle", Cell::new(0)),
+            clock: &at("2026-11-21T02:00:00Z"),
+            idle: None,
+            state: &state,
+            stopping: &AtomicBool::new(false),
+        };
+        executor.recover("p").await.map(|_| ())
+    }
+
+    /// One container under the managed name, running, the old or the new; nothing else of
+    /// the script running beside it.
+    fn one_serving(engine: &FakeEngine) -> Result<&'static str, String> {
+        let all = engine.containers();
+        let named: Vec<_> = all.iter().filter(|c| c.name == NAME).collect();
+        let [serving] = named.as_slice() else {
+            return Err(format!("{} containers named {NAME}: {all:?}", named.len()));
+        };
+        if !serving.running {
+            return Err(format!("{NAME} is not running: {all:?}"));
+        }
+        if all.iter().filter(|c| c.running).count() != 1 {
+            return Err(format!("more than one container runs: {all:?}"));
+        }
+        match serving.image.as_str() {
+            OLD => Ok("old"),
+            NEW => Ok("new"),
+            other => Err(format!("{NAME} runs {other}")),
+        }
+    }
+
+    fn host() -> FakeEngine {
+        let engine = FakeEngine::with_images(&[OLD, NEW]);
+        engine.insert(old_container());
+        engine
+    }
+
+    #[test]
+    fn an_uncrashed_replace_swaps_the_container() {
+        let engine = host();
+        let dir = tempfile::tempdir().unwrap();
+        let reports = block_on(pass(
+            &engine,
+            dir.path(),
+            &at("2026-11-21T02:00:00Z"),
+            &Service("idle", Cell::new(0)),
+            &policy(false),
+        ))
+        .unwrap();
+        assert_eq!(reports[0].outcome, Outcome::Done, "{reports:?}");
+        assert_eq!(one_serving(&engine), Ok("new"));
+        assert_eq!(engine.containers().len(), 1, "the old container is gone");
+    }
+
+    #[test]
+    fn the_window_is_asked_again_right_before_the_step() {
+        // Planned at 04:58 the replace fits (10 s stop + 5 s health + 30 s margin before
+        // 05:00); by the time the executor reaches it, it is 04:59:30, and it no longer does.
+        let engine = host();
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Ticks(
+            vec![
+                "2026-11-21T04:58:00Z".parse().unwrap(),
+                "2026-11-21T04:59:30Z".parse().unwrap(),
+            ],
+            Cell::new(0),
+        );
+        let service = Service("idle", Cell::new(0));
+        let reports =
+            block_on(pass(&engine, dir.path(), &clock, &service, &policy(false))).unwrap();
+        assert_eq!(
+            reports[0].outcome,
+            Outcome::Deferred {
+                reason: "window".into(),
+                detail: "the window closes at 2026-11-21T05:00:00Z, before this step could \
+                         finish; next opens 2026-11-28T01:00:00Z"
+                    .into()
+            }
+        );
+        assert_eq!(one_serving(&engine), Ok("old"));
+        assert_eq!(
+            engine.containers(),
+            vec![old_container()],
+            "nothing was touched"
+        );
+        assert_eq!(service.1.get(), 0, "a closed window needs no idle answer");
+    }
+
+    #[test]
+    fn the_service_is_asked_again_right_before_a_step_that_stops_it() {
+        let engine = host();
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service("busy", Cell::new(0));
+        let reports = block_on(pass(
+            &engine,
+            dir.path(),
+            &at("2026-11-21T02:00:00Z"),
+            &service,
+            &policy(false),
+        ))
+        .unwrap();
+        assert_eq!(service.1.get(), 1, "asked once, right before the cut-over");
+        assert_eq!(
+            reports[0].outcome,
+            Outcome::Deferred {
+                reason: "busy".into(),
+                detail: "service not idle: /state is `busy`, not `idle`".into()
+            }
+        );
+        assert_eq!(engine.containers(), vec![old_container()]);
+    }
+
+    /// Crashes a replace at engine call `crash`, then recovers (crashing the recovery at
+    /// `again` if given), then runs a whole pass: the invariant holds after each recovery,
+    /// and the host ends at the new version with nothing left over.
+    fn crash_and_recover(crash: u64, again: Option<u64>, flaky: &[u64]) -> Result<(), String> {
+        let engine = host();
+        let dir = tempfile::tempdir().unwrap();
+        let open = at("2026-11-21T02:00:00Z");
+        let service = Service("idle", Cell::new(0));
+        engine.crash_at(crash);
+        engine.fail_calls(flaky.iter().copied());
+        let _ = block_on(pass(&engine, dir.path(), &open, &service, &policy(false)));
+        engine.restart();
+        if let Some(n) = again {
+            engine.crash_at(n);
+            let _ = block_on(recover(&engine, dir.path()));
+            engine.restart();
+        }
+        block_on(recover(&engine, dir.path())).map_err(|e| chain(&e))?;
+        one_serving(&engine).map_err(|e| format!("after recovery: {e}"))?;
+        let reports = block_on(pass(&engine, dir.path(), &open, &service, &policy(false)))
+            .map_err(|e| chain(&e))?;
+        block_on(pass(&engine, dir.path(), &open, &service, &policy(false)))
+            .map_err(|e| chain(&e))?;
+        match one_serving(&engine) {
+            Ok("new") if engine.containers().len() == 1 => Ok(()),
+            other => Err(format!(
+                "after two more passes ({reports:?}): {other:?}, {:?}",
+                engine.containers()
+            )),
+        }
+    }
+
+    #[test]
+    fn a_replace_crashed_at_every_engine_call_recovers() {
+        let engine = host();
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service("idle", Cell::new(0));
+        let open = at("2026-11-21T02:00:00Z");
+        let before = engine.calls();
+        block_on(pass(&engine, dir.path(), &open, &service, &policy(false))).unwrap();
+        let calls = engine.calls() - before;
+        assert!(calls >= 8, "a replace makes its calls: {calls}");
+        for crash in 1..=calls {
+            crash_and_recover(crash, None, &[]).unwrap_or_else(|e| panic!("crash at {crash}: {e}"));
+        }
+    }
+
+    proptest::proptest! {
+        /// Crashes in the replace and again in its recovery, with flaky calls on the way,
+        /// in any combination, still end with one container serving and then the new one.
+        #[test]
+        fn crashes_and_failures_in_any_sequence_recover(
+            crash in 1u64..16,
+            again in proptest::option::of(1u64..8),
+            flaky in proptest::collection::vec(1u64..16, 0..3),
+        ) {
+            if let Err(e) = crash_and_recover(crash, again, &flaky) {
+                proptest::prop_assert!(false, "crash at {crash}, again {again:?}, flaky {flaky:?}: {e}");
+            }
+        }
+    }
+}
