@@ -211,3 +211,141 @@ pub fn has_unresolved(plan: &Plan) -> bool {
         .iter()
         .any(|s| matches!(&s.gate, Gate::Deferred(Deferral::Unresolved { .. })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Action;
+    use crate::window::Weekly;
+
+    /// Saturdays 01:00-05:00 UTC.
+    fn report(outcomes: Vec<(Action, Outcome)>) -> PassReport {
+        PassReport {
+            recovered: vec![],
+            plan: Plan {
+                partner: "p".into(),
+                revision: "r".into(),
+                now: "2026-11-21T00:00:00Z".parse().unwrap(),
+                steps: vec![],
+                policy: Policy {
+                    schedule: Schedule {
+                        tz: jiff::tz::TimeZone::UTC,
+                        windows: vec![Weekly {
+                            days: vec![jiff::civil::Weekday::Saturday],
+                            start: 60,
+                            end: 300,
+                        }],
+                        blackouts: vec![],
+                    },
+                    has_idle_gate: true,
+                    overrides: Overrides::default(),
+                },
+            },
+            reports: outcomes
+                .into_iter()
+                .map(|(action, outcome)| StepReport {
+                    script: "s".into(),
+                    action,
+                    reason: String::new(),
+                    outcome,
+                    millis: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn deferred(reason: &str) -> Outcome {
+        Outcome::Deferred {
+            reason: reason.into(),
+            detail: String::new(),
+        }
+    }
+
+    fn at(t: &str) -> Timestamp {
+        t.parse().unwrap()
+    }
+
+    #[test]
+    fn a_step_waiting_for_the_window_wakes_the_agent_when_it_opens() {
+        let r = report(vec![(Action::Replace, deferred("window"))]);
+        assert_eq!(
+            r.next_wake(at("2026-11-21T00:59:00Z")),
+            Some(Wake {
+                at: at("2026-11-21T01:00:00Z"),
+                why: "window opens"
+            })
+        );
+        // Deferred as window-ending inside an open window: the next window, not this one.
+        assert_eq!(
+            r.next_wake(at("2026-11-21T04:59:40Z")).map(|w| w.at),
+            Some(at("2026-11-28T01:00:00Z"))
+        );
+        let blackout = report(vec![(Action::Create, deferred("blackout"))]);
+        assert_eq!(
+            blackout.next_wake(at("2026-11-20T12:00:00Z")).map(|w| w.at),
+            Some(at("2026-11-21T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_busy_service_is_asked_again_soon_and_the_earliest_wake_wins() {
+        let now = at("2026-11-21T02:00:00Z");
+        let busy = report(vec![
+            (Action::Replace, deferred("busy")),
+            (Action::Create, deferred("window")),
+        ]);
+        assert_eq!(
+            busy.next_wake(now),
+            Some(Wake {
+                at: at("2026-11-21T02:00:30Z"),
+                why: "retry after busy"
+            })
+        );
+    }
+
+    #[test]
+    fn nothing_waiting_on_time_leaves_it_to_the_interval() {
+        let now = at("2026-11-21T02:00:00Z");
+        for r in [
+            report(vec![]),
+            report(vec![(Action::Keep, Outcome::Unchanged)]),
+            report(vec![(Action::Replace, Outcome::Done)]),
+            report(vec![(Action::Replace, deferred("failed-health"))]),
+            report(vec![(Action::Keep, deferred("unresolved"))]),
+            report(vec![(Action::Replace, deferred("shutdown"))]),
+        ] {
+            assert_eq!(r.next_wake(now), None);
+        }
+    }
+
+    #[test]
+    fn exit_is_the_worst_step_outcome() {
+        assert_eq!(report(vec![]).exit(), Exit::Ok);
+        assert_eq!(
+            report(vec![(Action::Replace, deferred("window"))]).exit(),
+            Exit::Ok
+        );
+        let rolled = Outcome::RolledBack {
+            error: "unhealthy".into(),
+        };
+        let not_pulled = Outcome::NotPulled {
+            error: "down".into(),
+        };
+        assert_eq!(
+            report(vec![(Action::Replace, rolled.clone())]).exit(),
+            Exit::Wrong
+        );
+        assert_eq!(
+            report(vec![
+                (Action::Replace, not_pulled),
+                (Action::Replace, rolled)
+            ])
+            .exit(),
+            Exit::CannotRun
+        );
+        assert_eq!(
+            report(vec![(Action::Keep, deferred("unresolved"))]).exit(),
+            Exit::CannotRun
+        );
+    }
+}

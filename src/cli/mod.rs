@@ -172,8 +172,8 @@ pub fn main() -> Exit {
         }
     };
     init_logging(match cli.command {
-        Command::Agent { .. } | Command::Apply { .. } => "info",
-        _ => "warn",
+        Command::Agent { .. } | Command::Apply { .. } => tracing::Level::INFO,
+        _ => tracing::Level::WARN,
     });
     match cli.command {
         Command::Validate { repo, format } => validate(&repo, format),
@@ -215,20 +215,23 @@ pub fn main() -> Exit {
     }
 }
 
-/// Logs go to stderr: text on a terminal, JSON lines otherwise; `BERTH_LOG` sets the filter.
-/// Commands that change a host log each step and pull at `info` by default, the others only
-/// warnings.
-fn init_logging(default: &str) {
+/// Logs go to stderr: text on a terminal, JSON lines otherwise; `BERTH_LOG` sets the filter
+/// (`info`, `warn,berth=debug`: a level, then `target=level` pairs). Commands that change a
+/// host log each step and pull at `info` by default, the others only warnings.
+fn init_logging(default: tracing::Level) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = std::env::var("BERTH_LOG")
+        .ok()
+        .and_then(|f| f.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(default));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     if std::io::stderr().is_terminal() {
-        builder.init();
+        registry.with(fmt).init();
     } else {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     }
 }
 

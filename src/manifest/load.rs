@@ -309,23 +309,44 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, (Pos, String)> {
                 col: l.column() as u32,
             })
             .unwrap_or_default();
-        (pos, clean_message(&e.to_string(), pos))
+        (pos, message(&e))
     })
 }
 
-/// The parser appends the position to its message; the diagnostic carries it already.
-fn clean_message(message: &str, pos: Pos) -> String {
-    let message = message.trim();
-    let message = message.strip_prefix("error: ").unwrap_or(message);
-    let prefix = format!("line {} column {}: ", pos.line, pos.col);
-    let message = message.strip_prefix(&prefix).unwrap_or(message);
-    let suffix = format!(" at line {}, column {}", pos.line, pos.col);
-    let message = message.strip_suffix(&suffix).unwrap_or(message);
-    // Advice meant for the parser's API, not for the author of the manifest.
-    let message = message
-        .strip_suffix(", set DuplicateKeyPolicy in Options if acceptable")
-        .unwrap_or(message);
-    message.to_owned()
+/// The parser's own words for an error, through its formatter interface: without the
+/// position (the diagnostic carries it), without its advice about the parser's options
+/// (meant for a program, not for the author of a manifest), and with control characters
+/// escaped, as the interface asks of direct callers.
+fn message(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::MessageFormatter as _;
+    ForAuthors
+        .format_message(e)
+        .chars()
+        .flat_map(|c| {
+            let escaped = c.is_control().then(|| c.escape_default());
+            escaped
+                .into_iter()
+                .flatten()
+                .chain((!c.is_control()).then_some(c))
+        })
+        .collect()
+}
+
+/// The parser's developer wording, but for duplicate keys, whose advice names its API.
+struct ForAuthors;
+
+impl serde_saphyr::MessageFormatter for ForAuthors {
+    fn format_message<'a>(&self, err: &'a serde_saphyr::Error) -> std::borrow::Cow<'a, str> {
+        match err {
+            serde_saphyr::Error::DuplicateMappingKey { key: Some(k), .. } => {
+                format!("duplicate mapping key: {k}").into()
+            }
+            serde_saphyr::Error::DuplicateMappingKey { key: None, .. } => {
+                "duplicate mapping key".into()
+            }
+            other => serde_saphyr::DefaultMessageFormatter.format_message(other),
+        }
+    }
 }
 
 #[cfg(test)]
