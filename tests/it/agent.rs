@@ -109,6 +109,7 @@ fn follows_a_branch_and_labels_the_revision() {
     assert_eq!(doc["last_pass"]["exit"], 0);
     assert_eq!(doc["scripts"][0]["state"], "updated");
     assert_eq!(doc["counters"]["passes"], 2);
+    assert_stable_snapshot!("status_json", json.stdout());
     let text = status(&host, "text");
     text.assert_exit(0);
     assert!(
@@ -116,6 +117,7 @@ fn follows_a_branch_and_labels_the_revision() {
         "{}",
         text.text()
     );
+    assert_stable_snapshot!("status_text", text.stdout());
 
     // Uncommitted edits are not the source of truth: nothing changes.
     host.write(&versions("=1.0.0"));

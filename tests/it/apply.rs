@@ -22,6 +22,7 @@ fn creates_the_declared_container_with_labels_and_settings() {
     let out = host.berth("apply", &[]);
     out.assert_exit(0);
     assert!(out.text().contains("create   svc"), "{}", out.text());
+    assert_stable_snapshot!("apply_create", out.stdout());
     assert!(host.running());
     assert_eq!(host.served_version().as_deref(), Some("1.1.0"));
     let labels = |k: &str| {
@@ -87,9 +88,11 @@ fn second_apply_is_a_no_op() {
     let plan = host.berth("plan", &["--exit-code"]);
     plan.assert_exit(0);
     assert!(plan.text().contains("0 change(s)"), "{}", plan.text());
+    assert_stable_snapshot!("plan_text_in_sync", plan.stdout());
     let out = host.berth("apply", &[]);
     out.assert_exit(0);
     assert!(out.text().contains("in sync"), "{}", out.text());
+    assert_stable_snapshot!("apply_in_sync", out.stdout());
     assert_eq!(host.id(), id, "the container was not touched");
 }
 
@@ -109,10 +112,12 @@ fn replaces_on_a_new_version() {
         "{}",
         plan.text()
     );
+    assert_stable_snapshot!("plan_text_replace", plan.stdout());
 
     let out = host.berth("apply", &[]);
     out.assert_exit(0);
     assert!(out.text().contains("1.0.0 -> 1.1.0"), "{}", out.text());
+    assert_stable_snapshot!("apply_replace", out.stdout());
     assert_ne!(host.id(), old);
     assert_eq!(host.version_label(), "1.1.0");
     assert_eq!(host.served_version().as_deref(), Some("1.1.0"));
@@ -236,6 +241,7 @@ fn rolls_back_when_health_fails_and_holds_the_digest() {
         "{}",
         again.text()
     );
+    assert_stable_snapshot!("apply_held_digest", again.stdout());
     assert_eq!(host.id(), old, "a held digest is not retried");
 
     // A manifest change lifts the hold.
@@ -268,6 +274,7 @@ fn waits_for_the_window() {
         "{}",
         closed.text()
     );
+    assert_stable_snapshot!("apply_deferred_window", closed.stdout());
     assert!(host.containers().is_empty());
 
     let forced = host.berth(
@@ -294,6 +301,7 @@ fn a_busy_service_defers_the_replace() {
     out.assert_exit(0);
     assert!(out.text().contains("deferred(busy)"), "{}", out.text());
     assert!(out.text().contains("`busy`, not `idle`"), "{}", out.text());
+    assert_stable_snapshot!("apply_deferred_busy", out.stdout());
     assert_eq!(host.id(), old);
 
     let forced = host.berth("apply", &["--ignore-idle"]);
@@ -443,6 +451,7 @@ fn plan_formats() {
     assert_eq!(v["steps"][0]["action"], "create");
     assert_eq!(v["steps"][0]["gate"]["state"], "allowed");
     assert_eq!(v["steps"][0]["to"]["version"], "1.1.0");
+    assert_stable_snapshot!("plan_json", json.stdout());
     let md = host.berth("plan", &["--format", "markdown"]);
     md.assert_exit(0);
     assert!(
@@ -450,6 +459,7 @@ fn plan_formats() {
         "{}",
         md.text()
     );
+    assert_stable_snapshot!("plan_markdown", md.stdout());
     assert!(host.containers().is_empty(), "plan changes nothing");
 }
 

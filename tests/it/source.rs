@@ -1038,6 +1038,7 @@ mod lock_and_diff {
             "{t}"
         );
         assert!(t.contains("~ idle gate: http://127.0.0.1:"), "{t}");
+        assert_stable_snapshot!("diff_text", out.stdout());
 
         let md = berth(
             &["diff", "--base", "HEAD", "--format", "markdown"],
@@ -1050,6 +1051,7 @@ mod lock_and_diff {
             "{}",
             md.text()
         );
+        assert_stable_snapshot!("diff_markdown", md.stdout());
 
         let json = berth(
             &["diff", "--base", "HEAD", "--format", "json"],
@@ -1065,6 +1067,7 @@ mod lock_and_diff {
                 .any(|c| c["kind"] == "version" && c["from"] == "1.0.0" && c["to"] == "1.1.0"),
             "{v:#}"
         );
+        assert_stable_snapshot!("diff_json", json.stdout());
 
         // Between two commits; a script that is dropped.
         git(top, &["add", "repo"]);
@@ -1081,6 +1084,7 @@ mod lock_and_diff {
         );
         between.assert_exit(0);
         assert!(between.text().contains("- svc 1.1.0"), "{}", between.text());
+        assert_stable_snapshot!("diff_text_dropped", between.stdout());
 
         // A head that does not validate fails the check with path:line:col.
         std::fs::write(

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::common::{Berth, Run, root};
+use crate::common::{Berth, Run, assert_stable_snapshot, root};
 
 /// Longest any single `berth validate` of a fixture may take, alias bomb included.
 const FAST: Duration = Duration::from_secs(5);
@@ -291,6 +291,7 @@ fn errors_are_all_collected_in_a_stable_sorted_order() {
             "{format} output differs between runs"
         );
         a.assert_exit(1);
+        assert_stable_snapshot!(format!("validate_three_defects_{format}"), a.stdout());
     }
 }
 
@@ -427,6 +428,7 @@ fn warnings_alone_do_not_fail() {
         "{}",
         run.stdout()
     );
+    assert_stable_snapshot!("validate_warning_text", run.stdout());
 
     let run = berth(&["validate", repo, "--format", "json"]);
     run.assert_exit(0);
@@ -439,6 +441,7 @@ fn warnings_alone_do_not_fail() {
         ),
         (true.into(), 0.into(), 1.into())
     );
+    assert_stable_snapshot!("validate_warning_json", run.stdout());
 
     let run = berth(&["validate", repo, "--format", "github"]);
     run.assert_exit(0);

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::common::{self, Berth, Host, Run, Setup};
+use crate::common::{self, Berth, Host, Run, Setup, assert_stable_snapshot};
 
 /// A throwaway manifest repo.
 struct Repo {
@@ -260,6 +260,8 @@ fn nairobi_weekend_nights_are_listed_in_local_time_and_utc() {
         "berth update window: nairobi-clinic"
     );
     assert!(events[0].description().contains("case-counts ~1.4"));
+    // parse_ics checked the CRLF line ends; the snapshot keeps git's.
+    assert_stable_snapshot!("windows_ics", raw.replace("\r\n", "\n"));
 
     let out = repo.stdout(&now);
     assert!(out.contains("nairobi-clinic (Africa/Nairobi)"), "{out}");
@@ -274,6 +276,7 @@ fn nairobi_weekend_nights_are_listed_in_local_time_and_utc() {
     assert!(first.trim_start().starts_with("next"), "{first}");
     assert!(first.contains("(4h)"), "{first}");
     assert_eq!(out.matches(" EAT ").count(), 4, "{out}");
+    assert_stable_snapshot!("windows_text", out);
 
     // --days bounds the listing.
     assert_eq!(ics(&repo, &[now[0], now[1], "--days", "2"]).len(), 2);
@@ -285,6 +288,7 @@ fn nairobi_weekend_nights_are_listed_in_local_time_and_utc() {
         .find(|l| l.contains("open now"))
         .unwrap_or_else(|| panic!("{inside}"));
     assert!(line.contains("Sat 2026-11-21 01:00 -> 05:00 EAT"), "{line}");
+    assert_stable_snapshot!("windows_text_open_now", inside);
 }
 
 #[test]
@@ -393,6 +397,7 @@ fn dst_changes_keep_wall_clock_times() {
         out.contains("2026-03-29 00:00 -> 2026-03-29 03:00 UTC  (3h)"),
         "{out}"
     );
+    assert_stable_snapshot!("windows_text_dst_spring", out);
 
     let autumn = ["--now", "2026-10-23T00:00:00Z", "--days", "6"];
     assert_eq!(
@@ -642,6 +647,7 @@ fn pending_changes_are_listed_under_the_next_window() {
         1,
         "only under the next window:\n{t}"
     );
+    assert_stable_snapshot!("windows_text_pending", out.stdout());
 
     let out = host.berth("windows", &["--now", "2026-11-20T12:00:00Z", "--ics"]);
     out.assert_exit(0);

@@ -1,14 +1,16 @@
 //! The shared test harness: the real Docker engine, test images built once, throwaway
-//! manifest repos, a guard that removes every container a test's partner owns, and the one
-//! way tests run `berth`.
+//! manifest repos, a guard that removes every container a test's partner owns, the one way
+//! tests run `berth`, and the filters that keep snapshots of its output stable.
 
 mod berth;
 pub mod moto;
 #[path = "../../../benches/support/proxy.rs"]
 pub mod proxy;
 pub mod registry;
+mod snapshot;
 
 pub use berth::{Berth, Run, run};
+pub(crate) use snapshot::{assert_stable_snapshot, filters};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
