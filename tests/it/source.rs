@@ -946,6 +946,7 @@ mod lock_and_diff {
             lock.contains(&format!("  {}:\n{line}", host.partner)),
             "{lock}"
         );
+        assert_stable_snapshot!("berth_lock", &lock);
         berth(&["lock", "--check"], &host.repo()).assert_exit(0);
         berth(&["validate"], &host.repo()).assert_exit(0);
 
