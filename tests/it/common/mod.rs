@@ -2,14 +2,14 @@
 //! manifest repos, a guard that removes every container a test's partner owns, the one way
 //! tests run `berth`, and the filters that keep snapshots of its output stable.
 
-mod berth;
+mod command;
 pub mod moto;
 #[path = "../../../benches/support/proxy.rs"]
 pub mod proxy;
 pub mod registry;
 mod snapshot;
 
-pub use berth::{Berth, Run, run};
+pub use command::{Berth, Run, run};
 pub(crate) use snapshot::{assert_stable_snapshot, filters};
 
 use std::net::TcpListener;
