@@ -260,7 +260,7 @@ fn nairobi_weekend_nights_are_listed_in_local_time_and_utc() {
         "berth update window: nairobi-clinic"
     );
     assert!(events[0].description().contains("case-counts ~1.4"));
-    // parse_ics checked the CRLF line ends; the snapshot keeps git's.
+    // parse_ics checked the CRLF line ends; the snapshot file keeps plain newlines.
     assert_stable_snapshot!("windows_ics", raw.replace("\r\n", "\n"));
 
     let out = repo.stdout(&now);
