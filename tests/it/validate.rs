@@ -9,45 +9,24 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use proptest::prelude::*;
+
+use crate::common::{Berth, Run, assert_stable_snapshot, root};
 
 /// Longest any single `berth validate` of a fixture may take, alias bomb included.
 const FAST: Duration = Duration::from_secs(5);
 
-fn crate_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-/// Runs the built `berth` with `args` in `cwd`.
+/// Runs the built `berth <subcommand> args…` in `cwd`.
 fn berth_in(cwd: &Path, args: &[&str]) -> Run {
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run berth");
-    Run {
-        code: out.status.code().expect("berth exited by a signal"),
-        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
-        elapsed: started.elapsed(),
-    }
+    Berth::new(args[0]).args(&args[1..]).current_dir(cwd).run()
 }
 
 /// Runs the built `berth` from the crate root, so repo paths read as a user types them.
 fn berth(args: &[&str]) -> Run {
-    berth_in(&crate_root(), args)
+    berth_in(&root(), args)
 }
 
 /// The `path:line:col: error: message` lines of text output (not the quoted source lines).
@@ -77,7 +56,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// A temporary copy of `tests/fixtures/minimal`, a valid one-partner, one-script repo.
 fn minimal_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&crate_root().join("tests/fixtures/minimal"), dir.path());
+    copy_dir(&root().join("tests/fixtures/minimal"), dir.path());
     dir
 }
 
@@ -113,14 +92,14 @@ fn read_expect(case: &Path) -> Result<(String, String), String> {
 /// What is wrong with one fixture's run, if anything.
 fn check_case(rel: &str, location: &str, substring: &str) -> Result<(), String> {
     let run = berth(&["validate", rel]);
-    let shown = || format!("stdout:\n{}stderr:\n{}", run.stdout, run.stderr);
-    if run.code != 1 {
-        return Err(format!("exit code {}, want 1\n{}", run.code, shown()));
+    let shown = || format!("stdout:\n{}stderr:\n{}", run.stdout(), run.stderr());
+    if run.code() != Some(1) {
+        return Err(format!("exit code {:?}, want 1\n{}", run.code(), shown()));
     }
-    if run.elapsed > FAST {
-        return Err(format!("took {:?}, want under {FAST:?}", run.elapsed));
+    if run.elapsed() > FAST {
+        return Err(format!("took {:?}, want under {FAST:?}", run.elapsed()));
     }
-    let errors = error_lines(&run.stdout);
+    let errors = error_lines(run.stdout());
     let Some(first) = errors.first() else {
         return Err(format!("no error line\n{}", shown()));
     };
@@ -143,7 +122,7 @@ fn check_case(rel: &str, location: &str, substring: &str) -> Result<(), String> 
         ));
     }
     let summary = format!("{rel}: {} error(s)", errors.len());
-    if !run.stdout.contains(&summary) {
+    if !run.stdout().contains(&summary) {
         return Err(format!("no summary `{summary}`\n{}", shown()));
     }
     Ok(())
@@ -151,7 +130,7 @@ fn check_case(rel: &str, location: &str, substring: &str) -> Result<(), String> 
 
 #[test]
 fn every_invalid_fixture_reports_its_defect_first() {
-    let dir = crate_root().join("tests/fixtures/invalid");
+    let dir = root().join("tests/fixtures/invalid");
     let mut cases: Vec<String> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap())
@@ -164,7 +143,7 @@ fn every_invalid_fixture_reports_its_defect_first() {
     let mut failures = Vec::new();
     for case in &cases {
         let rel = format!("tests/fixtures/invalid/{case}");
-        let result = read_expect(&crate_root().join(&rel))
+        let result = read_expect(&root().join(&rel))
             .and_then(|(location, substring)| check_case(&rel, &location, &substring));
         if let Err(why) = result {
             failures.push(format!("--- {case}: {why}"));
@@ -182,29 +161,29 @@ fn every_invalid_fixture_reports_its_defect_first() {
 #[test]
 fn alias_bomb_is_refused_fast() {
     let run = berth(&["validate", "tests/fixtures/invalid/alias-bomb"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.elapsed < FAST, "took {:?}", run.elapsed);
+    run.assert_exit(1);
+    assert!(run.elapsed() < FAST, "took {:?}", run.elapsed());
     assert!(
-        run.stdout.contains("alias replay limit exceeded"),
+        run.stdout().contains("alias replay limit exceeded"),
         "{}",
-        run.stdout
+        run.stdout()
     );
 }
 
 #[test]
 fn a_symlink_out_of_the_repo_is_refused_and_its_target_never_quoted() {
     let run = berth(&["validate", "tests/fixtures/invalid/symlink-out-of-repo"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    run.assert_exit(1);
     assert!(
-        run.stdout
+        run.stdout()
             .contains("partners/beta.yaml:1:1: error: symlink leads out of the repo"),
         "{}",
-        run.stdout
+        run.stdout()
     );
     assert!(
-        !run.stdout.contains("OUTSIDE-THE-FIXTURE-REPO"),
+        !run.stdout().contains("OUTSIDE-THE-FIXTURE-REPO"),
         "quoted the file the symlink points at:\n{}",
-        run.stdout
+        run.stdout()
     );
 }
 
@@ -217,16 +196,16 @@ fn an_absolute_symlink_to_a_directory_out_of_the_repo_is_refused() {
     fs::rename(&scripts, elsewhere.path().join("scripts")).unwrap();
     std::os::unix::fs::symlink(elsewhere.path().join("scripts"), &scripts).unwrap();
     let run = berth(&["validate", repo.path().to_str().unwrap()]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    let errors = error_lines(&run.stdout);
+    run.assert_exit(1);
+    let errors = error_lines(run.stdout());
     assert!(
         errors
             .iter()
             .any(|l| l.starts_with("scripts:1:1: error: symlink leads out of the repo")),
         "{}",
-        run.stdout
+        run.stdout()
     );
-    assert!(errors.len() <= 2, "{}", run.stdout);
+    assert!(errors.len() <= 2, "{}", run.stdout());
 }
 
 #[test]
@@ -240,28 +219,32 @@ fn a_file_over_one_mib_is_refused_unread() {
     }
     fs::write(&partner, &text).unwrap();
     let run = berth(&["validate", repo.path().to_str().unwrap()]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.elapsed < FAST, "took {:?}", run.elapsed);
-    let errors = error_lines(&run.stdout);
-    assert_eq!(errors.len(), 1, "{}", run.stdout);
+    run.assert_exit(1);
+    assert!(run.elapsed() < FAST, "took {:?}", run.elapsed());
+    let errors = error_lines(run.stdout());
+    assert_eq!(errors.len(), 1, "{}", run.stdout());
     let want = format!(
         "partners/alpha.yaml:1:1: error: file is {} bytes; manifests are limited to 1 MiB",
         text.len()
     );
-    assert!(errors[0].starts_with(&want), "{}", run.stdout);
+    assert!(errors[0].starts_with(&want), "{}", run.stdout());
     assert!(
-        !run.stdout.contains("FIRST-LINE-OF-A-HUGE-FILE"),
+        !run.stdout().contains("FIRST-LINE-OF-A-HUGE-FILE"),
         "{}",
-        run.stdout
+        run.stdout()
     );
 }
 
 #[test]
 fn the_example_manifests_are_valid() {
     let run = berth(&["validate", "manifests"]);
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(error_lines(&run.stdout).is_empty(), "{}", run.stdout);
-    assert!(run.stdout.contains("manifests: valid"), "{}", run.stdout);
+    run.assert_exit(0);
+    assert!(error_lines(run.stdout()).is_empty(), "{}", run.stdout());
+    assert!(
+        run.stdout().contains("manifests: valid"),
+        "{}",
+        run.stdout()
+    );
 }
 
 const THREE_DEFECTS: &str = "tests/fixtures/three-defects";
@@ -287,9 +270,9 @@ const THREE: [(&str, u32, u32, &str); 3] = [
 #[test]
 fn errors_are_all_collected_in_a_stable_sorted_order() {
     let first = berth(&["validate", THREE_DEFECTS]);
-    assert_eq!(first.code, 1, "{}", first.stdout);
-    let errors = error_lines(&first.stdout);
-    assert_eq!(errors.len(), 3, "{}", first.stdout);
+    first.assert_exit(1);
+    let errors = error_lines(first.stdout());
+    assert_eq!(errors.len(), 3, "{}", first.stdout());
     for (line, (path, l, c, message)) in errors.iter().zip(THREE) {
         let prefix = format!("{path}:{l}:{c}: error: ");
         assert!(
@@ -298,12 +281,17 @@ fn errors_are_all_collected_in_a_stable_sorted_order() {
             "want `{prefix}…{message}…`, got `{line}`"
         );
     }
-    assert!(first.stdout.contains("3 error(s), 0 warning(s)"));
+    assert!(first.stdout().contains("3 error(s), 0 warning(s)"));
     for format in ["text", "json", "github"] {
         let a = berth(&["validate", THREE_DEFECTS, "--format", format]);
         let b = berth(&["validate", THREE_DEFECTS, "--format", format]);
-        assert_eq!(a.stdout, b.stdout, "{format} output differs between runs");
-        assert_eq!(a.code, 1);
+        assert_eq!(
+            a.stdout(),
+            b.stdout(),
+            "{format} output differs between runs"
+        );
+        a.assert_exit(1);
+        assert_stable_snapshot!(format!("validate_three_defects_{format}"), a.stdout());
     }
 }
 
@@ -353,8 +341,8 @@ fn json_report(stdout: &str) -> serde_json::Value {
 #[test]
 fn json_format_has_the_documented_shape() {
     let run = berth(&["validate", THREE_DEFECTS, "--format", "json"]);
-    assert_eq!(run.code, 1);
-    let v = json_report(&run.stdout);
+    run.assert_exit(1);
+    let v = json_report(run.stdout());
     assert_eq!(v["valid"], false);
     assert_eq!(v["errors"], 3);
     let diags = v["diagnostics"].as_array().unwrap();
@@ -370,8 +358,8 @@ fn json_format_has_the_documented_shape() {
     }
 
     let run = berth(&["validate", "manifests", "--format", "json"]);
-    assert_eq!(run.code, 0);
-    let v = json_report(&run.stdout);
+    run.assert_exit(0);
+    let v = json_report(run.stdout());
     assert_eq!(
         (v["valid"].clone(), v["errors"].clone()),
         (true.into(), 0.into())
@@ -384,8 +372,8 @@ fn json_format_has_the_documented_shape() {
         "--format",
         "json",
     ]);
-    assert_eq!(run.code, 1);
-    let v = json_report(&run.stdout);
+    run.assert_exit(1);
+    let v = json_report(run.stdout());
     let d = &v["diagnostics"][0];
     assert_eq!(
         (d["path"].as_str(), d["line"].is_null()),
@@ -402,18 +390,18 @@ fn github_format_names_files_under_the_repo_argument() {
             .collect()
     };
     for (cwd, arg, prefix) in [
-        (crate_root(), THREE_DEFECTS, "tests/fixtures/three-defects/"),
+        (root(), THREE_DEFECTS, "tests/fixtures/three-defects/"),
         (
-            crate_root(),
+            root(),
             "tests/fixtures/three-defects/",
             "tests/fixtures/three-defects/",
         ),
-        (crate_root().join(THREE_DEFECTS), ".", ""),
+        (root().join(THREE_DEFECTS), ".", ""),
     ] {
         let run = berth_in(&cwd, &["validate", arg, "--format", "github"]);
-        assert_eq!(run.code, 1, "{arg}: {}", run.stdout);
-        let lines: Vec<&str> = run.stdout.lines().collect();
-        assert_eq!(lines.len(), 3, "{arg}: {}", run.stdout);
+        run.assert_exit(1);
+        let lines: Vec<&str> = run.stdout().lines().collect();
+        assert_eq!(lines.len(), 3, "{arg}: {}", run.stdout());
         for (line, (want, (_, _, _, message))) in lines.iter().zip(want(prefix).iter().zip(THREE)) {
             assert!(
                 line.strip_prefix(want.as_str())
@@ -428,22 +416,23 @@ fn github_format_names_files_under_the_repo_argument() {
 fn warnings_alone_do_not_fail() {
     let repo = "tests/fixtures/unused-script";
     let run = berth(&["validate", repo]);
-    assert_eq!(run.code, 0, "{}", run.stdout);
+    run.assert_exit(0);
     assert!(
-        run.stdout
+        run.stdout()
             .contains("scripts/tallies.yaml:3:7: warning: no partner runs script `tallies`"),
         "{}",
-        run.stdout
+        run.stdout()
     );
     assert!(
-        run.stdout.contains("valid (1 warning(s))"),
+        run.stdout().contains("valid (1 warning(s))"),
         "{}",
-        run.stdout
+        run.stdout()
     );
+    assert_stable_snapshot!("validate_warning_text", run.stdout());
 
     let run = berth(&["validate", repo, "--format", "json"]);
-    assert_eq!(run.code, 0);
-    let v = json_report(&run.stdout);
+    run.assert_exit(0);
+    let v = json_report(run.stdout());
     assert_eq!(
         (
             v["valid"].clone(),
@@ -452,11 +441,12 @@ fn warnings_alone_do_not_fail() {
         ),
         (true.into(), 0.into(), 1.into())
     );
+    assert_stable_snapshot!("validate_warning_json", run.stdout());
 
     let run = berth(&["validate", repo, "--format", "github"]);
-    assert_eq!(run.code, 0);
+    run.assert_exit(0);
     assert_eq!(
-        run.stdout,
+        run.stdout(),
         "::warning file=tests/fixtures/unused-script/scripts/tallies.yaml,line=3,col=7::no partner runs script `tallies`\n"
     );
 }
@@ -465,25 +455,25 @@ fn warnings_alone_do_not_fail() {
 fn a_repo_that_cannot_be_read_cannot_run() {
     let missing = "tests/fixtures/no-such-repo";
     let run = berth(&["validate", missing]);
-    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains(missing), "{}", run.stderr);
+    run.assert_exit(3);
+    assert!(run.stderr().contains(missing), "{}", run.stderr());
 
     let file = "tests/fixtures/outside.yaml";
     let run = berth(&["validate", file]);
-    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains(file), "{}", run.stderr);
-    assert!(run.stderr.contains("not a directory"), "{}", run.stderr);
+    run.assert_exit(3);
+    assert!(run.stderr().contains(file), "{}", run.stderr());
+    assert!(run.stderr().contains("not a directory"), "{}", run.stderr());
 }
 
 #[test]
 fn checked_in_schemas_are_what_berth_schema_prints() {
     for kind in ["partner", "script", "fleet"] {
         let run = berth(&["schema", kind]);
-        assert_eq!(run.code, 0, "{}", run.stderr);
-        let path = crate_root().join(format!("schemas/{kind}.json"));
+        run.assert_exit(0);
+        let path = root().join(format!("schemas/{kind}.json"));
         let checked_in = fs::read_to_string(&path).unwrap_or_default();
         assert!(
-            run.stdout == checked_in,
+            run.stdout() == checked_in,
             "schemas/{kind}.json is out of date with the model; regenerate it with\n  \
              cargo run -q -- schema {kind} > schemas/{kind}.json"
         );
@@ -495,7 +485,7 @@ fn checked_in_schemas_are_what_berth_schema_prints() {
 fn example_manifests_point_editors_at_their_schema() {
     const MARK: &str = "# yaml-language-server: $schema=";
     let mut files = Vec::new();
-    let mut dirs = vec![crate_root().join("manifests")];
+    let mut dirs = vec![root().join("manifests")];
     while let Some(dir) = dirs.pop() {
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -544,14 +534,14 @@ fn example_manifests_point_editors_at_their_schema() {
 fn example_manifests() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for dir in ["partners", "scripts"] {
-        let mut names: Vec<_> = fs::read_dir(crate_root().join("manifests").join(dir))
+        let mut names: Vec<_> = fs::read_dir(root().join("manifests").join(dir))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
         for name in names {
             let rel = format!("{dir}/{name}");
-            let text = fs::read_to_string(crate_root().join("manifests").join(&rel)).unwrap();
+            let text = fs::read_to_string(root().join("manifests").join(&rel)).unwrap();
             out.push((rel, text));
         }
     }
@@ -643,7 +633,7 @@ proptest! {
         parse_both(&mutated);
         // And the whole example repo with that one file mutated, cross-file checks included.
         let repo = tempfile::tempdir().unwrap();
-        copy_dir(&crate_root().join("manifests"), repo.path());
+        copy_dir(&root().join("manifests"), repo.path());
         fs::write(repo.path().join(rel), &mutated).unwrap();
         validate_and_render(repo.path());
     }

@@ -1,11 +1,9 @@
 //! `berth plan` and `berth apply` against the machine's real Docker engine: what runs,
 //! its labels, what the service answers, the exit code and the message.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn versions(v: &str) -> Setup {
     Setup {
@@ -22,8 +20,9 @@ fn creates_the_declared_container_with_labels_and_settings() {
         ..Setup::default()
     });
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 0);
-    assert!(text(&out).contains("create   svc"), "{}", text(&out));
+    out.assert_exit(0);
+    assert!(out.text().contains("create   svc"), "{}", out.text());
+    assert_stable_snapshot!("apply_create", out.stdout());
     assert!(host.running());
     assert_eq!(host.served_version().as_deref(), Some("1.1.0"));
     let labels = |k: &str| {
@@ -63,7 +62,7 @@ fn honours_every_container_field() {
     )
     .unwrap();
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 0);
+    out.assert_exit(0);
     let get = |f: &str| inspect(&host.name(), f);
     assert_eq!(get("{{json .Config.Cmd}}"), "[\"/serve\"]");
     assert_eq!(get("{{.HostConfig.Init}}"), "false");
@@ -84,14 +83,16 @@ fn honours_every_container_field() {
 fn second_apply_is_a_no_op() {
     let host = Host::new("noop");
     host.write(&Setup::default());
-    assert_exit(&host.berth("apply", &[]), 0);
+    host.berth("apply", &[]).assert_exit(0);
     let id = host.id();
     let plan = host.berth("plan", &["--exit-code"]);
-    assert_exit(&plan, 0);
-    assert!(text(&plan).contains("0 change(s)"), "{}", text(&plan));
+    plan.assert_exit(0);
+    assert!(plan.text().contains("0 change(s)"), "{}", plan.text());
+    assert_stable_snapshot!("plan_text_in_sync", plan.stdout());
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 0);
-    assert!(text(&out).contains("in sync"), "{}", text(&out));
+    out.assert_exit(0);
+    assert!(out.text().contains("in sync"), "{}", out.text());
+    assert_stable_snapshot!("apply_in_sync", out.stdout());
     assert_eq!(host.id(), id, "the container was not touched");
 }
 
@@ -99,22 +100,24 @@ fn second_apply_is_a_no_op() {
 fn replaces_on_a_new_version() {
     let host = Host::new("version");
     host.write(&versions("=1.0.0"));
-    assert_exit(&host.berth("apply", &[]), 0);
+    host.berth("apply", &[]).assert_exit(0);
     assert_eq!(host.served_version().as_deref(), Some("1.0.0"));
     let old = host.id();
 
     host.write(&versions("^1"));
     let plan = host.berth("plan", &["--exit-code"]);
-    assert_exit(&plan, 2);
+    plan.assert_exit(2);
     assert!(
-        text(&plan).contains("version 1.0.0 -> 1.1.0"),
+        plan.text().contains("version 1.0.0 -> 1.1.0"),
         "{}",
-        text(&plan)
+        plan.text()
     );
+    assert_stable_snapshot!("plan_text_replace", plan.stdout());
 
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 0);
-    assert!(text(&out).contains("1.0.0 -> 1.1.0"), "{}", text(&out));
+    out.assert_exit(0);
+    assert!(out.text().contains("1.0.0 -> 1.1.0"), "{}", out.text());
+    assert_stable_snapshot!("apply_replace", out.stdout());
     assert_ne!(host.id(), old);
     assert_eq!(host.version_label(), "1.1.0");
     assert_eq!(host.served_version().as_deref(), Some("1.1.0"));
@@ -129,15 +132,15 @@ fn replaces_on_a_new_version() {
 fn replaces_on_an_env_change() {
     let host = Host::new("env");
     host.write(&Setup::default());
-    assert_exit(&host.berth("apply", &[]), 0);
+    host.berth("apply", &[]).assert_exit(0);
     let old = host.id();
     host.write(&Setup {
         env: vec![("MODE".into(), "fast".into())],
         ..Setup::default()
     });
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 0);
-    assert!(text(&out).contains("replace"), "{}", text(&out));
+    out.assert_exit(0);
+    assert!(out.text().contains("replace"), "{}", out.text());
     assert_ne!(host.id(), old);
     assert!(inspect(&host.name(), "{{json .Config.Env}}").contains("MODE=fast"));
 }
@@ -146,13 +149,13 @@ fn replaces_on_an_env_change() {
 fn starts_a_stopped_container() {
     let host = Host::new("drift");
     host.write(&Setup::default());
-    assert_exit(&host.berth("apply", &[]), 0);
+    host.berth("apply", &[]).assert_exit(0);
     let id = host.id();
     docker(&["stop", "-t", "1", &host.name()]);
     assert!(!host.running());
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 0);
-    assert!(text(&out).contains("start"), "{}", text(&out));
+    out.assert_exit(0);
+    assert!(out.text().contains("start"), "{}", out.text());
     assert!(host.running());
     assert_eq!(
         host.id(),
@@ -165,14 +168,14 @@ fn starts_a_stopped_container() {
 fn removes_a_container_no_longer_declared() {
     let host = Host::new("remove");
     host.write(&Setup::default());
-    assert_exit(&host.berth("apply", &[]), 0);
+    host.berth("apply", &[]).assert_exit(0);
     host.write(&Setup {
         opted_in: false,
         ..Setup::default()
     });
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 0);
-    assert!(text(&out).contains("remove"), "{}", text(&out));
+    out.assert_exit(0);
+    assert!(out.text().contains("remove"), "{}", out.text());
     assert!(host.containers().is_empty());
 }
 
@@ -201,10 +204,10 @@ fn never_touches_unmanaged_containers() {
         "berth.managed=false",
         &format!("{IMAGE_REPO}:1.0.0"),
     ]));
-    assert_exit(&out, 0);
+    out.assert_exit(0);
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 0);
-    assert!(!text(&out).contains("remove"), "{}", text(&out));
+    out.assert_exit(0);
+    assert!(!out.text().contains("remove"), "{}", out.text());
     assert_eq!(inspect(&lookalike, "{{.State.Running}}"), "true");
     assert_eq!(host.containers(), vec![lookalike]);
 }
@@ -213,7 +216,7 @@ fn never_touches_unmanaged_containers() {
 fn rolls_back_when_health_fails_and_holds_the_digest() {
     let host = Host::new("rollback");
     host.write(&versions("=1.0.0"));
-    assert_exit(&host.berth("apply", &[]), 0);
+    host.berth("apply", &[]).assert_exit(0);
     let old = host.id();
 
     host.write(&Setup {
@@ -222,9 +225,9 @@ fn rolls_back_when_health_fails_and_holds_the_digest() {
         ..Setup::default()
     });
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 1);
-    assert!(text(&out).contains("ROLLED BACK"), "{}", text(&out));
-    assert!(text(&out).contains("health check failed"), "{}", text(&out));
+    out.assert_exit(1);
+    assert!(out.text().contains("ROLLED BACK"), "{}", out.text());
+    assert!(out.text().contains("health check failed"), "{}", out.text());
     assert_eq!(host.id(), old, "the old container serves again");
     assert!(host.running());
     assert_eq!(host.version_label(), "1.0.0");
@@ -232,12 +235,13 @@ fn rolls_back_when_health_fails_and_holds_the_digest() {
     assert_eq!(host.containers(), vec![host.name()]);
 
     let again = host.berth("apply", &[]);
-    assert_exit(&again, 0);
+    again.assert_exit(0);
     assert!(
-        text(&again).contains("deferred(failed-health)"),
+        again.text().contains("deferred(failed-health)"),
         "{}",
-        text(&again)
+        again.text()
     );
+    assert_stable_snapshot!("apply_held_digest", again.stdout());
     assert_eq!(host.id(), old, "a held digest is not retried");
 
     // A manifest change lifts the hold.
@@ -247,7 +251,7 @@ fn rolls_back_when_health_fails_and_holds_the_digest() {
         ..Setup::default()
     });
     let fixed = host.berth("apply", &[]);
-    assert_exit(&fixed, 0);
+    fixed.assert_exit(0);
     assert_eq!(host.version_label(), UNHEALTHY);
 }
 
@@ -259,24 +263,25 @@ fn waits_for_the_window() {
         ..Setup::default()
     });
     let closed = host.berth("apply", &["--now", "2026-11-21T12:00:00Z"]);
-    assert_exit(&closed, 0);
+    closed.assert_exit(0);
     assert!(
-        text(&closed).contains("deferred(window)"),
+        closed.text().contains("deferred(window)"),
         "{}",
-        text(&closed)
+        closed.text()
     );
     assert!(
-        text(&closed).contains("2026-11-28T01:00:00Z"),
+        closed.text().contains("2026-11-28T01:00:00Z"),
         "{}",
-        text(&closed)
+        closed.text()
     );
+    assert_stable_snapshot!("apply_deferred_window", closed.stdout());
     assert!(host.containers().is_empty());
 
     let forced = host.berth(
         "apply",
         &["--now", "2026-11-21T12:00:00Z", "--ignore-window"],
     );
-    assert_exit(&forced, 0);
+    forced.assert_exit(0);
     assert!(host.running());
 }
 
@@ -289,17 +294,18 @@ fn a_busy_service_defers_the_replace() {
         ..Setup::default()
     };
     host.write(&busy("=1.0.0"));
-    assert_exit(&host.berth("apply", &[]), 0);
+    host.berth("apply", &[]).assert_exit(0);
     let old = host.id();
     host.write(&busy("^1"));
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 0);
-    assert!(text(&out).contains("deferred(busy)"), "{}", text(&out));
-    assert!(text(&out).contains("`busy`, not `idle`"), "{}", text(&out));
+    out.assert_exit(0);
+    assert!(out.text().contains("deferred(busy)"), "{}", out.text());
+    assert!(out.text().contains("`busy`, not `idle`"), "{}", out.text());
+    assert_stable_snapshot!("apply_deferred_busy", out.stdout());
     assert_eq!(host.id(), old);
 
     let forced = host.berth("apply", &["--ignore-idle"]);
-    assert_exit(&forced, 0);
+    forced.assert_exit(0);
     assert_eq!(host.version_label(), "1.1.0");
 }
 
@@ -313,12 +319,12 @@ fn invalid_manifests_change_nothing() {
         .replace("network: host", "network: host\n  privileged: true");
     std::fs::write(&p, bad).unwrap();
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 1);
-    assert!(text(&out).contains("scripts/svc.yaml:"), "{}", text(&out));
+    out.assert_exit(1);
+    assert!(out.text().contains("scripts/svc.yaml:"), "{}", out.text());
     assert!(
-        text(&out).contains("privileged containers are not allowed"),
+        out.text().contains("privileged containers are not allowed"),
         "{}",
-        text(&out)
+        out.text()
     );
     assert!(host.containers().is_empty());
 }
@@ -332,8 +338,8 @@ fn unreachable_engine_exits_3() {
         &[],
         &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
     );
-    assert_exit(&out, 3);
-    assert!(text(&out).contains("container engine"), "{}", text(&out));
+    out.assert_exit(3);
+    assert!(out.text().contains("container engine"), "{}", out.text());
 }
 
 /// Aborts a replace at each destructive point in turn; the next run must find exactly one
@@ -343,14 +349,14 @@ fn recovers_after_a_crash_at_every_step() {
     for point in 1..=9 {
         let host = Host::new(&format!("crash{point}"));
         host.write(&versions("=1.0.0"));
-        assert_exit(&host.berth("apply", &[]), 0);
+        host.berth("apply", &[]).assert_exit(0);
         host.write(&versions("^1"));
         let crashed = host.berth_env("apply", &[], &[("BERTH_ABORT_AFTER", &point.to_string())]);
         assert_eq!(
-            crashed.status.code(),
+            crashed.code(),
             None,
             "point {point}: aborted by signal\n{}",
-            text(&crashed)
+            crashed.text()
         );
         let left = host.containers();
         assert!(
@@ -359,19 +365,19 @@ fn recovers_after_a_crash_at_every_step() {
         );
 
         let out = host.berth("apply", &[]);
-        assert_exit(&out, 0);
+        out.assert_exit(0);
         assert_eq!(
             host.containers(),
             vec![host.name()],
             "point {point}: {}",
-            text(&out)
+            out.text()
         );
         assert!(host.running(), "point {point}");
         assert_eq!(
             host.version_label(),
             "1.1.0",
             "point {point}: {}",
-            text(&out)
+            out.text()
         );
         assert_eq!(
             host.served_version().as_deref(),
@@ -390,17 +396,9 @@ fn recovers_after_kill_9_at_random_times() {
         let from = if round % 2 == 0 { "=1.0.0" } else { "=1.1.0" };
         let to = if round % 2 == 0 { "=1.1.0" } else { "=1.0.0" };
         host.write(&versions(from));
-        assert_exit(&host.berth("apply", &[]), 0);
+        host.berth("apply", &[]).assert_exit(0);
         host.write(&versions(to));
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("apply")
-            .arg(host.repo())
-            .args(["--partner", &host.partner, "--state-dir"])
-            .arg(host.state_dir())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = host.command("apply").spawn();
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -418,8 +416,8 @@ fn recovers_after_kill_9_at_random_times() {
         // late and be cleaned up by the next pass: converge within a few passes.
         let mut out = host.berth("apply", &[]);
         for _ in 0..10 {
-            assert_exit(&out, 0);
-            if !text(&out).contains("deferred(busy)") && host.containers() == vec![host.name()] {
+            out.assert_exit(0);
+            if !out.text().contains("deferred(busy)") && host.containers() == vec![host.name()] {
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -429,13 +427,13 @@ fn recovers_after_kill_9_at_random_times() {
             host.containers(),
             vec![host.name()],
             "round {round}: {}",
-            text(&out)
+            out.text()
         );
         assert_eq!(
             host.version_label(),
             to.trim_start_matches('='),
             "round {round}: {}",
-            text(&out)
+            out.text()
         );
         assert!(host.running());
     }
@@ -446,34 +444,36 @@ fn plan_formats() {
     let host = Host::new("formats");
     host.write(&Setup::default());
     let json = host.berth("plan", &["--format", "json"]);
-    assert_exit(&json, 0);
-    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("plan json");
+    json.assert_exit(0);
+    let v = json.json();
     assert_eq!(v["partner"], host.partner.as_str());
     assert_eq!(v["changes"], 1);
     assert_eq!(v["steps"][0]["action"], "create");
     assert_eq!(v["steps"][0]["gate"]["state"], "allowed");
     assert_eq!(v["steps"][0]["to"]["version"], "1.1.0");
+    assert_stable_snapshot!("plan_json", json.stdout());
     let md = host.berth("plan", &["--format", "markdown"]);
-    assert_exit(&md, 0);
+    md.assert_exit(0);
     assert!(
-        text(&md).contains("| create | `svc` | 1.1.0 |"),
+        md.text().contains("| create | `svc` | 1.1.0 |"),
         "{}",
-        text(&md)
+        md.text()
     );
+    assert_stable_snapshot!("plan_markdown", md.stdout());
     assert!(host.containers().is_empty(), "plan changes nothing");
 }
 
-/// design.md §3 and §9: a no-op pass makes one container list call, one image list per
-/// repository, and changes nothing.
+/// A no-op pass makes one container list call, one image list per repository, and changes
+/// nothing: an idle host costs its engine next to nothing.
 #[test]
 fn a_no_op_pass_lists_containers_once_and_changes_nothing() {
     let host = Host::new("calls");
     host.write(&Setup::default());
-    assert_exit(&host.berth("apply", &[]), 0);
-    let proxy = common::proxy::Proxy::start(host.dir.path());
+    host.berth("apply", &[]).assert_exit(0);
+    let proxy = crate::common::proxy::Proxy::start(host.dir.path());
     let out = host.berth_env("apply", &[], &[("DOCKER_HOST", &proxy.docker_host())]);
-    assert_exit(&out, 0);
-    assert!(text(&out).contains("in sync"), "{}", text(&out));
+    out.assert_exit(0);
+    assert!(out.text().contains("in sync"), "{}", out.text());
     let calls = proxy.requests();
     assert_eq!(proxy.count("GET", "/containers/json"), 1, "{calls:#?}");
     assert_eq!(proxy.count("GET", "/images/json"), 1, "{calls:#?}");

@@ -1,16 +1,20 @@
 //! The shared test harness: the real Docker engine, test images built once, throwaway
-//! manifest repos, and a guard that removes every container a test's partner owns.
+//! manifest repos, a guard that removes every container a test's partner owns, the one way
+//! tests run `berth`, and the filters that keep snapshots of its output stable.
 
-#![allow(dead_code)] // each test binary uses its own part of the harness
-
+mod command;
 pub mod moto;
-#[path = "../../benches/support/proxy.rs"]
+#[path = "../../../benches/support/proxy.rs"]
 pub mod proxy;
 pub mod registry;
+mod snapshot;
+
+pub use command::{Berth, Run, run};
+pub(crate) use snapshot::{assert_stable_snapshot, filters};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -92,14 +96,11 @@ pub fn unique_partner(tag: &str) -> String {
     )
 }
 
-/// Runs a command, returning its output; panics only if it cannot start.
-pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("command starts")
-}
-
 pub fn docker(args: &[&str]) -> String {
-    let out = run(Command::new("docker").args(args));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    run(Command::new("docker").args(args))
+        .stdout()
+        .trim()
+        .to_owned()
 }
 
 /// `docker inspect -f FORMAT name`; empty when there is no such container.
@@ -275,23 +276,25 @@ impl Host {
         std::fs::write(self.repo().join("scripts/svc.yaml"), script).unwrap();
     }
 
-    /// `berth <cmd> REPO --partner P --state-dir S extra...`
-    pub fn berth(&self, cmd: &str, extra: &[&str]) -> Output {
-        self.berth_env(cmd, extra, &[])
-    }
-
-    pub fn berth_env(&self, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.arg(cmd)
+    /// `berth <cmd> REPO --partner P --state-dir S`, to add to and run.
+    pub fn command(&self, cmd: &str) -> Berth {
+        Berth::new(cmd)
             .arg(self.repo())
             .args(["--partner", &self.partner])
             .arg("--state-dir")
             .arg(self.state_dir())
-            .args(extra);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        run(&mut c)
+    }
+
+    /// `berth <cmd> REPO --partner P --state-dir S extra...`
+    pub fn berth(&self, cmd: &str, extra: &[&str]) -> Run {
+        self.command(cmd).args(extra).run()
+    }
+
+    pub fn berth_env(&self, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+        self.command(cmd)
+            .args(extra)
+            .envs(env.iter().copied())
+            .run()
     }
 
     /// All containers of this partner (managed or not), sorted by name.
@@ -355,27 +358,8 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .args(args)
         .env("HOME", dir)
         .env("GIT_CONFIG_NOSYSTEM", "1"));
-    assert!(out.status.success(), "git {args:?}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// stdout and stderr together, for assertions and failure messages.
-pub fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Asserts an exit code, showing the output when it differs.
-pub fn assert_exit(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "unexpected exit; output:\n{}",
-        text(out)
-    );
+    out.assert_exit(0);
+    out.stdout().trim().to_owned()
 }
 
 pub fn image_id(tag: &str) -> String {
@@ -386,8 +370,4 @@ pub fn image_id(tag: &str) -> String {
         "{{.Id}}",
         &format!("{IMAGE_REPO}:{tag}"),
     ])
-}
-
-pub fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }

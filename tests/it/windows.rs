@@ -3,13 +3,10 @@
 //! checked by structure, exit codes, and the changes pending on a host with an engine.
 //! Also checks that `examples/agent/agent.yaml` is a valid agent config.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
 
-use common::{Host, Setup, assert_exit, text};
+use crate::common::{self, Berth, Host, Run, Setup, assert_stable_snapshot};
 
 /// A throwaway manifest repo.
 struct Repo {
@@ -48,20 +45,18 @@ impl Repo {
     }
 
     /// `berth windows REPO args…` with no engine reachable, so nothing depends on the host.
-    fn windows(&self, args: &[&str]) -> Output {
-        common::run(
-            Command::new(env!("CARGO_BIN_EXE_berth"))
-                .arg("windows")
-                .arg(self.path())
-                .args(args)
-                .env("DOCKER_HOST", "unix:///nonexistent/berth-test-docker.sock"),
-        )
+    fn windows(&self, args: &[&str]) -> Run {
+        Berth::new("windows")
+            .arg(self.path())
+            .args(args)
+            .env("DOCKER_HOST", "unix:///nonexistent/berth-test-docker.sock")
+            .run()
     }
 
     fn stdout(&self, args: &[&str]) -> String {
         let out = self.windows(args);
-        assert_exit(&out, 0);
-        String::from_utf8(out.stdout).expect("utf-8 output")
+        out.assert_exit(0);
+        out.stdout().to_owned()
     }
 }
 
@@ -245,7 +240,8 @@ fn nairobi_weekend_nights_are_listed_in_local_time_and_utc() {
     repo.partner("nairobi-clinic", NAIROBI);
     let now = ["--now", "2026-11-20T12:00:00Z"];
     // Nairobi is UTC+3 all year: Sat/Sun 01:00-05:00 are Fri/Sat 22:00-02:00 UTC.
-    let events = ics(&repo, &now);
+    let raw = repo.stdout(&["--ics", now[0], now[1]]);
+    let events = parse_ics(&raw);
     assert_eq!(
         spans(&events),
         pairs(&[
@@ -264,6 +260,8 @@ fn nairobi_weekend_nights_are_listed_in_local_time_and_utc() {
         "berth update window: nairobi-clinic"
     );
     assert!(events[0].description().contains("case-counts ~1.4"));
+    // parse_ics checked the CRLF line ends; the snapshot file keeps plain newlines.
+    assert_stable_snapshot!("windows_ics", raw.replace("\r\n", "\n"));
 
     let out = repo.stdout(&now);
     assert!(out.contains("nairobi-clinic (Africa/Nairobi)"), "{out}");
@@ -278,6 +276,7 @@ fn nairobi_weekend_nights_are_listed_in_local_time_and_utc() {
     assert!(first.trim_start().starts_with("next"), "{first}");
     assert!(first.contains("(4h)"), "{first}");
     assert_eq!(out.matches(" EAT ").count(), 4, "{out}");
+    assert_stable_snapshot!("windows_text", out);
 
     // --days bounds the listing.
     assert_eq!(ics(&repo, &[now[0], now[1], "--days", "2"]).len(), 2);
@@ -289,6 +288,7 @@ fn nairobi_weekend_nights_are_listed_in_local_time_and_utc() {
         .find(|l| l.contains("open now"))
         .unwrap_or_else(|| panic!("{inside}"));
     assert!(line.contains("Sat 2026-11-21 01:00 -> 05:00 EAT"), "{line}");
+    assert_stable_snapshot!("windows_text_open_now", inside);
 }
 
 #[test]
@@ -397,6 +397,7 @@ fn dst_changes_keep_wall_clock_times() {
         out.contains("2026-03-29 00:00 -> 2026-03-29 03:00 UTC  (3h)"),
         "{out}"
     );
+    assert_stable_snapshot!("windows_text_dst_spring", out);
 
     let autumn = ["--now", "2026-10-23T00:00:00Z", "--days", "6"];
     assert_eq!(
@@ -561,15 +562,18 @@ fn invalid_manifests_exit_1_with_path_line_col() {
         "timezone: Africa/Nairobi\nwindows:\n  - days: [sat, funday]\n    start: \"01:00\"\n    end: \"05:00\"\n",
     );
     let out = repo.windows(&[]);
-    assert_exit(&out, 1);
+    out.assert_exit(1);
     assert!(
-        text(&out).contains("partners/nairobi-clinic.yaml:6:17:"),
+        out.text().contains("partners/nairobi-clinic.yaml:6:17:"),
         "{}",
-        text(&out)
+        out.text()
     );
     let out = repo.windows(&["--ics"]);
-    assert_exit(&out, 1);
-    assert!(out.stdout.is_empty(), "no calendar from invalid manifests");
+    out.assert_exit(1);
+    assert!(
+        out.stdout().is_empty(),
+        "no calendar from invalid manifests"
+    );
 }
 
 #[test]
@@ -577,9 +581,9 @@ fn unknown_partner_exits_3() {
     let repo = Repo::new();
     repo.partner("nairobi-clinic", NAIROBI);
     let out = repo.windows(&["--partner", "nobody"]);
-    assert_exit(&out, 3);
-    assert!(text(&out).contains("no partner `nobody`"), "{}", text(&out));
-    assert_exit(&repo.windows(&["--days", "0"]), 3);
+    out.assert_exit(3);
+    assert!(out.text().contains("no partner `nobody`"), "{}", out.text());
+    repo.windows(&["--days", "0"]).assert_exit(3);
 }
 
 #[test]
@@ -592,8 +596,8 @@ fn pending_changes_need_the_engine_but_windows_are_still_listed() {
         "--now",
         "2026-11-20T12:00:00Z",
     ]);
-    assert_exit(&out, 0);
-    let t = text(&out);
+    out.assert_exit(0);
+    let t = out.text();
     assert!(t.contains("Sat 2026-11-21 01:00 -> 05:00 EAT"), "{t}");
     assert!(t.contains("need this host's Docker engine"), "{t}");
 
@@ -605,9 +609,9 @@ fn pending_changes_need_the_engine_but_windows_are_still_listed() {
         "2026-11-20T12:00:00Z",
         "--ics",
     ]);
-    assert_exit(&out, 0);
-    assert_eq!(parse_ics(&String::from_utf8(out.stdout).unwrap()).len(), 4);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Docker engine"));
+    out.assert_exit(0);
+    assert_eq!(parse_ics(out.stdout()).len(), 4);
+    assert!(out.stderr().contains("Docker engine"));
 }
 
 #[test]
@@ -619,7 +623,7 @@ fn pending_changes_are_listed_under_the_next_window() {
         windows: Some(saturday.clone()),
         ..Setup::default()
     });
-    assert_exit(&host.berth("apply", &["--ignore-window"]), 0);
+    host.berth("apply", &["--ignore-window"]).assert_exit(0);
     host.write(&Setup {
         versions: Some("^1".into()),
         windows: Some(saturday),
@@ -627,8 +631,8 @@ fn pending_changes_are_listed_under_the_next_window() {
     });
     // Friday noon: the replace waits for Saturday 01:00 UTC.
     let out = host.berth("windows", &["--now", "2026-11-20T12:00:00Z"]);
-    assert_exit(&out, 0);
-    let t = text(&out);
+    out.assert_exit(0);
+    let t = out.text();
     let lines: Vec<&str> = t.lines().collect();
     let next = lines
         .iter()
@@ -643,10 +647,11 @@ fn pending_changes_are_listed_under_the_next_window() {
         1,
         "only under the next window:\n{t}"
     );
+    assert_stable_snapshot!("windows_text_pending", out.stdout());
 
     let out = host.berth("windows", &["--now", "2026-11-20T12:00:00Z", "--ics"]);
-    assert_exit(&out, 0);
-    let events = parse_ics(&String::from_utf8(out.stdout).unwrap());
+    out.assert_exit(0);
+    let events = parse_ics(out.stdout());
     assert_eq!(events[0].start(), "20261121T010000Z");
     let d = events[0].description();
     assert!(
@@ -656,12 +661,12 @@ fn pending_changes_are_listed_under_the_next_window() {
     assert!(!events[1].description().contains("replace svc"));
 
     // In sync: said so.
-    assert_exit(&host.berth("apply", &["--ignore-window"]), 0);
+    host.berth("apply", &["--ignore-window"]).assert_exit(0);
     let out = host.berth("windows", &["--now", "2026-11-20T12:00:00Z"]);
     assert!(
-        text(&out).contains("pending changes: none"),
+        out.text().contains("pending changes: none"),
         "{}",
-        text(&out)
+        out.text()
     );
 }
 

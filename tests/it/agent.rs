@@ -3,13 +3,11 @@
 //! history; frozen mode; `/status`, `/metrics` and `berth status`; convergence within a
 //! second of a manifest change; drift; SIGTERM; the cross-process lock.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Turns the host's manifest dir into a git repo on `main` with one commit; returns it.
 fn commit_all(host: &Host, message: &str) -> String {
@@ -40,21 +38,16 @@ fn file_url(host: &Host) -> String {
     format!("  url: file://{}\n  branch: main\n", host.repo().display())
 }
 
-fn agent_once(config: &Path) -> std::process::Output {
-    run(Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["agent", "--once", "--config"])
-        .arg(config))
+fn agent_once(config: &Path) -> Run {
+    Berth::new("agent")
+        .args(["--once", "--config"])
+        .arg(config)
+        .run()
 }
 
 /// `berth agent` as a daemon, its output discarded.
 fn spawn_daemon(config: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["agent", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the daemon starts")
+    Berth::new("agent").arg("--config").arg(config).spawn()
 }
 
 /// Sends SIGTERM and waits for the exit code, failing past `limit`.
@@ -76,7 +69,7 @@ fn converged_on_git(tag: &str, range: &str) -> (Host, String, PathBuf) {
     host.write(&versions(range));
     let first = commit_all(&host, "first");
     let config = write_config(&host, &file_url(&host), "");
-    assert_exit(&agent_once(&config), 0);
+    agent_once(&config).assert_exit(0);
     (host, first, config)
 }
 
@@ -84,12 +77,18 @@ fn revision_label(host: &Host) -> String {
     inspect(&host.name(), "{{index .Config.Labels \"berth.revision\"}}")
 }
 
+/// `berth status --format FORMAT` over the host's state dir.
+fn status(host: &Host, format: &str) -> Run {
+    Berth::new("status")
+        .args(["--format", format, "--state-dir"])
+        .arg(host.state_dir())
+        .run()
+}
+
 fn status_json(host: &Host) -> serde_json::Value {
-    let out = run(Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["status", "--format", "json", "--state-dir"])
-        .arg(host.state_dir()));
-    assert_exit(&out, 0);
-    serde_json::from_slice(&out.stdout).expect("status json")
+    let out = status(host, "json");
+    out.assert_exit(0);
+    out.json()
 }
 
 #[test]
@@ -100,18 +99,29 @@ fn follows_a_branch_and_labels_the_revision() {
 
     host.write(&versions("^1"));
     let second = commit_all(&host, "bump");
-    assert_exit(&agent_once(&config), 0);
+    agent_once(&config).assert_exit(0);
     assert_eq!(host.version_label(), "1.1.0");
     assert_eq!(revision_label(&host), second);
-    let status = status_json(&host);
-    assert_eq!(status["revision"], second.as_str());
-    assert_eq!(status["last_pass"]["exit"], 0);
-    assert_eq!(status["scripts"][0]["state"], "updated");
-    assert_eq!(status["counters"]["passes"], 2);
+    let json = status(&host, "json");
+    json.assert_exit(0);
+    let doc = json.json();
+    assert_eq!(doc["revision"], second.as_str());
+    assert_eq!(doc["last_pass"]["exit"], 0);
+    assert_eq!(doc["scripts"][0]["state"], "updated");
+    assert_eq!(doc["counters"]["passes"], 2);
+    assert_stable_snapshot!("status_json", json.stdout());
+    let text = status(&host, "text");
+    text.assert_exit(0);
+    assert!(
+        text.stdout().contains(&format!("revision:     {second}\n")),
+        "{}",
+        text.text()
+    );
+    assert_stable_snapshot!("status_text", text.stdout());
 
     // Uncommitted edits are not the source of truth: nothing changes.
     host.write(&versions("=1.0.0"));
-    assert_exit(&agent_once(&config), 0);
+    agent_once(&config).assert_exit(0);
     assert_eq!(host.version_label(), "1.1.0");
 }
 
@@ -136,7 +146,7 @@ fn follows_a_tag_or_a_pinned_commit() {
         &format!("  url: file://{}\n  tag: release\n", host.repo().display()),
         "",
     );
-    assert_exit(&agent_once(&by_tag), 0);
+    agent_once(&by_tag).assert_exit(0);
     assert_eq!(host.version_label(), "1.0.0");
     assert_eq!(revision_label(&host), old);
 
@@ -145,7 +155,7 @@ fn follows_a_tag_or_a_pinned_commit() {
         &format!("  url: file://{}\n  commit: {old}\n", host.repo().display()),
         "",
     );
-    assert_exit(&agent_once(&by_commit), 0);
+    agent_once(&by_commit).assert_exit(0);
     assert_eq!(revision_label(&host), old);
 }
 
@@ -157,7 +167,7 @@ fn an_unreachable_remote_leaves_the_host_as_it_is() {
     let moved = host.dir.path().join("moved-away");
     std::fs::rename(host.repo(), &moved).unwrap();
     let out = agent_once(&config);
-    assert_exit(&out, 3);
+    out.assert_exit(3);
     assert_eq!(host.id(), id, "the container was not touched");
     assert_eq!(revision_label(&host), first);
     let status = status_json(&host);
@@ -182,7 +192,7 @@ fn rewritten_history_is_refused_unless_allowed() {
     let rewritten = commit_all(&host, "rewritten");
     git(&host.repo(), &["branch", "-q", "-M", "rewritten", "main"]);
     let out = agent_once(&config);
-    assert_exit(&out, 1);
+    out.assert_exit(1);
     assert_eq!(host.version_label(), "1.0.0");
     assert_eq!(revision_label(&host), first);
     let status = status_json(&host);
@@ -199,7 +209,7 @@ fn rewritten_history_is_refused_unless_allowed() {
         &format!("{}  allow_rewrite: true\n", file_url(&host)),
         "",
     );
-    assert_exit(&agent_once(&allowed), 0);
+    agent_once(&allowed).assert_exit(0);
     assert_eq!(host.version_label(), "1.1.0");
     assert_eq!(revision_label(&host), rewritten);
 }
@@ -213,7 +223,7 @@ fn unsigned_heads_are_refused_when_verification_is_on() {
     let out = run(Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "fleet", "-f"])
         .arg(&key));
-    assert_exit(&out, 0);
+    out.assert_exit(0);
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let signers = host.dir.path().join("allowed_signers");
     std::fs::write(&signers, format!("fleet@example.org {public}")).unwrap();
@@ -244,13 +254,13 @@ fn unsigned_heads_are_refused_when_verification_is_on() {
         ),
         "",
     );
-    assert_exit(&agent_once(&config), 0);
+    agent_once(&config).assert_exit(0);
     assert_eq!(revision_label(&host), signed);
 
     host.write(&versions("^1"));
     commit_all(&host, "unsigned");
     let out = agent_once(&config);
-    assert_exit(&out, 1);
+    out.assert_exit(1);
     assert_eq!(
         host.version_label(),
         "1.0.0",
@@ -267,24 +277,20 @@ fn unsigned_heads_are_refused_when_verification_is_on() {
 fn frozen_mode_applies_exactly_what_is_locked() {
     let host = Host::new("frozen");
     host.write(&versions("=1.0.0"));
-    let out = run(Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("lock")
-        .arg(host.repo()));
-    assert_exit(&out, 0);
+    let out = Berth::new("lock").arg(host.repo()).run();
+    out.assert_exit(0);
     // The range widens, but the lock still pins 1.0.0: agents apply the lock.
     host.write(&versions("^1"));
     commit_all(&host, "locked");
     let config = write_config(&host, &file_url(&host), "");
-    assert_exit(&agent_once(&config), 0);
+    agent_once(&config).assert_exit(0);
     assert_eq!(host.version_label(), "1.0.0");
-    let check = run(Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["lock", "--check"])
-        .arg(host.repo()));
-    assert_exit(&check, 1);
+    let check = Berth::new("lock").arg("--check").arg(host.repo()).run();
+    check.assert_exit(1);
     assert!(
-        text(&check).contains("locked at 1.0.0, resolves to 1.1.0"),
+        check.text().contains("locked at 1.0.0, resolves to 1.1.0"),
         "{}",
-        text(&check)
+        check.text()
     );
 }
 
@@ -302,15 +308,15 @@ fn two_runs_never_overlap() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let out = agent_once(&config);
-    assert_exit(&out, 3);
+    out.assert_exit(3);
     assert!(
-        text(&out).contains("another berth run holds"),
+        out.text().contains("another berth run holds"),
         "{}",
-        text(&out)
+        out.text()
     );
     holder.wait().unwrap();
     assert!(host.containers().is_empty());
-    assert_exit(&agent_once(&config), 0);
+    agent_once(&config).assert_exit(0);
 }
 
 /// A daemon over a plain directory: converges within a second of a change, restarts a
@@ -400,13 +406,13 @@ fn an_invalid_head_changes_nothing_and_is_not_accepted() {
     )
     .unwrap();
     commit_all(&host, "broken");
-    assert_exit(&agent_once(&config), 1);
+    agent_once(&config).assert_exit(1);
     assert_eq!(host.id(), id);
 
     // Undoing the broken commit by resetting the branch is not a history rewrite, because
     // the broken commit was never accepted.
     git(&host.repo(), &["reset", "-q", "--hard", &first]);
-    assert_exit(&agent_once(&config), 0);
+    agent_once(&config).assert_exit(0);
     assert_eq!(revision_label(&host), first);
     assert_eq!(status_json(&host)["source"], serde_json::Value::Null);
 }

@@ -1,13 +1,13 @@
 //! The `oci` source against a real registry (Debian's `docker-registry` on loopback): the
-//! seed's end-to-end update, design.md's resolution rules, pagination, authentication,
+//! seed's end-to-end update, how tags resolve to a version, pagination, authentication,
 //! pulls by digest, and registries that are down, slow, rate-limiting or broken.
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::registry::{AuthFront, AuthMode, BadRegistry, Misbehaviour, PASS, Registry, USER};
-use common::*;
+use crate::common::registry::{
+    self, AuthFront, AuthMode, BadRegistry, Misbehaviour, PASS, Registry, USER,
+};
+use crate::common::*;
 
 const REPO: &str = "gh/svc";
 
@@ -25,9 +25,9 @@ fn local(tag: &str) -> String {
     format!("{IMAGE_REPO}:{tag}")
 }
 
-fn plan_json(host: &Host, env: &[(&str, &str)]) -> (std::process::Output, serde_json::Value) {
-    let out = host.berth_env("plan", &["--format", "json"], env);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+fn plan_json(host: &Host) -> (Run, serde_json::Value) {
+    let out = host.berth("plan", &["--format", "json"]);
+    let v = out.json();
     (out, v)
 }
 
@@ -40,7 +40,7 @@ fn seed_end_to_end_update_to_the_highest_tag() {
     registry.push(&local("1.0.0"), REPO, "1.0.0");
     let host = Host::new("seed");
     host.write(&oci(&registry.host(), "^1"));
-    assert_exit(&host.berth("apply", &[]), 0);
+    host.berth("apply", &[]).assert_exit(0);
     assert_eq!(host.version_label(), "1.0.0");
     assert_eq!(host.served_version().as_deref(), Some("1.0.0"));
 
@@ -66,8 +66,8 @@ fn seed_end_to_end_update_to_the_highest_tag() {
     assert_eq!(highest, "1.1.0");
 
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 0);
-    assert!(text(&out).contains("1.0.0 -> 1.1.0"), "{}", text(&out));
+    out.assert_exit(0);
+    assert!(out.text().contains("1.0.0 -> 1.1.0"), "{}", out.text());
     assert_eq!(host.version_label(), highest);
     assert_eq!(host.served_version().as_deref(), Some(highest.as_str()));
     let digest = registry.digest(REPO, "1.1.0");
@@ -82,7 +82,7 @@ fn seed_end_to_end_update_to_the_highest_tag() {
     );
 }
 
-/// design.md §2: non-semver tags ignored, pre-releases only when allowed, `v` prefix
+/// Non-semver tags ignored, pre-releases only when allowed, `v` prefix
 /// accepted with the unprefixed tag winning a tie, the highest wins; over two pages of tags,
 /// listed once per pass however many scripts share the repository.
 #[test]
@@ -107,8 +107,8 @@ fn resolution_rules_over_paginated_tags() {
     let host = Host::new("rules");
     host.write(&oci(&front.host(), "*"));
 
-    let (out, v) = plan_json(&host, &[]);
-    assert_exit(&out, 0);
+    let (out, v) = plan_json(&host);
+    out.assert_exit(0);
     assert_eq!(
         v["steps"][0]["to"]["version"], "1.3.0",
         "unprefixed wins over v1.3.0; 2.0.0-rc.1 is a pre-release"
@@ -128,12 +128,12 @@ fn resolution_rules_over_paginated_tags() {
         prerelease: true,
         ..oci(&front.host(), "*")
     });
-    let (out, v) = plan_json(&host, &[]);
-    assert_exit(&out, 0);
+    let (out, v) = plan_json(&host);
+    out.assert_exit(0);
     assert_eq!(v["steps"][0]["to"]["version"], "2.0.0-rc.1");
 
     host.write(&oci(&front.host(), "~1.2"));
-    let (_, v) = plan_json(&host, &[]);
+    let (_, v) = plan_json(&host);
     assert_eq!(
         v["steps"][0]["to"]["version"], "v1.2.0",
         "a v-prefixed tag counts as semver"
@@ -158,8 +158,8 @@ fn one_tag_listing_per_repository_however_many_scripts_use_it() {
     let partner = std::fs::read_to_string(&partner_path).unwrap();
     std::fs::write(&partner_path, format!("{partner}  - script: svc2\n")).unwrap();
 
-    let (out, v) = plan_json(&host, &[]);
-    assert_exit(&out, 0);
+    let (out, v) = plan_json(&host);
+    out.assert_exit(0);
     assert_eq!(v["steps"].as_array().unwrap().len(), 2, "{v:#}");
     assert_eq!(front.count(&format!("/v2/{REPO}/tags/list")), 1);
     assert_eq!(
@@ -183,8 +183,8 @@ fn credentials_from_docker_config_and_helpers_reach_the_registry_and_the_pull() 
     // No credentials: the registry refuses, berth says so and exits 3.
     std::fs::write(config_dir.join("config.json"), "{}").unwrap();
     let out = host.berth_env("apply", &[], &[("DOCKER_CONFIG", config)]);
-    assert_exit(&out, 3);
-    assert!(text(&out).contains("refused access"), "{}", text(&out));
+    out.assert_exit(3);
+    assert!(out.text().contains("refused access"), "{}", out.text());
     assert!(host.containers().is_empty());
 
     // `auths`: plan resolves and apply pulls through the authenticated front.
@@ -199,7 +199,7 @@ fn credentials_from_docker_config_and_helpers_reach_the_registry_and_the_pull() 
     )
     .unwrap();
     let out = host.berth_env("apply", &[], &[("DOCKER_CONFIG", config)]);
-    assert_exit(&out, 0);
+    out.assert_exit(0);
     assert_eq!(host.version_label(), "1.0.0");
     assert!(
         front.count("/manifests/sha256:") > 0,
@@ -225,7 +225,7 @@ fn credentials_from_docker_config_and_helpers_reach_the_registry_and_the_pull() 
     .unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let out = host.berth_env("apply", &[], &[("DOCKER_CONFIG", config), ("PATH", &path)]);
-    assert_exit(&out, 0);
+    out.assert_exit(0);
     assert_eq!(host.version_label(), "1.1.0");
 }
 
@@ -251,7 +251,7 @@ fn basic_auth_registries_work_too() {
         &[],
         &[("DOCKER_CONFIG", config_dir.to_str().unwrap())],
     );
-    assert_exit(&out, 0);
+    out.assert_exit(0);
     assert_eq!(host.served_version().as_deref(), Some("1.0.0"));
 }
 
@@ -264,7 +264,7 @@ fn broken_registries_leave_the_host_as_it_is() {
     registry.push(&local("1.0.0"), REPO, "1.0.0");
     let host = Host::new("broken");
     host.write(&oci(&registry.host(), "^1"));
-    assert_exit(&host.berth("apply", &[]), 0);
+    host.berth("apply", &[]).assert_exit(0);
     let id = host.id();
 
     // A second, local script that must converge whatever the registry does.
@@ -299,14 +299,14 @@ fn broken_registries_leave_the_host_as_it_is() {
         let started = Instant::now();
         let out = host.berth_env("apply", &[], &[("BERTH_REGISTRY_TIMEOUT", "1")]);
         assert!(started.elapsed() < Duration::from_secs(15), "bounded time");
-        assert_exit(&out, 3);
-        assert!(text(&out).contains("svc"), "{}", text(&out));
+        out.assert_exit(3);
+        assert!(out.text().contains("svc"), "{}", out.text());
         assert!(
-            text(&out).contains("deferred(unresolved)"),
+            out.text().contains("deferred(unresolved)"),
             "{}",
-            text(&out)
+            out.text()
         );
-        assert!(text(&out).contains(message), "case {i}: {}", text(&out));
+        assert!(out.text().contains(message), "case {i}: {}", out.text());
         assert_eq!(host.id(), id, "the running container was not touched");
         assert!(host.running());
         let other = format!("berth-{}-other", host.partner);
@@ -324,15 +324,15 @@ fn a_failed_pull_touches_nothing_and_exits_3() {
     registry.push(&local("1.0.0"), REPO, "1.0.0");
     let host = Host::new("nopull");
     host.write(&oci(&registry.host(), "^1"));
-    assert_exit(&host.berth("apply", &[]), 0);
+    host.berth("apply", &[]).assert_exit(0);
     let id = host.id();
 
     registry.push(&local("1.1.0"), REPO, "1.1.0");
     let front = AuthFront::refusing_pulls(registry.port);
     host.write(&oci(&front.host(), "^1"));
     let out = host.berth("apply", &[]);
-    assert_exit(&out, 3);
-    assert!(text(&out).contains("NOT PULLED"), "{}", text(&out));
+    out.assert_exit(3);
+    assert!(out.text().contains("NOT PULLED"), "{}", out.text());
     assert_eq!(host.id(), id, "the old container still serves");
     assert_eq!(host.version_label(), "1.0.0");
     assert_eq!(host.served_version().as_deref(), Some("1.0.0"));
@@ -349,7 +349,7 @@ fn the_new_image_is_pulled_while_the_window_is_still_closed() {
         ..oci(&registry.host(), v)
     };
     host.write(&closed_on_saturdays("=1.0.0"));
-    assert_exit(&host.berth("apply", &["--ignore-window"]), 0);
+    host.berth("apply", &["--ignore-window"]).assert_exit(0);
     let id = host.id();
 
     registry.push(&local("1.1.0"), REPO, "1.1.0");
@@ -365,8 +365,8 @@ fn the_new_image_is_pulled_while_the_window_is_still_closed() {
     );
     // Saturday noon: the window opens on Sunday.
     let out = host.berth("apply", &["--now", "2026-11-21T12:00:00Z"]);
-    assert_exit(&out, 0);
-    assert!(text(&out).contains("deferred(window)"), "{}", text(&out));
+    out.assert_exit(0);
+    assert!(out.text().contains("deferred(window)"), "{}", out.text());
     assert_eq!(host.id(), id, "nothing was cut over");
     assert!(
         !docker(&["image", "inspect", "-f", "{{.Id}}", &reference]).is_empty(),

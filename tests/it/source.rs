@@ -1,8 +1,7 @@
-//! The manifest repo as the source of truth (design.md §6): what the agent takes from git.
-//! Every test makes its own repositories, keys and commits in a temporary directory with
-//! the real `git`, `ssh-keygen` and `gpg`, never touching the user's configuration.
-
-mod common;
+//! The manifest repo as the source of truth: what the agent takes from git, and what CI
+//! checks on it. Every test makes its own repositories, keys and commits in a temporary
+//! directory with the real `git`, `ssh-keygen` and `gpg`, never touching the user's
+//! configuration.
 
 // ---- Commit signature verification (`verify.allowed_signers`) ----
 //
@@ -902,15 +901,13 @@ mod signed_commits {
 // ---- `berth lock` and `berth diff`: what CI runs on a pull request ----
 mod lock_and_diff {
     use std::path::Path;
-    use std::process::{Command, Output};
 
-    use super::common::registry::Registry;
-    use super::common::*;
+    use crate::common::registry::Registry;
+    use crate::common::*;
 
-    fn berth(args: &[&str], repo: &Path) -> Output {
-        run(Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(args)
-            .arg(repo))
+    /// `berth <subcommand> args… REPO`.
+    fn berth(args: &[&str], repo: &Path) -> Run {
+        Berth::new(args[0]).args(&args[1..]).arg(repo).run()
     }
 
     fn oci(host: &str, versions: &str) -> Setup {
@@ -931,14 +928,14 @@ mod lock_and_diff {
         host.write(&oci(&registry.host(), "^1"));
 
         let missing = berth(&["lock", "--check"], &host.repo());
-        assert_exit(&missing, 1);
+        missing.assert_exit(1);
         assert!(
-            text(&missing).contains("berth.lock is missing"),
+            missing.text().contains("berth.lock is missing"),
             "{}",
-            text(&missing)
+            missing.text()
         );
 
-        assert_exit(&berth(&["lock"], &host.repo()), 0);
+        berth(&["lock"], &host.repo()).assert_exit(0);
         let lock = std::fs::read_to_string(host.repo().join("berth.lock")).unwrap();
         let digest = registry.digest("gh/svc", "1.0.0");
         let line = format!(
@@ -949,20 +946,21 @@ mod lock_and_diff {
             lock.contains(&format!("  {}:\n{line}", host.partner)),
             "{lock}"
         );
-        assert_exit(&berth(&["lock", "--check"], &host.repo()), 0);
-        assert_exit(&berth(&["validate"], &host.repo()), 0);
+        assert_stable_snapshot!("berth_lock", &lock);
+        berth(&["lock", "--check"], &host.repo()).assert_exit(0);
+        berth(&["validate"], &host.repo()).assert_exit(0);
 
         // The registry now offers a newer version in range: stale.
         registry.push(&format!("{IMAGE_REPO}:1.1.0"), "gh/svc", "1.1.0");
         let stale = berth(&["lock", "--check"], &host.repo());
-        assert_exit(&stale, 1);
+        stale.assert_exit(1);
         assert!(
-            text(&stale).contains(&format!(
+            stale.text().contains(&format!(
                 "{}/svc: locked at 1.0.0, resolves to 1.1.0",
                 host.partner
             )),
             "{}",
-            text(&stale)
+            stale.text()
         );
         assert_eq!(
             std::fs::read_to_string(host.repo().join("berth.lock")).unwrap(),
@@ -971,17 +969,18 @@ mod lock_and_diff {
         );
 
         // A manifest change: the script is no longer declared.
-        assert_exit(&berth(&["lock"], &host.repo()), 0);
+        berth(&["lock"], &host.repo()).assert_exit(0);
         host.write(&Setup {
             opted_in: false,
             ..oci(&registry.host(), "^1")
         });
         let gone = berth(&["lock", "--check"], &host.repo());
-        assert_exit(&gone, 1);
+        gone.assert_exit(1);
         assert!(
-            text(&gone).contains("locked at 1.1.0 but no longer declared"),
+            gone.text()
+                .contains("locked at 1.1.0 but no longer declared"),
             "{}",
-            text(&gone)
+            gone.text()
         );
     }
 
@@ -990,11 +989,11 @@ mod lock_and_diff {
         let host = Host::new("lockdown");
         host.write(&oci(&format!("127.0.0.1:{}", free_port()), "^1"));
         let out = berth(&["lock"], &host.repo());
-        assert_exit(&out, 3);
+        out.assert_exit(3);
         assert!(
-            text(&out).contains("berth.lock was not written"),
+            out.text().contains("berth.lock was not written"),
             "{}",
-            text(&out)
+            out.text()
         );
         assert!(!host.repo().join("berth.lock").exists());
     }
@@ -1013,11 +1012,11 @@ mod lock_and_diff {
         git(top, &["commit", "-q", "-m", "base"]);
 
         let unchanged = berth(&["diff", "--base", "HEAD", "--exit-code"], &host.repo());
-        assert_exit(&unchanged, 0);
+        unchanged.assert_exit(0);
         assert!(
-            text(&unchanged).contains("0 partner(s) change"),
+            unchanged.text().contains("0 partner(s) change"),
             "{}",
-            text(&unchanged)
+            unchanged.text()
         );
 
         host.write(&Setup {
@@ -1028,8 +1027,8 @@ mod lock_and_diff {
             ..Setup::default()
         });
         let out = berth(&["diff", "--base", "HEAD", "--exit-code"], &host.repo());
-        assert_exit(&out, 2);
-        let t = text(&out);
+        out.assert_exit(2);
+        let t = out.text();
         assert!(t.contains(&format!("{}:\n", host.partner)), "{t}");
         assert!(t.contains("~ svc 1.0.0 -> 1.1.0"), "{t}");
         assert!(t.contains("~ svc: container env changed (replaced)"), "{t}");
@@ -1040,23 +1039,26 @@ mod lock_and_diff {
             "{t}"
         );
         assert!(t.contains("~ idle gate: http://127.0.0.1:"), "{t}");
+        assert_stable_snapshot!("diff_text", out.stdout());
 
         let md = berth(
             &["diff", "--base", "HEAD", "--format", "markdown"],
             &host.repo(),
         );
-        assert_exit(&md, 0);
+        md.assert_exit(0);
         assert!(
-            text(&md).contains(&format!("| `{}` | ~ svc 1.0.0 -> 1.1.0 |", host.partner)),
+            md.text()
+                .contains(&format!("| `{}` | ~ svc 1.0.0 -> 1.1.0 |", host.partner)),
             "{}",
-            text(&md)
+            md.text()
         );
+        assert_stable_snapshot!("diff_markdown", md.stdout());
 
         let json = berth(
             &["diff", "--base", "HEAD", "--format", "json"],
             &host.repo(),
         );
-        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let v = json.json();
         let changes = &v["partners"][0]["changes"];
         assert!(
             changes
@@ -1066,6 +1068,7 @@ mod lock_and_diff {
                 .any(|c| c["kind"] == "version" && c["from"] == "1.0.0" && c["to"] == "1.1.0"),
             "{v:#}"
         );
+        assert_stable_snapshot!("diff_json", json.stdout());
 
         // Between two commits; a script that is dropped.
         git(top, &["add", "repo"]);
@@ -1080,8 +1083,9 @@ mod lock_and_diff {
             &["diff", "--base", "HEAD~1", "--head", "HEAD"],
             &host.repo(),
         );
-        assert_exit(&between, 0);
-        assert!(text(&between).contains("- svc 1.1.0"), "{}", text(&between));
+        between.assert_exit(0);
+        assert!(between.text().contains("- svc 1.1.0"), "{}", between.text());
+        assert_stable_snapshot!("diff_text_dropped", between.stdout());
 
         // A head that does not validate fails the check with path:line:col.
         std::fs::write(
@@ -1090,11 +1094,11 @@ mod lock_and_diff {
         )
         .unwrap();
         let invalid = berth(&["diff", "--base", "HEAD"], &host.repo());
-        assert_exit(&invalid, 1);
+        invalid.assert_exit(1);
         assert!(
-            text(&invalid).contains("scripts/svc.yaml:4:1"),
+            invalid.text().contains("scripts/svc.yaml:4:1"),
             "{}",
-            text(&invalid)
+            invalid.text()
         );
     }
 }

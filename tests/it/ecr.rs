@@ -5,18 +5,16 @@
 //!
 //! No test pulls from ECR: an ECR registry host (`<account>.dkr.ecr.<region>.amazonaws.com`)
 //! is not on loopback, and no test may send traffic outside 127.0.0.0/8. Pulls with
-//! credentials are covered by the OCI registry tests (tests/registry.rs).
-
-mod common;
+//! credentials are covered by the OCI registry tests (the `registry` module).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use berth::registry::ecr::EcrRegistry;
-use common::moto::{self, Front, FrontConfig};
-use common::*;
+
+use crate::common::moto::{self, Front, FrontConfig};
+use crate::common::*;
 
 /// A throwaway manifest repo: one partner opted into one ECR script. Removes the partner's
 /// containers when dropped.
@@ -70,12 +68,11 @@ impl Fleet {
 
     /// `berth <cmd> REPO --partner P --state-dir S extra...`, with the AWS SDK pointed at
     /// `endpoint` and signing with the test keys; nothing from the user's AWS setup leaks in.
-    fn command(&self, cmd: &str, extra: &[&str], endpoint: &str) -> Command {
+    fn command(&self, cmd: &str, extra: &[&str], endpoint: &str) -> Berth {
         // Empty AWS config files, so no profile of the machine's applies.
         let empty = self.dir.path().join("aws-empty");
         std::fs::write(&empty, "").unwrap();
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.arg(cmd)
+        let mut c = Berth::new(cmd)
             .arg(self.repo())
             .args(["--partner", &self.partner])
             .arg("--state-dir")
@@ -91,7 +88,7 @@ impl Fleet {
             "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
             "BERTH_REGISTRY_TIMEOUT",
         ] {
-            c.env_remove(k);
+            c = c.env_remove(k);
         }
         // The instance metadata service is not on loopback: never asked.
         c.env("AWS_ENDPOINT_URL", endpoint)
@@ -99,16 +96,13 @@ impl Fleet {
             .env("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY)
             .env("AWS_CONFIG_FILE", &empty)
             .env("AWS_SHARED_CREDENTIALS_FILE", &empty)
-            .env("AWS_EC2_METADATA_DISABLED", "true");
-        c
+            .env("AWS_EC2_METADATA_DISABLED", "true")
     }
 
-    fn berth(&self, cmd: &str, extra: &[&str], endpoint: &str, env: &[(&str, &str)]) -> Output {
-        let mut c = self.command(cmd, extra, endpoint);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        run(&mut c)
+    fn berth(&self, cmd: &str, extra: &[&str], endpoint: &str, env: &[(&str, &str)]) -> Run {
+        self.command(cmd, extra, endpoint)
+            .envs(env.iter().copied())
+            .run()
     }
 
     fn containers(&self) -> Vec<String> {
@@ -120,11 +114,6 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         remove_partner_containers(&self.partner);
     }
-}
-
-fn plan_json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("plan --format json is JSON ({e}); output:\n{}", text(out)))
 }
 
 /// The only step of a one-script plan.
@@ -191,8 +180,8 @@ fn plan_picks_the_highest_tag_in_both_ranges_across_pages() {
 
     fleet.write("^1", "~1.4", false);
     let out = fleet.berth("plan", &["--format", "json"], &front.url(), &[]);
-    assert_exit(&out, 0);
-    let doc = plan_json(&out);
+    out.assert_exit(0);
+    let doc = out.json();
     let s = step(&doc);
     assert_eq!(s["script"], "svc", "{doc:#}");
     assert_eq!(s["action"], "create", "{doc:#}");
@@ -211,8 +200,8 @@ fn plan_picks_the_highest_tag_in_both_ranges_across_pages() {
     // The pre-release was listed too: allowed, it wins.
     fleet.write("^1", "~1.4", true);
     let out = fleet.berth("plan", &["--format", "json"], &front.url(), &[]);
-    assert_exit(&out, 0);
-    let doc = plan_json(&out);
+    out.assert_exit(0);
+    let doc = out.json();
     assert_eq!(step(&doc)["to"]["version"], "1.4.9-rc.1", "{doc:#}");
     assert_eq!(
         step(&doc)["to"]["digest"],
@@ -224,8 +213,8 @@ fn plan_picks_the_highest_tag_in_both_ranges_across_pages() {
     // The script's range alone: 1.6.0.
     fleet.write("^1", "*", false);
     let out = fleet.berth("plan", &["--format", "json"], &front.url(), &[]);
-    assert_exit(&out, 0);
-    assert_eq!(step(&plan_json(&out))["to"]["version"], "1.6.0");
+    out.assert_exit(0);
+    assert_eq!(step(&out.json())["to"]["version"], "1.6.0");
     assert!(fleet.containers().is_empty(), "plan created something");
 }
 
@@ -237,8 +226,8 @@ fn ecr_down_leaves_the_script_unresolved_and_exits_3() {
 
     let started = Instant::now();
     let out = fleet.berth("plan", &[], &endpoint, &[]);
-    assert_exit(&out, 3);
-    let said = text(&out);
+    out.assert_exit(3);
+    let said = out.text();
     assert!(said.contains("svc"), "{said}");
     assert!(said.contains("deferred(unresolved)"), "{said}");
     assert!(said.contains(&fleet.registry), "{said}");
@@ -251,8 +240,8 @@ fn ecr_down_leaves_the_script_unresolved_and_exits_3() {
     );
 
     let out = fleet.berth("apply", &[], &endpoint, &[]);
-    assert_exit(&out, 3);
-    assert!(text(&out).contains("unresolved"), "{}", text(&out));
+    out.assert_exit(3);
+    assert!(out.text().contains("unresolved"), "{}", out.text());
     assert!(fleet.containers().is_empty(), "{:?}", fleet.containers());
 }
 
@@ -267,8 +256,8 @@ fn ecr_hanging_fails_within_the_registry_timeout() {
     let started = Instant::now();
     let out = fleet.berth("plan", &[], &endpoint, &[("BERTH_REGISTRY_TIMEOUT", "1")]);
     let took = started.elapsed();
-    assert_exit(&out, 3);
-    let said = text(&out);
+    out.assert_exit(3);
+    let said = out.text();
     assert!(said.contains("did not answer in time"), "{said}");
     assert!(said.contains(&fleet.registry), "{said}");
     // Two attempts of a second each, with a backoff between them; berth's own start aside.
@@ -282,8 +271,8 @@ fn missing_repository_is_named() {
     fleet.write("^1", "*", false);
     let front = Front::start(FrontConfig::default());
     let out = fleet.berth("plan", &[], &front.url(), &[]);
-    assert_exit(&out, 3);
-    let said = text(&out);
+    out.assert_exit(3);
+    let said = out.text();
     assert!(
         said.contains(&format!(
             "ECR registry {} has no repository {}",
@@ -333,8 +322,8 @@ fn refusing_throttling_and_broken_ecr_answers_are_told_apart() {
             ..FrontConfig::default()
         });
         let out = fleet.berth("plan", &[], &front.url(), &[]);
-        assert_exit(&out, 3);
-        let said = text(&out);
+        out.assert_exit(3);
+        let said = out.text();
         assert!(said.contains("deferred(unresolved)"), "{said}");
         assert!(said.contains(&says), "wanted {says:?} in:\n{said}");
         assert_eq!(front.count("DescribeImages"), calls, "{:?}", front.calls());
@@ -346,12 +335,13 @@ fn missing_aws_credentials_are_named_and_nothing_is_sent() {
     let fleet = Fleet::new("ecr-nocreds", "ap-south-1");
     fleet.write("^1", "*", false);
     let front = Front::start(FrontConfig::default());
-    let out = run(fleet
+    let out = fleet
         .command("plan", &[], &front.url())
         .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY"));
-    assert_exit(&out, 3);
-    let said = text(&out);
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .run();
+    out.assert_exit(3);
+    let said = out.text();
     assert!(
         said.contains(&format!(
             "no usable AWS credentials to list the images of {} in {}",

@@ -1,0 +1,14 @@
+//! berth's integration tests, in one binary: the built `berth` against the machine's real
+//! Docker engine, real git repositories, a real OCI registry, `moto_server` for ECR, and
+//! loopback HTTP servers. One module per area; `common` is the harness they share, and
+//! `snapshots/` holds what berth prints, checked with `insta`.
+
+mod common;
+
+mod agent;
+mod apply;
+mod ecr;
+mod registry;
+mod source;
+mod validate;
+mod windows;
