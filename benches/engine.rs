@@ -1,4 +1,4 @@
-//! design.md §9's engine targets, measured side by side in one run against the real engine:
+//! The engine targets of the README's Performance section, measured side by side in one run against the real engine:
 //! a no-op `berth apply` on 50 containers vs a no-op `docker-compose up -d` on the same 50
 //! services; unavailability during a replace vs a raw `docker stop` + `docker start` of a
 //! pre-created container; a full replace whose PID 1 ignores SIGTERM; and the engine calls

@@ -1,4 +1,4 @@
-//! Baseline for design.md §9: "`berth validate` on 1,000 partners x 200 scripts: at most 2x
+//! Baseline for the validate target (README, Performance): "`berth validate` on 1,000 partners x 200 scripts: at most 2x
 //! the time to only parse the same YAML files".
 //!
 //! Lists `partners/*.yaml` and `scripts/*.yaml` of a repo, reads each file and parses it into

@@ -1,5 +1,5 @@
 //! A counting proxy in front of the Docker engine's socket, so a test or the benchmark can
-//! see every API call berth makes (design.md §9: one container list per pass).
+//! see every API call berth makes (berth promises one container list per pass).
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -393,6 +393,61 @@ fn daemon_converges_on_change_and_drift_and_stops_on_sigterm() {
     );
 }
 
+/// The daemon sleeps until the window a deferred step waits for opens, not its interval:
+/// with a one-hour interval, a window opening at the next minute is used within seconds.
+#[test]
+fn the_daemon_wakes_when_the_window_opens() {
+    let host = Host::new("wake");
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    // The next minute at least 8 s away, so the first pass surely finds the window closed.
+    let mut opens = now
+        .with()
+        .second(0)
+        .subsec_nanosecond(0)
+        .build()
+        .unwrap()
+        .checked_add(jiff::SignedDuration::from_mins(1))
+        .unwrap();
+    if opens.duration_since(&now) < jiff::SignedDuration::from_secs(8) {
+        opens = opens
+            .checked_add(jiff::SignedDuration::from_mins(1))
+            .unwrap();
+    }
+    let closes = opens
+        .checked_add(jiff::SignedDuration::from_mins(10))
+        .unwrap();
+    host.write(&Setup {
+        windows: Some(format!(
+            "  - days: [mon, tue, wed, thu, fri, sat, sun]\n    start: \"{}\"\n    end: \"{}\"\n",
+            opens.strftime("%H:%M"),
+            closes.strftime("%H:%M")
+        )),
+        ..versions("=1.0.0")
+    });
+    let config = write_config(&host, &format!("  url: {}\n", host.repo().display()), "");
+    let mut daemon = spawn_daemon(&config);
+    let opens = opens.timestamp();
+    while jiff::Timestamp::now() < opens {
+        assert!(!host.running(), "nothing runs before the window opens");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !host.running() {
+        assert!(
+            Instant::now() < deadline,
+            "the window opened at {opens} but the daemon did not use it within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let used = jiff::Timestamp::now().duration_since(opens);
+    assert!(
+        used < jiff::SignedDuration::from_secs(10),
+        "used {used:?} after opening"
+    );
+    assert_eq!(host.version_label(), "1.0.0");
+    assert_eq!(terminate(&mut daemon, Duration::from_secs(20)), Some(0));
+}
+
 #[test]
 fn an_invalid_head_changes_nothing_and_is_not_accepted() {
     let (host, first, config) = converged_on_git("invalidhead", "=1.0.0");
