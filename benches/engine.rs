@@ -1,8 +1,10 @@
 //! The engine targets of the README's Performance section, measured side by side in one run against the real engine:
 //! a no-op `berth apply` on 50 containers vs a no-op `docker-compose up -d` on the same 50
 //! services; unavailability during a replace vs a raw `docker stop` + `docker start` of a
-//! pre-created container; a full replace whose PID 1 ignores SIGTERM; and the engine calls
-//! of a no-op pass. Prints figures and PASS/FAIL; it is a report, never a timed test.
+//! pre-created container; a full replace whose PID 1 ignores SIGTERM; the engine calls of a
+//! no-op pass; and the agent daemon idle between passes, following a git repo as a partner
+//! runs it and a watched directory. Prints figures and PASS/FAIL; it is a report, never a
+//! timed test.
 
 #[path = "support/proxy.rs"]
 mod proxy;
@@ -31,6 +33,7 @@ fn main() {
     unavailability(work.path(), &mut report);
     sigterm(work.path(), &mut report);
     agent(work.path(), &mut report);
+    agent_on_git(work.path(), &mut report);
     println!("\n{report}");
 }
 
@@ -438,6 +441,60 @@ fn agent(work: &Path, report: &mut String) {
         "agent: manifest change to start of convergence {:.0}ms (median of 5; target within 1 s) {}",
         d * 1000.0,
         verdict(d < 1.0)
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    remove_labelled(&format!("berth.partner={PARTNER}"));
+}
+
+/// The agent daemon as a partner runs it, following `main` of a git repo (here over
+/// `file://`): idle memory and CPU between passes, after it has fetched and converged.
+fn agent_on_git(work: &Path, report: &mut String) {
+    remove_labelled(&format!("berth.partner={PARTNER}"));
+    let repo = work.join("agent-git");
+    let port = free_port();
+    write_repo(&repo, &[("svc".to_owned(), port, "=1.0.0")], true, "5s");
+    let git = |args: &[&str]| {
+        must(
+            Command::new("git")
+                .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+                .args(args)
+                .current_dir(&repo),
+        )
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "manifests"]);
+    let config = work.join("agent-git.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "partner: {PARTNER}\nrepo:\n  url: file://{}\n  branch: main\ninterval: 1h\nstate_dir: {}\nlisten: 127.0.0.1:{}\n",
+            repo.display(),
+            work.join("agent-git-state").display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["agent", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_up(port);
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = daemon.id();
+    let (rss, before) = rss_and_ticks(pid);
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, after) = rss_and_ticks(pid);
+    let _ = writeln!(
+        report,
+        "agent idle following a git repo: {:.1} MB RSS (target < 15 MB) {}; {} CPU ticks in 5 s between passes (target 0) {}",
+        rss as f64 / 1024.0,
+        verdict(rss < 15 * 1024),
+        after - before,
+        verdict(after == before)
     );
     let _ = daemon.kill();
     let _ = daemon.wait();
