@@ -18,7 +18,7 @@ use crate::exit::chain;
 use crate::image::{SourceError, TagSource};
 use crate::manifest::Idle;
 use crate::plan::{Action, Change, Deferral, Gate, Held, Idleness, Plan, Step, gate};
-use crate::probe::{self, Probe};
+use crate::probe::{self, Probe, ProbeError};
 use crate::resolve::DesiredContainer;
 use crate::state::{Phase, Record, StateDir, StateError};
 
@@ -32,6 +32,18 @@ pub enum ExecuteError {
     Unhealthy(String),
     #[error(transparent)]
     Source(SourceError),
+}
+
+impl ExecuteError {
+    /// The engine went away or the state directory could not be written: nothing about
+    /// the step was wrong.
+    pub fn could_not_run(&self) -> bool {
+        match self {
+            ExecuteError::Engine(e) => e.is_unreachable(),
+            ExecuteError::State(StateError::Io { .. }) => true,
+            _ => false,
+        }
+    }
 }
 
 /// What became of one step.
@@ -51,13 +63,27 @@ pub enum Outcome {
     /// The new container failed; the old one serves again.
     RolledBack {
         error: String,
+        /// As for `Failed`: the engine or the state directory failed, not the new version.
+        #[serde(skip)]
+        could_not_run: bool,
     },
     Failed {
         error: String,
+        /// The engine or the state directory failed under the step, not the step itself:
+        /// the run could not run (exit 3), rather than found something wrong (exit 1).
+        #[serde(skip)]
+        could_not_run: bool,
     },
 }
 
 impl Outcome {
+    fn failed(e: &ExecuteError) -> Outcome {
+        Outcome::Failed {
+            error: chain(e),
+            could_not_run: e.could_not_run(),
+        }
+    }
+
     fn deferred(d: &Deferral) -> Outcome {
         Outcome::Deferred {
             reason: d.name().to_owned(),
@@ -136,10 +162,27 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
     pub async fn execute(&self, plan: &Plan) -> Vec<StepReport> {
         let mut not_pulled = std::collections::BTreeMap::new();
         for step in plan.steps.iter().filter(|s| s.pre_pull()) {
-            if let Some(d) = step.desired()
-                && let Err(e) = self.ensure_image(d).await
-            {
-                not_pulled.insert(step.script.clone(), chain(&e));
+            let Some(d) = step.desired() else { continue };
+            let started = Instant::now();
+            // A pre-pull has changed nothing yet, so SIGTERM abandons it at once.
+            let pulled = tokio::select! {
+                pulled = self.ensure_image(d) => pulled,
+                () = stopped(self.stopping) => break,
+            };
+            if let Err(e) = pulled {
+                let from = d
+                    .pull_from
+                    .as_ref()
+                    .map(|r| r.display())
+                    .unwrap_or_default();
+                not_pulled.insert(
+                    step.script.clone(),
+                    format!(
+                        "from {from}, after {:.1} s: {}",
+                        started.elapsed().as_secs_f64(),
+                        chain(&e)
+                    ),
+                );
             }
         }
         let mut reports = Vec::new();
@@ -200,21 +243,29 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             Change::Create { to } => self.create(plan, to).await,
             Change::Start { current, to } => self.start(&current.id, to).await,
             Change::Remove { from } => self.remove(&from.id).await,
-            Change::Replace { from, to } => return self.replace(plan, to, &from.id).await,
+            Change::Replace { from, to } => {
+                return self.replace(plan, to, &from.id, from.running).await;
+            }
             Change::Keep { .. } => return Outcome::Unchanged,
         };
         match result {
             Ok(()) => Outcome::Done,
-            Err(e) => Outcome::Failed { error: chain(&e) },
+            Err(e) => Outcome::failed(&e),
         }
     }
 
     async fn create(&self, plan: &Plan, d: &DesiredContainer) -> Result<(), ExecuteError> {
         let name = container_name(&plan.partner, &d.script);
         let id = self.engine.create(&new_container(&name, plan, d)).await?;
-        self.engine.start(&id).await?;
-        if let Err(e) = self.wait_healthy(&id, d).await {
-            self.hold(plan, d)?;
+        let started = match self.engine.start(&id).await {
+            Ok(()) => self.wait_healthy(&id, d).await,
+            // A container that never ran is removed, env and all, not left `created`.
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = started {
+            if matches!(e, ExecuteError::Unhealthy(_)) {
+                self.hold(plan, d)?;
+            }
             self.engine.stop(&id).await?;
             self.engine.remove(&id).await?;
             return Err(e);
@@ -235,7 +286,13 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
 
     /// The new container under a temporary name first; then the swap; then health; then
     /// the old one goes, or comes back.
-    async fn replace(&self, plan: &Plan, d: &DesiredContainer, old_id: &str) -> Outcome {
+    async fn replace(
+        &self,
+        plan: &Plan,
+        d: &DesiredContainer,
+        old_id: &str,
+        old_running: bool,
+    ) -> Outcome {
         let name = container_name(&plan.partner, &d.script);
         // Unique per attempt: a killed run's create request can still land after the next
         // run rolled it back, and must not block this one's name. Such a leftover is
@@ -264,6 +321,11 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             record.phase = Phase::CutOver;
             self.state.write_journal(&record)?;
             fault_point(3);
+            if !old_running {
+                // A crash-looping container cannot be renamed by some engines (Docker
+                // 20.10: "sandbox not found"); it serves nothing, so it stops first.
+                self.engine.stop(old_id).await?;
+            }
             self.engine
                 .rename(old_id, &format!("{name}{OLD_SUFFIX}"))
                 .await?;
@@ -285,17 +347,19 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             Ok(()) => self.roll_forward(&record).await.map(|()| Outcome::Done),
             Err(failure) => {
                 let error = chain(&failure);
+                let could_not_run = failure.could_not_run();
                 if matches!(failure, ExecuteError::Unhealthy(_))
                     && let Err(e) = self.hold(plan, d)
                 {
                     tracing::error!(error = %chain(&e), "cannot remember the failed digest");
                 }
-                self.roll_back(&record)
-                    .await
-                    .map(|()| Outcome::RolledBack { error })
+                self.roll_back(&record).await.map(|()| Outcome::RolledBack {
+                    error,
+                    could_not_run,
+                })
             }
         };
-        result.unwrap_or_else(|e| Outcome::Failed { error: chain(&e) })
+        result.unwrap_or_else(|e| Outcome::failed(&e))
     }
 
     /// Removes the new container if any, puts the old one back under its name, running.
@@ -363,7 +427,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             .map_err(ExecuteError::Source)?;
         match self.engine.pull(&d.image, creds.as_ref()).await {
             Ok(()) => Ok(()),
-            Err(first) if creds.is_some() => {
+            Err(first) if creds.is_some() && !first.is_abandoned_pull() => {
                 tracing::warn!(image = %d.image, error = %chain(&first), "pull failed; retrying with fresh credentials");
                 self.sources.forget_credentials(repo);
                 let fresh = self
@@ -386,36 +450,84 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         })
     }
 
-    /// Healthy: running, and answering 2xx on `health.http` if there is one, within the
-    /// health timeout.
+    /// Healthy, within the health timeout: answering 2xx on `health.http` while still
+    /// running without a restart (an answer from something else on the port does not
+    /// count), or, without a probe, running for the stable period without exiting or
+    /// restarting — running at one instant is not enough for a crash-looping container.
     async fn wait_healthy(&self, id: &str, d: &DesiredContainer) -> Result<(), ExecuteError> {
-        let deadline = Instant::now() + d.health.timeout;
+        let started = Instant::now();
+        let deadline = started + d.health.timeout;
+        let stable = stable_period().min(d.health.timeout);
+        let mut first_restarts = None;
+        let mut last = String::new();
         loop {
-            match self.engine.find(id).await? {
-                Some(f) if f.running => {}
+            let found = self.engine.find(id).await?;
+            let restarts = match &found {
+                Some(f) if f.running => f.restarts,
                 _ => {
                     return Err(ExecuteError::Unhealthy(
                         "health check failed: the container exited".into(),
                     ));
                 }
+            };
+            if *first_restarts.get_or_insert(restarts) != restarts {
+                return Err(ExecuteError::Unhealthy(
+                    "health check failed: the container restarted (it is crash-looping)".into(),
+                ));
             }
-            let Some(url) = &d.health.http else {
-                return Ok(());
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            let last = match self.probe.get(url, left.min(Duration::from_secs(2))).await {
-                Ok(a) if (200..300).contains(&a.status) => return Ok(()),
-                Ok(a) => format!("{url} answered HTTP {}", a.status),
-                Err(e) => chain(&e),
-            };
+            match &d.health.http {
+                None if started.elapsed() >= stable => return Ok(()),
+                None => {}
+                Some(url) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.probe.get(url, left.min(Duration::from_secs(2))).await {
+                        Ok(a) if (200..300).contains(&a.status) => {
+                            // The answer counts only if it came while the container was
+                            // up and had not restarted.
+                            match self.engine.find(id).await? {
+                                Some(f) if f.running && f.restarts == restarts => return Ok(()),
+                                _ => {
+                                    last =
+                                        format!("{url} answered, but the container did not stay up")
+                                }
+                            }
+                        }
+                        Ok(a) => last = format!("{url} answered HTTP {}", a.status),
+                        // The last try may be cut short by the deadline: a timeout never
+                        // hides what an earlier try learnt.
+                        Err(ProbeError::Timeout(_)) if !last.is_empty() => {}
+                        Err(e) => last = chain(&e),
+                    }
+                }
+            }
             if Instant::now() >= deadline {
                 return Err(ExecuteError::Unhealthy(format!(
                     "health check failed within {}s: {last}",
                     d.health.timeout.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            // A probe is asked often, so a healthy service cuts over at once; without one
+            // only the engine is asked, and less often.
+            let pause = if d.health.http.is_some() { 25 } else { 200 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
+    }
+}
+
+/// How long a container without a health probe must run, without exiting or restarting,
+/// to count as healthy: `BERTH_STABLE_SECS`, else 5 s.
+fn stable_period() -> Duration {
+    std::env::var("BERTH_STABLE_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(5), Duration::from_secs_f64)
+}
+
+/// Resolves once the process is asked to stop.
+async fn stopped(stopping: &AtomicBool) {
+    while !stopping.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -556,7 +668,7 @@ mod tests {
                 spec_hash: spec.hash(),
                 spec,
                 health: HealthCheck {
-                    http: None,
+                    http: Some("http://127.0.0.1:1/health".into()),
                     timeout: Duration::from_secs(5),
                 },
             }],

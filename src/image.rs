@@ -91,6 +91,14 @@ pub trait TagSource {
     fn forget_credentials(&self, repo: &ImageRepo);
 }
 
+/// Whether `s` is a digest berth will pass on: `sha256:` and 64 lowercase hex digits. A
+/// registry's or a lock file's word is checked before it reaches the engine or a file.
+pub fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// The first 12 hex digits of a digest, as people read them.
 pub fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);

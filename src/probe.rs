@@ -16,7 +16,14 @@ pub enum ProbeError {
     },
     #[error("no answer from {0} in time")]
     Timeout(String),
+    #[error(transparent)]
+    Body(crate::http::BodyError),
 }
+
+/// What berth reads of a probe's answer: an idle state is a small JSON document, and a
+/// health check needs only the status. The health endpoint is the managed container
+/// itself, so this also bounds what any image can make the agent hold.
+pub const MAX_ANSWER: usize = 64 << 10;
 
 /// An HTTP answer's status and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,11 +72,16 @@ impl Probe for Http {
             .await
             .map_err(failed)?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(failed)?;
-        Ok(Answer {
-            status,
-            body: body.to_vec(),
-        })
+        let body = crate::http::body(response, MAX_ANSWER, url, "its answer")
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    ProbeError::Timeout(url.to_owned())
+                } else {
+                    ProbeError::Body(e)
+                }
+            })?;
+        Ok(Answer { status, body })
     }
 }
 

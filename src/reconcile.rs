@@ -107,6 +107,14 @@ impl PassReport {
             .map(|r| match &r.outcome {
                 Outcome::Deferred { reason, .. } if reason == "unresolved" => Exit::CannotRun,
                 Outcome::NotPulled { .. } => Exit::CannotRun,
+                Outcome::Failed {
+                    could_not_run: true,
+                    ..
+                }
+                | Outcome::RolledBack {
+                    could_not_run: true,
+                    ..
+                } => Exit::CannotRun,
                 Outcome::Failed { .. } | Outcome::RolledBack { .. } => Exit::Wrong,
                 _ => Exit::Ok,
             })
@@ -327,6 +335,7 @@ mod tests {
         );
         let rolled = Outcome::RolledBack {
             error: "unhealthy".into(),
+            could_not_run: false,
         };
         let not_pulled = Outcome::NotPulled {
             error: "down".into(),

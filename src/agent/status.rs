@@ -107,12 +107,12 @@ impl Status {
                         format!("{} {}: {detail}", step.action().as_str(), step.reason),
                     )
                 }
-                Outcome::RolledBack { error } => {
+                Outcome::RolledBack { error, .. } => {
                     self.counters.rollbacks += 1;
                     self.pending += 1;
                     ("rolled-back", error.clone())
                 }
-                Outcome::Failed { error } => {
+                Outcome::Failed { error, .. } => {
                     self.pending += 1;
                     ("failed", error.clone())
                 }

@@ -120,8 +120,8 @@ pub fn apply(plan: &Plan, reports: &[StepReport]) -> String {
             Outcome::Unchanged => "in sync".to_owned(),
             Outcome::Deferred { reason, detail } => format!("deferred({reason}): {detail}"),
             Outcome::NotPulled { error } => format!("NOT PULLED: {error}"),
-            Outcome::RolledBack { error } => format!("ROLLED BACK: {error}"),
-            Outcome::Failed { error } => format!("FAILED: {error}"),
+            Outcome::RolledBack { error, .. } => format!("ROLLED BACK: {error}"),
+            Outcome::Failed { error, .. } => format!("FAILED: {error}"),
         };
         let _ = writeln!(
             out,

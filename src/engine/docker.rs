@@ -12,12 +12,13 @@ use bollard::query_parameters::{
 };
 use std::collections::HashMap;
 
-use super::{Engine, EngineError, Found};
+use super::{Engine, EngineError, Found, PullAbandoned, PullLimits};
 use crate::container::{NewContainer, ObservedContainer, label, parse_port};
 use crate::image::Credentials;
 /// The host's Docker engine.
 pub struct DockerEngine {
     docker: Docker,
+    pulls: PullLimits,
 }
 
 impl DockerEngine {
@@ -28,15 +29,26 @@ impl DockerEngine {
             .negotiate_version()
             .await
             .map_err(|e| EngineError::Connect(Box::new(e)))?;
-        Ok(DockerEngine { docker })
+        Ok(DockerEngine {
+            docker,
+            pulls: PullLimits::from_env(),
+        })
     }
 }
 
+/// The engine's refusal of a request, or the loss of the engine itself: only an answer
+/// from the engine is the engine saying no; anything else means it is gone.
 fn engine(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
     let what = what.into();
-    move |source| EngineError::Engine {
-        what,
-        source: Box::new(source),
+    move |source| match source {
+        bollard::errors::Error::DockerResponseServerError { .. } => EngineError::Engine {
+            what,
+            source: Box::new(source),
+        },
+        _ => EngineError::Unreachable {
+            what,
+            source: Box::new(source),
+        },
     }
 }
 
@@ -302,9 +314,32 @@ impl Engine for DockerEngine {
         });
         let mut progress = PullProgress::new();
         let mut stream = self.docker.create_image(Some(options), None, auth);
-        while let Some(item) = stream.next().await {
-            let info = item.map_err(engine(format!("pull {reference}")))?;
-            progress.update(reference, &info);
+        let started = std::time::Instant::now();
+        let deadline = started + self.pulls.deadline;
+        let mut last_progress = started;
+        loop {
+            let now = std::time::Instant::now();
+            let wait = (last_progress + self.pulls.stall).min(deadline);
+            let item = tokio::time::timeout(wait.saturating_duration_since(now), stream.next());
+            let abandoned = match item.await {
+                Ok(Some(item)) => {
+                    let info = item.map_err(engine(format!("pull {reference}")))?;
+                    if progress.update(reference, &info) {
+                        last_progress = std::time::Instant::now();
+                    }
+                    continue;
+                }
+                Ok(None) => break,
+                Err(_) if std::time::Instant::now() >= deadline => {
+                    PullAbandoned::Deadline(self.pulls.deadline.as_secs_f64())
+                }
+                Err(_) => PullAbandoned::Stalled(self.pulls.stall.as_secs_f64()),
+            };
+            progress.abandoned(reference);
+            return Err(EngineError::Engine {
+                what: format!("pull {reference}"),
+                source: Box::new(abandoned),
+            });
         }
         progress.finish(reference);
         Ok(())
@@ -323,6 +358,7 @@ impl Engine for DockerEngine {
                         .trim_start_matches('/')
                         .to_owned(),
                     running: c.state.and_then(|s| s.running).unwrap_or(false),
+                    restarts: c.restart_count.unwrap_or(0),
                     partner: labels.get(label::PARTNER).filter(|_| managed).cloned(),
                 }))
             }
@@ -332,30 +368,43 @@ impl Engine for DockerEngine {
     }
 }
 
-/// Shows a pull's progress: a line per layer event on a terminal, a summary in the log.
+/// Shows a pull's progress: a line per layer event on a terminal, a line in the log every
+/// ten seconds otherwise (a slow pull must not look like a hang), and a summary at the end.
 struct PullProgress {
     terminal: bool,
-    layers: std::collections::BTreeSet<String>,
+    /// Per layer: its last status and bytes, to tell progress from a repeated event.
+    layers: std::collections::BTreeMap<String, (String, i64)>,
     started: std::time::Instant,
+    logged: std::time::Instant,
 }
 
 impl PullProgress {
     fn new() -> Self {
         use std::io::IsTerminal;
+        let now = std::time::Instant::now();
         PullProgress {
             terminal: std::io::stderr().is_terminal(),
             layers: Default::default(),
-            started: std::time::Instant::now(),
+            started: now,
+            logged: now,
         }
     }
 
-    fn update(&mut self, reference: &str, info: &bollard::models::CreateImageInfo) {
-        if let Some(id) = &info.id {
-            self.layers.insert(id.clone());
-        }
-        if self.terminal
-            && let (Some(id), Some(status)) = (&info.id, &info.status)
-        {
+    /// Records an event; whether it shows progress (a new status or more bytes of a layer).
+    fn update(&mut self, reference: &str, info: &bollard::models::CreateImageInfo) -> bool {
+        let Some(id) = &info.id else {
+            return false;
+        };
+        let status = info.status.clone().unwrap_or_default();
+        let current = info
+            .progress_detail
+            .as_ref()
+            .and_then(|d| d.current)
+            .unwrap_or(0);
+        let seen = (status.clone(), current);
+        let moved = self.layers.get(id) != Some(&seen);
+        self.layers.insert(id.clone(), seen);
+        if self.terminal {
             let detail = info
                 .progress_detail
                 .as_ref()
@@ -364,7 +413,29 @@ impl PullProgress {
                 .map(|(c, t)| format!(" {}%", c * 100 / t))
                 .unwrap_or_default();
             eprint!("\r\x1b[2Kpulling {reference}: {id} {status}{detail}");
+        } else if self.logged.elapsed() >= std::time::Duration::from_secs(10) {
+            self.logged = std::time::Instant::now();
+            let bytes: i64 = self.layers.values().map(|(_, b)| b).sum();
+            tracing::info!(
+                image = reference,
+                layers = self.layers.len(),
+                bytes,
+                seconds = self.started.elapsed().as_secs_f64(),
+                "pulling"
+            );
         }
+        moved
+    }
+
+    fn abandoned(&self, reference: &str) {
+        if self.terminal {
+            eprintln!();
+        }
+        tracing::warn!(
+            image = reference,
+            seconds = self.started.elapsed().as_secs_f64(),
+            "pull abandoned"
+        );
     }
 
     fn finish(&self, reference: &str) {

@@ -250,6 +250,7 @@ impl Engine for FakeEngine {
                 id: c.id.clone(),
                 name: c.name.clone(),
                 running: c.running,
+                restarts: 0,
                 partner: c.labels.get(label::PARTNER).cloned(),
             }))
         })

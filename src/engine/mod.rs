@@ -25,6 +25,65 @@ pub enum EngineError {
         #[source]
         source: Cause,
     },
+    #[error("the container engine stopped answering when asked to {what}")]
+    Unreachable {
+        what: String,
+        #[source]
+        source: Cause,
+    },
+}
+
+/// How long a pull may take: abandoned after `stall` without any progress, or after
+/// `deadline` in all, so a bad link never holds a pass (and its lock) for hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullLimits {
+    pub stall: std::time::Duration,
+    pub deadline: std::time::Duration,
+}
+
+impl PullLimits {
+    /// `BERTH_PULL_STALL` (default 60) and `BERTH_PULL_DEADLINE` (default 1800) seconds.
+    pub fn from_env() -> PullLimits {
+        let secs = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map_or(
+                    std::time::Duration::from_secs(default),
+                    std::time::Duration::from_secs_f64,
+                )
+        };
+        PullLimits {
+            stall: secs("BERTH_PULL_STALL", 60),
+            deadline: secs("BERTH_PULL_DEADLINE", 1800),
+        }
+    }
+}
+
+/// A pull given up on.
+#[derive(Debug, thiserror::Error)]
+pub enum PullAbandoned {
+    #[error("no progress for {0:.0} s (BERTH_PULL_STALL)")]
+    Stalled(f64),
+    #[error("not done after {0:.0} s (BERTH_PULL_DEADLINE)")]
+    Deadline(f64),
+}
+
+impl EngineError {
+    /// Whether the engine itself is gone, rather than refusing one request.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Connect(_) | EngineError::Unreachable { .. }
+        )
+    }
+
+    /// Whether a pull was given up on by berth's own bounds (so retrying at once is
+    /// pointless).
+    pub fn is_abandoned_pull(&self) -> bool {
+        matches!(self, EngineError::Engine { source, .. } if source.is::<PullAbandoned>())
+    }
 }
 
 /// A container found by name or id.
@@ -33,6 +92,9 @@ pub struct Found {
     pub id: String,
     pub name: String,
     pub running: bool,
+    /// How often the engine has restarted it after it exited: a count that grows while a
+    /// health check waits means the container is crash-looping, not healthy.
+    pub restarts: i64,
     /// The `berth.partner` label, when the container is managed.
     pub partner: Option<String>,
 }

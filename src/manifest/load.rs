@@ -251,8 +251,13 @@ impl Reader<'_> {
         self.inside(rel)?;
         let path = self.root.join(rel);
         let cannot = |e: std::io::Error| file_error(rel, format!("cannot read: {e}"));
+        // Opening a FIFO or a device would wait for a writer forever: look first, and
+        // again at what was opened, in case it was swapped in between.
+        regular(rel, &fs::metadata(&path).map_err(cannot)?)?;
         let file = fs::File::open(&path).map_err(cannot)?;
-        let size = file.metadata().map_err(cannot)?.len();
+        let meta = file.metadata().map_err(cannot)?;
+        regular(rel, &meta)?;
+        let size = meta.len();
         if size > MAX_FILE_BYTES {
             return Err(file_error(
                 rel,
@@ -277,6 +282,30 @@ impl Reader<'_> {
             doc,
         })
     }
+}
+
+/// Only regular files are manifests.
+fn regular(rel: &str, meta: &fs::Metadata) -> Result<(), Diagnostic> {
+    if meta.is_file() {
+        return Ok(());
+    }
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = meta.file_type();
+    let kind = if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(file_error(
+        rel,
+        format!("{kind}, not a regular file: refused"),
+    ))
 }
 
 fn file_error(rel: &str, message: impl Into<String>) -> Diagnostic {

@@ -34,6 +34,14 @@ pub enum RegistryError {
     NoEngine,
     #[error("{repository} has no registry")]
     NoRegistry { repository: String },
+    #[error(
+        "{repository}:{tag} is listed with digest {digest:?}, which is not sha256:<64 hex digits>"
+    )]
+    BadDigest {
+        repository: String,
+        tag: String,
+        digest: String,
+    },
 }
 
 /// Every kind of source, chosen by the script's `image.source`.
@@ -63,7 +71,26 @@ fn registry_of(repo: &ImageRepo) -> Result<&str, RegistryError> {
 }
 
 impl<E: Engine> Sources<'_, E> {
+    /// Every tag of a repository, refusing the listing when a digest in it is malformed:
+    /// digests go to the engine and into `berth.lock`.
     async fn list(&self, repo: &ImageRepo) -> Result<Vec<TagRef>, RegistryError> {
+        let tags = self.list_unchecked(repo).await?;
+        if let Some((t, d)) = tags.iter().find_map(|t| {
+            t.digest
+                .as_ref()
+                .filter(|d| !crate::image::is_digest(d))
+                .map(|d| (t, d))
+        }) {
+            return Err(RegistryError::BadDigest {
+                repository: repo.display(),
+                tag: t.tag.clone(),
+                digest: d.clone(),
+            });
+        }
+        Ok(tags)
+    }
+
+    async fn list_unchecked(&self, repo: &ImageRepo) -> Result<Vec<TagRef>, RegistryError> {
         match repo.source {
             Source::Local => Ok(self
                 .engine

@@ -23,6 +23,12 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
 /// At most this many pages of tags; a registry that links on forever is broken.
 const MAX_PAGES: usize = 1000;
 
+/// What berth reads of each answer: a page of 1,000 tags is some tens of KiB, a token a
+/// few KiB, and registries refuse manifests over 4 MiB themselves.
+const MAX_TAG_PAGE: usize = 4 << 20;
+const MAX_TOKEN: usize = 64 << 10;
+const MAX_MANIFEST: usize = 4 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
     #[error("cannot reach registry {registry}")]
@@ -72,6 +78,25 @@ pub enum OciError {
     },
     #[error("registry {registry} asks for an authentication berth does not speak: {challenge}")]
     Challenge { registry: String, challenge: String },
+    #[error(transparent)]
+    Body(crate::http::BodyError),
+    #[error(
+        "registry {registry} links the tag list of {repository} back to a page it already sent ({url}): a pagination loop"
+    )]
+    LinkLoop {
+        registry: String,
+        repository: String,
+        url: String,
+    },
+    #[error(
+        "registry {registry} gave {digest:?} as the digest of {repository}:{tag}, which is not sha256:<64 hex digits>"
+    )]
+    BadDigest {
+        registry: String,
+        repository: String,
+        tag: String,
+        digest: String,
+    },
 }
 
 /// How a registry wants to be authenticated, learned from its first 401.
@@ -258,6 +283,27 @@ impl OciRegistry {
         unreachable!("the second attempt returns")
     }
 
+    /// An answer's body, at most `cap` bytes of it.
+    async fn read(
+        &self,
+        registry: &str,
+        response: reqwest::Response,
+        cap: usize,
+        what: &str,
+    ) -> Result<Vec<u8>, OciError> {
+        crate::http::body(response, cap, &format!("registry {registry}"), what)
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    OciError::Timeout {
+                        registry: registry.to_owned(),
+                    }
+                } else {
+                    OciError::Body(e)
+                }
+            })
+    }
+
     fn transport(&self, registry: &str, e: reqwest::Error) -> OciError {
         if e.is_timeout() {
             OciError::Timeout {
@@ -317,10 +363,9 @@ impl OciRegistry {
                 if !response.status().is_success() {
                     return Err(denied());
                 }
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| self.transport(registry, e))?;
+                let body = self
+                    .read(registry, response, MAX_TOKEN, "the token answer")
+                    .await?;
                 let answer: TokenAnswer =
                     serde_json::from_slice(&body).map_err(|source| OciError::Garbage {
                         registry: registry.to_owned(),
@@ -345,14 +390,19 @@ impl OciRegistry {
         let base = Self::base(repo, registry);
         let mut url = format!("{base}/v2/{}/tags/list?n=1000", repo.repository);
         let mut tags = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
+            if !seen.insert(url.clone()) {
+                return Err(OciError::LinkLoop {
+                    registry: registry.to_owned(),
+                    repository: repo.repository.clone(),
+                    url,
+                });
+            }
             let what = format!("the tag list of {}", repo.repository);
             let response = self.send(repo, registry, Method::GET, &url, &what).await?;
             let next = next_link(response.headers());
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| self.transport(registry, e))?;
+            let body = self.read(registry, response, MAX_TAG_PAGE, &what).await?;
             let page: TagList =
                 serde_json::from_slice(&body).map_err(|source| OciError::Garbage {
                     registry: registry.to_owned(),
@@ -392,22 +442,34 @@ impl OciRegistry {
             repo.repository
         );
         let what = format!("the manifest of {}:{tag}", repo.repository);
-        let header = |r: &reqwest::Response| {
-            r.headers()
+        let header = |r: &reqwest::Response| -> Result<Option<String>, OciError> {
+            let Some(d) = r
+                .headers()
                 .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-                .filter(|d| d.starts_with("sha256:"))
-                .map(str::to_owned)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            else {
+                return Ok(None);
+            };
+            if crate::image::is_digest(&d) {
+                Ok(Some(d))
+            } else {
+                Err(OciError::BadDigest {
+                    registry: registry.to_owned(),
+                    repository: repo.repository.clone(),
+                    tag: tag.to_owned(),
+                    digest: d,
+                })
+            }
         };
         let head = self.send(repo, registry, Method::HEAD, &url, &what).await?;
-        if let Some(d) = header(&head) {
+        if let Some(d) = header(&head)? {
             return Ok(d);
         }
         let get = self.send(repo, registry, Method::GET, &url, &what).await?;
-        if let Some(d) = header(&get) {
+        if let Some(d) = header(&get)? {
             return Ok(d);
         }
-        let body = get.bytes().await.map_err(|e| self.transport(registry, e))?;
+        let body = self.read(registry, get, MAX_MANIFEST, &what).await?;
         if body.is_empty() {
             return Err(OciError::NoDigest {
                 registry: registry.to_owned(),

@@ -33,6 +33,8 @@ pub enum ResolveError {
         #[source]
         source: std::io::Error,
     },
+    #[error("env file {path} refused: {why}")]
+    EnvFileRefused { path: String, why: String },
 }
 
 /// When a new container counts as working.

@@ -50,12 +50,7 @@ pub fn container_spec(
     env.extend(opt.env.iter().map(|(k, v)| (k.clone(), v.value.clone())));
     if env_files == EnvFiles::Read {
         for file in &opt.env_files {
-            let text =
-                std::fs::read_to_string(&file.value).map_err(|source| ResolveError::EnvFile {
-                    path: file.value.clone(),
-                    source,
-                })?;
-            env.extend(parse_env_file(&text));
+            env.extend(parse_env_file(&read_env_file(&file.value)?));
         }
     }
     Ok(ContainerSpec {
@@ -76,6 +71,57 @@ pub fn container_spec(
         read_only: c.read_only,
         user: c.user.as_ref().map(|u| u.value.clone()),
     })
+}
+
+/// The largest env file berth reads: far more than any list of secrets needs.
+const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
+
+/// Host directories whose files are the kernel's or the devices', never a partner's
+/// settings: reading them would hand the agent's own environment or a device to a
+/// container, or wait forever.
+const NOT_ENV_FILES: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// Reads one env file, refusing what is not a plain file of settings: anything under
+/// `/proc`, `/sys` or `/dev` once symlinks and `..` are resolved, FIFOs, sockets and devices
+/// (they would block the pass), files over 1 MiB, and text with NUL bytes.
+pub fn read_env_file(path: &str) -> Result<String, ResolveError> {
+    use std::io::Read as _;
+    let io = |source| ResolveError::EnvFile {
+        path: path.to_owned(),
+        source,
+    };
+    let refused = |why: String| ResolveError::EnvFileRefused {
+        path: path.to_owned(),
+        why,
+    };
+    let real = std::fs::canonicalize(path).map_err(io)?;
+    if let Some(dir) = NOT_ENV_FILES.iter().find(|d| real.starts_with(d)) {
+        return Err(refused(format!(
+            "{} is under {dir}, which holds no env files",
+            real.display()
+        )));
+    }
+    let regular = |meta: &std::fs::Metadata| {
+        if meta.is_file() {
+            Ok(())
+        } else {
+            Err(refused("not a regular file".into()))
+        }
+    };
+    regular(&std::fs::metadata(&real).map_err(io)?)?;
+    let file = std::fs::File::open(&real).map_err(io)?;
+    regular(&file.metadata().map_err(io)?)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_ENV_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_ENV_FILE_BYTES {
+        return Err(refused("larger than 1 MiB".into()));
+    }
+    if bytes.contains(&0) {
+        return Err(refused("contains a NUL byte".into()));
+    }
+    String::from_utf8(bytes).map_err(|_| refused("not UTF-8 text".into()))
 }
 
 /// `KEY=value` lines as `docker run --env-file` reads them; blank lines and `#` comments

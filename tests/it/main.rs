@@ -8,6 +8,7 @@ mod common;
 mod agent;
 mod apply;
 mod ecr;
+mod hostile;
 mod registry;
 mod source;
 mod validate;

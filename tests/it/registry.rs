@@ -11,7 +11,7 @@ use crate::common::*;
 
 const REPO: &str = "gh/svc";
 
-fn oci(host: &str, versions: &str) -> Setup {
+pub(crate) fn oci(host: &str, versions: &str) -> Setup {
     Setup {
         versions: Some(versions.into()),
         image: Some(format!(

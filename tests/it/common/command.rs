@@ -62,6 +62,57 @@ impl Berth {
         run(&mut self.cmd)
     }
 
+    /// Runs to the end (killed after `limit`) while sampling its resident memory: the run
+    /// and the highest `VmHWM` seen, in KiB.
+    pub fn run_watching_memory(mut self, limit: Duration) -> (Run, u64) {
+        use std::io::Read as _;
+        let shown = format!("{:?}", self.cmd);
+        let started = Instant::now();
+        let mut child = self
+            .cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth starts");
+        let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        };
+        let out = drain(Box::new(child.stdout.take().unwrap()));
+        let err = drain(Box::new(child.stderr.take().unwrap()));
+        let status_path = format!("/proc/{}/status", child.id());
+        let mut peak = 0u64;
+        let status = loop {
+            if let Ok(text) = std::fs::read_to_string(&status_path)
+                && let Some(kb) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kb);
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let run = Run {
+            status,
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+            elapsed: started.elapsed(),
+            shown,
+        };
+        (run, peak)
+    }
+
     /// Starts it in the background with its output discarded (a daemon, or a run to kill).
     pub fn spawn(mut self) -> Child {
         self.cmd

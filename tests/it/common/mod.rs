@@ -7,6 +7,7 @@ pub mod moto;
 #[path = "../../../benches/support/proxy.rs"]
 pub mod proxy;
 pub mod registry;
+pub mod slow;
 mod snapshot;
 
 pub use command::{Berth, Run, run};

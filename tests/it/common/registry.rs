@@ -436,35 +436,81 @@ pub enum Misbehaviour {
     RateLimited,
     /// 200 with a body that is not JSON.
     Garbage,
+    /// 200 and a body that never ends, to any request.
+    Endless,
+    /// One tag, `1.0.0`, on a page whose `Link` points back at itself.
+    LinkLoop,
+    /// One tag, `1.0.0`, whose manifest digest is the given (malformed) header value.
+    Digest(&'static str),
 }
 
 /// A loopback server that is a registry in name only.
 pub struct BadRegistry {
     pub port: u16,
+    /// Requests answered so far.
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl BadRegistry {
     pub fn start(how: Misbehaviour) -> BadRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&requests);
         std::thread::spawn(move || {
-            let mut held = Vec::new();
             for mut c in listener.incoming().flatten() {
-                let mut buf = [0u8; 4096];
-                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = c.read(&mut buf);
-                match how {
-                    Misbehaviour::Silent => held.push(c),
-                    Misbehaviour::RateLimited => {
-                        let _ = c.write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let counted = std::sync::Arc::clone(&counted);
+                // Each client on its own thread: one endless answer must not hold up the next.
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                    let n = c.read(&mut buf).unwrap_or(0);
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
+                    match how {
+                        Misbehaviour::Silent => std::thread::sleep(Duration::from_secs(120)),
+                        Misbehaviour::RateLimited => {
+                            let _ = c.write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        }
+                        Misbehaviour::Garbage => {
+                            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\n<html>oops!");
+                        }
+                        Misbehaviour::Endless => {
+                            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"tags\":[\"");
+                            let chunk = vec![b'a'; 64 << 10];
+                            // Until berth hangs up, or for a minute at most.
+                            let end = std::time::Instant::now() + Duration::from_secs(60);
+                            while std::time::Instant::now() < end && c.write_all(&chunk).is_ok() {}
+                        }
+                        Misbehaviour::LinkLoop => {
+                            let body = r#"{"name":"x","tags":["1.0.0"]}"#;
+                            let _ = write!(
+                                c,
+                                "HTTP/1.1 200 OK\r\nLink: <{path}>; rel=\"next\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                        }
+                        Misbehaviour::Digest(digest) => {
+                            if path.contains("/tags/list") {
+                                let body = r#"{"name":"x","tags":["1.0.0"]}"#;
+                                let _ = write!(
+                                    c,
+                                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                    body.len()
+                                );
+                            } else {
+                                let _ = write!(
+                                    c,
+                                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: {digest}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                                );
+                            }
+                        }
                     }
-                    Misbehaviour::Garbage => {
-                        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\n<html>oops!");
-                    }
-                }
+                });
             }
         });
-        BadRegistry { port }
+        BadRegistry { port, requests }
     }
 
     pub fn host(&self) -> String {
