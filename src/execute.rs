@@ -732,6 +732,7 @@ mod tests {
         let observed = Observed {
             containers: engine.list_managed("p").await?,
             held: state.held()?,
+            in_flight: Default::default(),
             idle: Idleness::Unknown,
         };
         let plan = crate::plan::plan(&desired(), &observed, policy, clock.now());

@@ -156,11 +156,44 @@ impl PassReport {
     }
 }
 
+/// What the state directory remembers that the plan needs: digests held after failing
+/// health, and scripts with a replace in flight.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    pub held: Vec<Held>,
+    pub in_flight: std::collections::BTreeSet<String>,
+}
+
+impl Memory {
+    /// Read without the lock, for commands that change nothing.
+    pub fn read(state_dir: &std::path::Path, partner: &str) -> Result<Memory, StateError> {
+        Ok(Memory {
+            held: crate::state::read_held(state_dir)?,
+            in_flight: crate::state::read_journals(state_dir, partner)?
+                .into_iter()
+                .map(|r| r.script)
+                .collect(),
+        })
+    }
+
+    /// From the locked state directory, after recovery.
+    fn of(state: &StateDir, partner: &str) -> Result<Memory, StateError> {
+        Ok(Memory {
+            held: state.held()?,
+            in_flight: state
+                .journals(partner)?
+                .into_iter()
+                .map(|r| r.script)
+                .collect(),
+        })
+    }
+}
+
 /// Observes the host and plans; asks the idle gate only when a step would need it.
 pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     fx: &Effects<'_, E, T, P, C>,
     target: &Target<'_>,
-    held: Vec<Held>,
+    memory: Memory,
 ) -> Result<Plan, PassError> {
     let partner = target.partner()?;
     let containers = fx.engine.list_managed(target.partner).await?;
@@ -170,7 +203,8 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     let now = fx.clock.now();
     let mut observed = Observed {
         containers,
-        held,
+        held: memory.held,
+        in_flight: memory.in_flight,
         idle: Idleness::Unknown,
     };
     let mut plan = plan::plan(&desired, &observed, &policy, now);
@@ -204,7 +238,7 @@ pub async fn converge<E: Engine, T: TagSource, P: Probe, C: Clock>(
         .recover(target.partner)
         .await
         .map_err(PassError::Recover)?;
-    let plan = plan(fx, target, state.held()?).await?;
+    let plan = plan(fx, target, Memory::of(state, target.partner)?).await?;
     let reports = executor.execute(&plan).await;
     Ok(PassReport {
         recovered,

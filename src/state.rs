@@ -111,32 +111,7 @@ impl StateDir {
 
     /// The replaces of a partner that a previous run left unfinished.
     pub fn journals(&self, partner: &str) -> Result<Vec<Record>, StateError> {
-        let dir = self.root.join("journal");
-        let io = |source| StateError::Io {
-            path: dir.clone(),
-            source,
-        };
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let bytes = fs::read(&path).map_err(|source| StateError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let record: Record =
-                serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
-                    path: path.clone(),
-                    source,
-                })?;
-            if record.partner == partner {
-                out.push(record);
-            }
-        }
-        out.sort_by(|a, b| a.script.cmp(&b.script));
-        Ok(out)
+        read_journals(&self.root, partner)
     }
 
     fn held_path(&self) -> PathBuf {
@@ -163,6 +138,42 @@ impl StateDir {
 
 fn held_path(root: &Path) -> PathBuf {
     root.join("failed-health.json")
+}
+
+/// A partner's journal records, read without taking the lock: for `berth plan`, which
+/// changes nothing, and must not mistake another run's replace in flight for leftovers.
+pub fn read_journals(root: &Path, partner: &str) -> Result<Vec<Record>, StateError> {
+    let dir = root.join("journal");
+    let io = |source| StateError::Io {
+        path: dir.clone(),
+        source,
+    };
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(|source| StateError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let record: Record =
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
+        if record.partner == partner {
+            out.push(record);
+        }
+    }
+    out.sort_by(|a, b| a.script.cmp(&b.script));
+    Ok(out)
 }
 
 /// The held digests, read without taking the lock (for `berth plan`, which changes nothing).

@@ -12,9 +12,9 @@ use crate::exit::Exit;
 use crate::manifest::{self, Repo};
 use crate::plan::Overrides;
 use crate::probe::Http;
-use crate::reconcile::{self, Effects, Target};
+use crate::reconcile::{self, Effects, Memory, Target};
 use crate::registry::Sources;
-use crate::state::{self, StateDir};
+use crate::state::StateDir;
 
 /// What every host command needs to know.
 #[derive(clap::Args)]
@@ -78,8 +78,8 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
         Ok(r) => r,
         Err(code) => return code,
     };
-    let held = match state::read_held(&args.state_dir) {
-        Ok(h) => h,
+    let memory = match Memory::read(&args.state_dir, &args.partner) {
+        Ok(m) => m,
         Err(e) => return cannot_run(&e),
     };
     runtime().block_on(async {
@@ -93,7 +93,7 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
             probe: &Http::default(),
             clock: &SystemClock::from_option(args.now),
         };
-        let plan = match reconcile::plan(&fx, &args.target(&repo), held).await {
+        let plan = match reconcile::plan(&fx, &args.target(&repo), memory).await {
             Ok(p) => p,
             Err(e) => return cannot_run(&e),
         };

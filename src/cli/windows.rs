@@ -22,9 +22,8 @@ use crate::exit::{Exit, chain};
 use crate::manifest::{Doc, Partner, Repo};
 use crate::plan::Overrides;
 use crate::probe::Http;
-use crate::reconcile::{self, Effects, Target};
+use crate::reconcile::{self, Effects, Memory, Target};
 use crate::registry::Sources;
-use crate::state;
 use crate::window::{HORIZON_DAYS, Opening};
 
 /// What `berth windows` was asked.
@@ -88,12 +87,12 @@ pub fn windows(args: &WindowsArgs) -> Exit {
 /// Plans the partner's host as `berth plan` does (nothing is changed).
 fn pending(repo: &Repo, partner: &str, now: Timestamp, state_dir: &std::path::Path) -> Pending {
     let mut notes = Vec::new();
-    let held = state::read_held(state_dir).unwrap_or_else(|e| {
+    let memory = Memory::read(state_dir, partner).unwrap_or_else(|e| {
         notes.push(format!(
             "digests that failed health are not known here: {}",
             chain(&e)
         ));
-        Vec::new()
+        Memory::default()
     });
     host::runtime().block_on(async {
         let engine = match DockerEngine::connect().await {
@@ -117,7 +116,7 @@ fn pending(repo: &Repo, partner: &str, now: Timestamp, state_dir: &std::path::Pa
             revision: "worktree",
             overrides: Overrides::default(),
         };
-        match reconcile::plan(&fx, &target, held).await {
+        match reconcile::plan(&fx, &target, memory).await {
             Ok(plan) => agenda::classify(&plan, notes),
             Err(e) => Pending::Unknown(chain(&e)),
         }

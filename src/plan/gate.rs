@@ -60,6 +60,9 @@ pub enum Deferral {
     Unresolved {
         detail: String,
     },
+    /// A replace of the script is in flight: the run doing it, or the next one, finishes or
+    /// rolls it back first.
+    InFlight,
 }
 
 impl Deferral {
@@ -70,6 +73,7 @@ impl Deferral {
             Deferral::Busy { .. } => "busy",
             Deferral::FailedHealth => "failed-health",
             Deferral::Unresolved { .. } => "unresolved",
+            Deferral::InFlight => "in-flight",
         }
     }
 
@@ -88,6 +92,10 @@ impl Deferral {
                     .into()
             }
             Deferral::Unresolved { detail } => format!("version could not be resolved: {detail}"),
+            Deferral::InFlight => {
+                "a replace is under way or was interrupted; the next apply finishes or rolls it back first"
+                    .into()
+            }
         }
     }
 

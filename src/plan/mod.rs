@@ -41,6 +41,9 @@ pub enum Idleness {
 pub struct Observed {
     pub containers: Vec<ObservedContainer>,
     pub held: Vec<Held>,
+    /// Scripts with a replace in flight (a journal record): another run is carrying it
+    /// out, or the next one recovers it; their containers are not leftovers.
+    pub in_flight: BTreeSet<String>,
     pub idle: Idleness,
 }
 
@@ -227,7 +230,30 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
     };
 
     let mut steps = Vec::new();
-    for d in &desired.containers {
+    for script in &observed.in_flight {
+        let name = container_name(&desired.partner, script);
+        steps.push(Step {
+            script: script.clone(),
+            change: Change::Keep {
+                current: by_script
+                    .get(script.as_str())
+                    .and_then(|v| v.iter().find(|c| c.name == name))
+                    .map(|c| (*c).clone()),
+                to: desired
+                    .containers
+                    .iter()
+                    .find(|d| &d.script == script)
+                    .cloned(),
+            },
+            reason: "a replace is in flight".into(),
+            gate: Gate::Deferred(Deferral::InFlight),
+        });
+    }
+    for d in desired
+        .containers
+        .iter()
+        .filter(|d| !observed.in_flight.contains(&d.script))
+    {
         let found = by_script
             .get(d.script.as_str())
             .map_or(&[][..], Vec::as_slice);
@@ -235,7 +261,11 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
             steps.push(gated(d.script.clone(), change, reason));
         }
     }
-    for (script, why) in &desired.unresolved {
+    for (script, why) in desired
+        .unresolved
+        .iter()
+        .filter(|(s, _)| !observed.in_flight.contains(*s))
+    {
         steps.push(Step {
             script: script.clone(),
             change: Change::Keep {
@@ -256,6 +286,7 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
         .iter()
         .map(|d| d.script.as_str())
         .chain(desired.unresolved.keys().map(String::as_str))
+        .chain(observed.in_flight.iter().map(String::as_str))
         .collect();
     for (script, containers) in by_script.iter().filter(|(s, _)| !declared.contains(*s)) {
         for o in containers {
@@ -445,6 +476,7 @@ mod tests {
         Observed {
             containers,
             held: vec![],
+            in_flight: BTreeSet::new(),
             idle: Idleness::Unknown,
         }
     }
@@ -804,5 +836,26 @@ mod tests {
         hashes.insert(base.hash());
         assert_eq!(hashes.len(), variants.len() + 1);
         assert_eq!(base.hash(), spec("x").hash());
+    }
+
+    #[test]
+    fn a_replace_in_flight_is_not_mistaken_for_leftovers() {
+        let old = want("a", "1.0.0", "x");
+        let mut parked = running(&old);
+        parked.name = format!("{}.old", parked.name);
+        parked.running = false;
+        let mut next = running(&want("a", "2.0.0", "x"));
+        next.name = container_name("p", "a");
+        next.id = "id-next".into();
+        let mut o = observed(vec![parked, next]);
+        o.in_flight.insert("a".into());
+        let p = at(&desired(vec![want("a", "2.0.0", "x")]), &o, NOW_OPEN);
+        assert_eq!(p.steps.len(), 1, "{:?}", p.steps);
+        assert_eq!(p.steps[0].action(), Action::Keep);
+        assert_eq!(p.steps[0].gate, Gate::Deferred(Deferral::InFlight));
+        assert_eq!(
+            p.steps[0].observed().map(|c| c.id.as_str()),
+            Some("id-next")
+        );
     }
 }

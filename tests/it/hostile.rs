@@ -428,3 +428,38 @@ fn sigterm_abandons_a_pre_pull_at_once() {
     assert_eq!(code, Some(0));
     assert_eq!(host.id(), id, "the old container still serves");
 }
+
+#[test]
+fn plan_reads_the_journal_of_a_replace_in_flight() {
+    let host = Host::new("inflight");
+    host.write(&Setup {
+        versions: Some("=1.0.0".into()),
+        ..Setup::default()
+    });
+    host.berth("apply", &[]).assert_exit(0);
+    host.write(&Setup::default());
+    // Killed after the old container was renamed aside and the new one took its name.
+    let crashed = host.berth_env("apply", &[], &[("BERTH_ABORT_AFTER", "5")]);
+    assert_eq!(crashed.code(), None, "{}", crashed.text());
+    assert_eq!(host.containers().len(), 2, "{:?}", host.containers());
+    let plan = host.berth("plan", &[]);
+    plan.assert_exit(0);
+    assert!(
+        plan.text().contains("deferred(in-flight)"),
+        "{}",
+        plan.text()
+    );
+    assert!(!plan.text().contains("leftover"), "{}", plan.text());
+    // The next apply recovers it, and converges.
+    let mut out = host.berth("apply", &[]);
+    for _ in 0..10 {
+        if !out.text().contains("deferred(busy)") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        out = host.berth("apply", &[]);
+    }
+    out.assert_exit(0);
+    assert_eq!(host.containers(), vec![host.name()]);
+    assert_eq!(host.version_label(), "1.1.0");
+}
