@@ -463,3 +463,157 @@ fn plan_reads_the_journal_of_a_replace_in_flight() {
     assert_eq!(host.containers(), vec![host.name()]);
     assert_eq!(host.version_label(), "1.1.0");
 }
+
+#[test]
+fn an_engine_that_dies_under_a_replace_exits_3_and_is_recovered() {
+    use crate::common::dockerd::PrivateEngine;
+    let host = Host::new("engine-death");
+    let engine = PrivateEngine::start("death");
+    engine.load(&format!("{IMAGE_REPO}:1.0.0"));
+    engine.load(&format!("{IMAGE_REPO}:{UNHEALTHY}"));
+    let apply = || {
+        engine
+            .berth("apply")
+            .arg(host.repo())
+            .args(["--partner", &host.partner, "--state-dir"])
+            .arg(host.state_dir())
+    };
+    let at = |v: &str| Setup {
+        versions: Some(v.into()),
+        idle: false,
+        health_timeout: "30s",
+        ..Setup::default()
+    };
+    host.write(&at("=1.0.0"));
+    apply().run().assert_exit(0);
+    let running = |name: &str| {
+        engine
+            .docker(&["inspect", "-f", "{{.State.Running}}", name])
+            .stdout()
+            .trim()
+            == "true"
+    };
+    assert!(running(&host.name()));
+
+    // A replace whose new version never turns healthy: berth waits on its health check
+    // while the engine is killed.
+    host.write(&at(&format!("={UNHEALTHY}")));
+    let replacing = std::thread::scope(|s| {
+        let run = s.spawn(|| apply().run());
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        // The old container parked aside and the new one up under the name: the cut-over
+        // is done, the health wait under way.
+        let parked = format!("{}.old", host.name());
+        while !(engine.docker(&["inspect", &parked]).code() == Some(0) && running(&host.name())) {
+            assert!(
+                std::time::Instant::now() < end,
+                "the cut-over never happened"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        engine.kill();
+        run.join().unwrap()
+    });
+    replacing.assert_exit(3);
+    assert!(
+        replacing
+            .text()
+            .contains("the container engine stopped answering")
+            || replacing
+                .text()
+                .contains("cannot connect to the container engine"),
+        "{}",
+        replacing.text()
+    );
+
+    // The engine comes back; the next run finds the journal and rolls the replace back.
+    engine.up();
+    host.write(&at("=1.0.0"));
+    let recovered = apply().run();
+    recovered.assert_exit(0);
+    assert!(
+        recovered
+            .text()
+            .contains("rolled back an interrupted replace"),
+        "{}",
+        recovered.text()
+    );
+    let names = engine.docker(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(
+        names.stdout().trim(),
+        host.name(),
+        "one container, the old one"
+    );
+    assert!(running(&host.name()));
+    assert_eq!(
+        engine
+            .docker(&[
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"berth.version\"}}",
+                &host.name()
+            ])
+            .stdout()
+            .trim(),
+        "1.0.0"
+    );
+}
+
+/// A tmpfs of its own, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        run(std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+            .arg(at))
+        .assert_exit(0);
+        SmallDisk(at.to_owned())
+    }
+
+    /// Writes until the disk is full.
+    fn fill(&self) {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_state_directory_exits_3_and_leaves_the_old_version_serving() {
+    let host = Host::new("full-disk");
+    let disk = SmallDisk::mount(&host.state_dir());
+    host.write(&Setup {
+        versions: Some("=1.0.0".into()),
+        ..Setup::default()
+    });
+    host.berth("apply", &[]).assert_exit(0);
+    let id = host.id();
+    disk.fill();
+    host.write(&Setup::default());
+    let out = host.berth("apply", &[]);
+    out.assert_exit(3);
+    assert!(
+        out.text().contains("No space left on device"),
+        "{}",
+        out.text()
+    );
+    assert_eq!(host.id(), id, "the old container still serves");
+    assert_eq!(host.served_version().as_deref(), Some("1.0.0"));
+    let left: Vec<_> = std::fs::read_dir(host.state_dir().join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "no journal and no temporary file: {left:?}"
+    );
+}

@@ -18,6 +18,16 @@ impl Berth {
         Berth { cmd }
     }
 
+    /// `berth <subcommand>` inside a network namespace of the test's own (see
+    /// `common::dockerd`), through `nsenter` so the host's mounts stay as they are.
+    pub fn in_netns(ns: &str, subcommand: &str) -> Berth {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{ns}"))
+            .arg(env!("CARGO_BIN_EXE_berth"))
+            .arg(subcommand);
+        Berth { cmd }
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Berth {
         self.cmd.arg(arg);
         self

@@ -3,6 +3,7 @@
 //! tests run `berth`, and the filters that keep snapshots of its output stable.
 
 mod command;
+pub mod dockerd;
 pub mod moto;
 #[path = "../../../benches/support/proxy.rs"]
 pub mod proxy;

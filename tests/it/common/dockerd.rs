@@ -1,0 +1,182 @@
+//! A private Docker engine for the tests that must break an engine: its own `dockerd`
+//! with its own data root, exec root, socket and network namespace (entered with
+//! `nsenter`, which keeps the host's cgroup mounts), so killing it never touches the
+//! machine's engine. Its containers live in that namespace's loopback: berth runs there
+//! too ([`PrivateEngine::berth`]), as it would on the partner's host.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::command::{Berth, Run};
+use super::run;
+
+pub struct PrivateEngine {
+    dir: tempfile::TempDir,
+    ns: String,
+    dockerd: std::sync::Mutex<Option<std::process::Child>>,
+}
+
+impl PrivateEngine {
+    /// Starts the engine and waits until it answers.
+    pub fn start(tag: &str) -> PrivateEngine {
+        assert!(
+            Path::new("/usr/sbin/dockerd").exists() && Path::new("/usr/sbin/ip").exists(),
+            "a private engine needs dockerd and iproute2 (script/test installs them)"
+        );
+        let ns = format!("berth-{tag}-{}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &ns])).assert_exit(0);
+        run(Command::new("ip").args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]))
+            .assert_exit(0);
+        let engine = PrivateEngine {
+            dir: tempfile::tempdir().expect("temp dir"),
+            ns,
+            dockerd: std::sync::Mutex::new(None),
+        };
+        std::fs::write(engine.dir.path().join("daemon.json"), "{}").unwrap();
+        engine.up();
+        engine
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `unix://…`, for `DOCKER_HOST`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.path("sock").display())
+    }
+
+    /// Starts `dockerd` (again, after [`Self::kill`]) on the same data root.
+    pub fn up(&self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("log"))
+            .unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.ns))
+            .arg("dockerd")
+            .arg("--config-file")
+            .arg(self.path("daemon.json"))
+            .arg("--data-root")
+            .arg(self.path("data"))
+            .arg("--exec-root")
+            .arg(self.path("exec"))
+            .arg("--pidfile")
+            .arg(self.path("pid"))
+            .arg("-H")
+            .arg(self.host())
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--storage-driver=vfs",
+            ])
+            .arg(format!("--cgroup-parent={}", self.ns))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd starts");
+        *self.dockerd.lock().unwrap() = Some(child);
+        let end = Instant::now() + Duration::from_secs(30);
+        while !self.answers() {
+            assert!(
+                Instant::now() < end,
+                "the private dockerd did not come up: {}",
+                std::fs::read_to_string(self.path("log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        self.docker(&["version", "--format", "{{.Server.Version}}"])
+            .code()
+            == Some(0)
+    }
+
+    /// `docker …` against this engine.
+    pub fn docker(&self, args: &[&str]) -> Run {
+        run(Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", self.host()))
+    }
+
+    /// Copies an image from the machine's engine into this one.
+    pub fn load(&self, image: &str) {
+        run(Command::new("sh").arg("-c").arg(format!(
+            "docker save {image} | DOCKER_HOST={} docker load -q",
+            self.host()
+        )))
+        .assert_exit(0);
+    }
+
+    /// The engine dies: `dockerd` and its containerd are killed at once (the containers'
+    /// shims go on, as they do when a host's engine crashes).
+    pub fn kill(&self) {
+        let mut child = self.dockerd.lock().unwrap().take().expect("dockerd runs");
+        let containerd = self.path("exec/containerd/containerd.pid");
+        let containerd = std::fs::read_to_string(containerd).unwrap_or_default();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let containerd = containerd.trim();
+        if !containerd.is_empty() {
+            let _ = Command::new("kill").args(["-KILL", containerd]).status();
+            let end = Instant::now() + Duration::from_secs(10);
+            while alive(containerd) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // Killed, they leave pid files that would stop them from starting again.
+        let _ = std::fs::remove_file(self.path("pid"));
+        let _ = std::fs::remove_file(self.path("exec/containerd/containerd.pid"));
+    }
+
+    /// `berth <subcommand>` in the engine's network namespace, talking to this engine.
+    pub fn berth(&self, subcommand: &str) -> Berth {
+        Berth::in_netns(&self.ns, subcommand).env("DOCKER_HOST", self.host())
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        if self.dockerd.lock().unwrap().is_none() {
+            self.up();
+        }
+        let ids = self.docker(&["ps", "-aq"]).stdout().to_owned();
+        for id in ids.split_whitespace() {
+            self.docker(&["rm", "-f", id]);
+        }
+        if let Some(mut child) = self.dockerd.lock().unwrap().take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+        // dockerd leaves its namespace handle mounted in the exec root.
+        let root = self.dir.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").arg(m).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// Whether a process runs (a zombie does not).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z"))
+        })
+        .unwrap_or(false)
+}
