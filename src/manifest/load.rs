@@ -71,6 +71,9 @@ pub fn load(root: &Path) -> Result<Loaded, LoadError> {
             .map_err(|d| diagnostics.push(d))
             .ok()
             .filter(|l| {
+                for d in lock_digests(root, &l.doc) {
+                    diagnostics.push(d);
+                }
                 let ok = l.doc.version == 1;
                 if !ok {
                     diagnostics.push(file_error(
@@ -282,6 +285,40 @@ impl Reader<'_> {
             doc,
         })
     }
+}
+
+/// A pin whose digest is not `sha256:<64 hex digits>` is an error at its line: agents would
+/// hand the engine whatever the lock says.
+fn lock_digests(root: &Path, lock: &crate::lock::Lock) -> Vec<Diagnostic> {
+    let text = fs::read_to_string(root.join(crate::lock::FILE)).unwrap_or_default();
+    let mut out = Vec::new();
+    for (partner, pins) in &lock.partners {
+        for (script, pin) in pins {
+            if crate::image::is_digest(&pin.digest) {
+                continue;
+            }
+            let pos = text
+                .lines()
+                .enumerate()
+                .find_map(|(i, line)| {
+                    let col = line.find("digest:")?;
+                    line.contains(pin.digest.as_str()).then_some(Pos {
+                        line: i as u32 + 1,
+                        col: col as u32 + 1,
+                    })
+                })
+                .unwrap_or(Pos { line: 1, col: 1 });
+            out.push(Diagnostic::error(
+                crate::lock::FILE,
+                pos,
+                format!(
+                    "{partner}/{script} is pinned to digest {:?}, which is not sha256:<64 hex digits>",
+                    pin.digest
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// Only regular files are manifests.
