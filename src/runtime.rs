@@ -366,11 +366,18 @@ impl Engine for DockerEngine {
             tag: Some(tag.to_owned()),
             ..Default::default()
         };
-        let auth = credentials.map(|c| DockerCredentials {
-            username: Some(c.username.clone()),
-            password: Some(c.password.clone()),
-            serveraddress: Some(c.server.clone()),
-            ..Default::default()
+        let auth = credentials.map(|c| match c.identity_token() {
+            Some(token) => DockerCredentials {
+                identitytoken: Some(token.to_owned()),
+                serveraddress: Some(c.server.clone()),
+                ..Default::default()
+            },
+            None => DockerCredentials {
+                username: Some(c.username.clone()),
+                password: Some(c.password.clone()),
+                serveraddress: Some(c.server.clone()),
+                ..Default::default()
+            },
         });
         let mut progress = PullProgress::new();
         let mut stream = self.docker.create_image(Some(options), None, auth);
