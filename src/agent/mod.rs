@@ -64,7 +64,8 @@ async fn pass_once(
     now: Timestamp,
     stopping: &AtomicBool,
 ) -> i32 {
-    let checkout = match source::sync(&config.repo, &config.state_dir, now) {
+    let synced = source::sync_off_thread(&config.repo, &config.state_dir, now, stopping).await;
+    let checkout = match synced {
         Ok(c) => c,
         Err(e) => {
             let message = crate::cli::chain(&e);
