@@ -81,6 +81,14 @@ pub trait Engine {
     ) -> Result<(), RuntimeError>;
 }
 
+/// A managed container stopped, died or went away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub id: String,
+    /// The engine's time of the event, in nanoseconds since the Unix epoch.
+    pub time_nanos: Option<i64>,
+}
+
 /// The host's Docker engine.
 pub struct DockerEngine {
     docker: Docker,
@@ -183,7 +191,8 @@ impl DockerEngine {
     pub fn container_events(
         &self,
         partner: &str,
-    ) -> impl futures_util::Stream<Item = Result<(), RuntimeError>> + Send + 'static {
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent, RuntimeError>> + Send + 'static
+    {
         use futures_util::StreamExt;
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
@@ -204,7 +213,13 @@ impl DockerEngine {
                 filters: Some(filters),
                 ..Default::default()
             }))
-            .map(|e| e.map(|_| ()).map_err(engine("watch container events")))
+            .map(|e| {
+                e.map(|m| ContainerEvent {
+                    id: m.actor.and_then(|a| a.id).unwrap_or_default(),
+                    time_nanos: m.time_nano,
+                })
+                .map_err(engine("watch container events"))
+            })
     }
 }
 

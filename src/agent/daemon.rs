@@ -4,7 +4,7 @@
 //! loopback address; SIGTERM finishes the step in flight, then exits.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::config::AgentConfig;
 use super::run_once;
-use crate::runtime::DockerEngine;
+use crate::runtime::{ContainerEvent, DockerEngine, Engine, Found};
 
 /// Why the daemon wakes before its interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,14 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> i32 {
 
     spawn_signals(tx.clone(), Arc::clone(&stopping));
     let mut watched = watch_manifests(config, tx.clone());
-    spawn_drift_events(&engine, &config.partner, tx.clone());
+    let engine = Arc::new(engine);
+    let own_until = Arc::new(AtomicI64::new(unix_nanos()));
+    spawn_drift_events(
+        Arc::clone(&engine),
+        &config.partner,
+        tx.clone(),
+        Arc::clone(&own_until),
+    );
     if let Some(addr) = config.listen {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
@@ -58,6 +65,7 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> i32 {
     loop {
         passes += 1;
         let code = run_once(config, &engine, &stopping).await;
+        own_until.store(unix_nanos(), Ordering::SeqCst);
         tracing::info!(exit = code, "pass finished");
         if stopping.load(Ordering::SeqCst) {
             tracing::info!("stopping after the pass in flight");
@@ -157,12 +165,34 @@ fn inode(path: &str) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.ino())
 }
 
-fn spawn_drift_events(engine: &DockerEngine, partner: &str, tx: mpsc::Sender<Wake>) {
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// How long after a pass the engine may still report that pass's own stops: it logs a
+/// container's `die` once it has handled the exit, which can be after berth's stop and
+/// remove calls returned.
+const LATE: Duration = Duration::from_secs(1);
+
+/// Wakes the daemon when a managed container stops, dies or goes away, unless the event is
+/// the last pass's own doing (see [`is_own`]): a replace or removal by the agent causes no
+/// second pass, while a container someone else stops wakes the daemon at once.
+fn spawn_drift_events(
+    engine: Arc<DockerEngine>,
+    partner: &str,
+    tx: mpsc::Sender<Wake>,
+    own_until: Arc<AtomicI64>,
+) {
     let mut events = engine.container_events(partner);
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
             match event {
-                Ok(()) => {
+                Ok(event) if is_own(&engine, &event, &own_until).await => {
+                    tracing::debug!(container = %event.id, "a container event of berth's own pass");
+                }
+                Ok(_) => {
                     let _ = tx.try_send(Wake::Drift);
                 }
                 Err(e) => {
@@ -172,6 +202,27 @@ fn spawn_drift_events(engine: &DockerEngine, partner: &str, tx: mpsc::Sender<Wak
             }
         }
     });
+}
+
+/// Whether an event is the last pass's own: the engine timed it before the pass ended
+/// (`own_until`), or within [`LATE`] after for a container that is gone (the pass removed
+/// it) or running. Events of a pass still in flight reach the channel and are dropped when
+/// it ends. Someone removing a container within a second of a pass is seen on the interval.
+async fn is_own(engine: &DockerEngine, event: &ContainerEvent, own_until: &AtomicI64) -> bool {
+    let Some(at) = event.time_nanos else {
+        return false;
+    };
+    let late = i64::try_from(LATE.as_nanos()).unwrap_or(i64::MAX);
+    if at <= own_until.load(Ordering::SeqCst) {
+        return true;
+    }
+    if at > own_until.load(Ordering::SeqCst).saturating_add(late) {
+        return false;
+    }
+    let now = engine.find(&event.id).await;
+    // A pass may have ended while the engine answered.
+    at <= own_until.load(Ordering::SeqCst)
+        || matches!(now, Ok(None) | Ok(Some(Found { running: true, .. })))
 }
 
 #[cfg(test)]
