@@ -64,6 +64,18 @@ pub struct Credentials {
     pub server: String,
 }
 
+/// The user name under which an identity token travels in place of a password: how
+/// credential helpers hand one over, and how berth passes one on. An identity token is a
+/// refresh token for the registry's token service, never a Basic password.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
+impl Credentials {
+    /// The identity token these credentials carry instead of a password, if they do.
+    pub fn identity_token(&self) -> Option<&str> {
+        (self.username == IDENTITY_TOKEN_USER).then_some(self.password.as_str())
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")

@@ -6,17 +6,15 @@
 //! is logged, never handed to the pass: every pass does the same whole job.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::config::AgentConfig;
 use super::run_once;
-use super::status::Status;
-use crate::engine::DockerEngine;
+use crate::engine::{ContainerEvent, DockerEngine, Engine, Found};
 use crate::exit::Exit;
 use crate::probe::Http;
 
@@ -63,12 +61,19 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> Exit {
 
     spawn_signals(tx.clone(), Arc::clone(&stopping));
     let mut watched = watch_manifests(config, tx.clone());
-    spawn_drift_events(&engine, &config.partner, tx.clone());
+    let engine = Arc::new(engine);
+    let own_until = Arc::new(AtomicI64::new(unix_nanos()));
+    spawn_drift_events(
+        Arc::clone(&engine),
+        &config.partner,
+        tx.clone(),
+        Arc::clone(&own_until),
+    );
     if let Some(addr) = config.listen {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
                 tracing::info!(%addr, "serving /status and /metrics");
-                tokio::spawn(serve(listener, config.state_dir.clone()));
+                tokio::spawn(super::serve::serve(listener, config.state_dir.clone()));
             }
             Err(e) => {
                 tracing::error!(%addr, error = %e, "cannot listen");
@@ -82,6 +87,7 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> Exit {
     loop {
         passes += 1;
         let end = run_once(config, &engine, &http, &stopping).await;
+        own_until.store(unix_nanos(), Ordering::SeqCst);
         tracing::info!(exit = end.exit.code(), "pass finished");
         if stopping.load(Ordering::SeqCst) {
             tracing::info!("stopping after the pass in flight");
@@ -181,12 +187,34 @@ fn inode(path: &str) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.ino())
 }
 
-fn spawn_drift_events(engine: &DockerEngine, partner: &str, tx: mpsc::Sender<Wake>) {
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// How long after a pass the engine may still report that pass's own stops: it logs a
+/// container's `die` once it has handled the exit, which can be after berth's stop and
+/// remove calls returned.
+const LATE: Duration = Duration::from_secs(1);
+
+/// Wakes the daemon when a managed container stops, dies or goes away, unless the event is
+/// the last pass's own doing (see [`is_own`]): a replace or removal by the agent causes no
+/// second pass, while a container someone else stops wakes the daemon at once.
+fn spawn_drift_events(
+    engine: Arc<DockerEngine>,
+    partner: &str,
+    tx: mpsc::Sender<Wake>,
+    own_until: Arc<AtomicI64>,
+) {
     let mut events = engine.container_events(partner);
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
             match event {
-                Ok(()) => {
+                Ok(event) if is_own(&engine, &event, &own_until).await => {
+                    tracing::debug!(container = %event.id, "a container event of berth's own pass");
+                }
+                Ok(_) => {
                     let _ = tx.try_send(Wake::Drift);
                 }
                 Err(e) => {
@@ -198,131 +226,25 @@ fn spawn_drift_events(engine: &DockerEngine, partner: &str, tx: mpsc::Sender<Wak
     });
 }
 
-/// Serves `/status` (the status document) and `/metrics` (Prometheus text) from the state
-/// dir, so they agree with `berth status` and survive restarts.
-async fn serve(listener: tokio::net::TcpListener, state_dir: std::path::PathBuf) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let state_dir = state_dir.clone();
-        tokio::spawn(async move {
-            let mut head = Vec::new();
-            let read_head = async {
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-            };
-            if tokio::time::timeout(Duration::from_secs(5), read_head)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let request = String::from_utf8_lossy(&head);
-            let path = request.split(' ').nth(1).unwrap_or("/");
-            let status = Status::read(&state_dir).ok().flatten();
-            let (code, kind, body) = match (path, status) {
-                ("/status", Some(s)) => (
-                    "200 OK",
-                    "application/json",
-                    serde_json::to_string_pretty(&s).expect("status serializes"),
-                ),
-                ("/metrics", Some(s)) => ("200 OK", "text/plain; version=0.0.4", metrics(&s)),
-                ("/status" | "/metrics", None) => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "no pass has run yet\n".into(),
-                ),
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /status or /metrics\n".into(),
-                ),
-            };
-            let response = format!(
-                "HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-        });
-    }
-}
-
-/// The Prometheus exposition of a status.
-pub fn metrics(s: &Status) -> String {
-    use std::fmt::Write as _;
-    let p = &s.partner;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in lines {
-            let _ = writeln!(out, "{name}{{partner=\"{p}\"{labels}}} {value}");
-        }
+/// Whether an event is the last pass's own: the engine timed it before the pass ended
+/// (`own_until`), or within [`LATE`] after for a container that is gone (the pass removed
+/// it) or running. Events of a pass still in flight reach the channel and are dropped when
+/// it ends. Someone removing a container within a second of a pass is seen on the interval.
+async fn is_own(engine: &DockerEngine, event: &ContainerEvent, own_until: &AtomicI64) -> bool {
+    let Some(at) = event.time_nanos else {
+        return false;
     };
-    let c = &s.counters;
-    metric(
-        "berth_passes_total",
-        "counter",
-        "Passes run.",
-        vec![(String::new(), c.passes as f64)],
-    );
-    metric(
-        "berth_pass_failures_total",
-        "counter",
-        "Passes that did not exit 0.",
-        vec![(String::new(), c.failures as f64)],
-    );
-    metric(
-        "berth_updates_total",
-        "counter",
-        "Containers created, replaced or started.",
-        vec![(String::new(), c.updates as f64)],
-    );
-    metric(
-        "berth_rollbacks_total",
-        "counter",
-        "Replaces rolled back after a failed health check.",
-        vec![(String::new(), c.rollbacks as f64)],
-    );
-    metric(
-        "berth_deferrals_total",
-        "counter",
-        "Steps deferred, by reason.",
-        c.deferrals
-            .iter()
-            .map(|(r, n)| (format!(",reason=\"{r}\""), *n as f64))
-            .collect(),
-    );
-    metric(
-        "berth_pending_changes",
-        "gauge",
-        "Changes planned but not made.",
-        vec![(String::new(), s.pending as f64)],
-    );
-    let last_success = s
-        .last_success
-        .as_deref()
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        .map_or(0.0, |t| t.as_second() as f64);
-    metric(
-        "berth_last_success_timestamp_seconds",
-        "gauge",
-        "When a pass last exited 0.",
-        vec![(String::new(), last_success)],
-    );
-    let exit = s.last_pass.as_ref().map_or(-1.0, |l| f64::from(l.exit));
-    metric(
-        "berth_last_pass_exit_code",
-        "gauge",
-        "Exit code of the last pass.",
-        vec![(String::new(), exit)],
-    );
-    out
+    let late = i64::try_from(LATE.as_nanos()).unwrap_or(i64::MAX);
+    if at <= own_until.load(Ordering::SeqCst) {
+        return true;
+    }
+    if at > own_until.load(Ordering::SeqCst).saturating_add(late) {
+        return false;
+    }
+    let now = engine.find(&event.id).await;
+    // A pass may have ended while the engine answered.
+    at <= own_until.load(Ordering::SeqCst)
+        || matches!(now, Ok(None) | Ok(Some(Found { running: true, .. })))
 }
 
 #[cfg(test)]
@@ -338,38 +260,5 @@ mod tests {
                 "{d:?}"
             );
         }
-    }
-
-    #[test]
-    fn metrics_text() {
-        let mut s = Status {
-            partner: "p".into(),
-            pending: 2,
-            ..Status::default()
-        };
-        s.counters.passes = 3;
-        s.counters.deferrals.insert("window".into(), 4);
-        s.last_success = Some("2026-11-21T00:00:00Z".into());
-        let text = metrics(&s);
-        assert!(
-            text.contains("berth_passes_total{partner=\"p\"} 3\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("berth_deferrals_total{partner=\"p\",reason=\"window\"} 4\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("berth_pending_changes{partner=\"p\"} 2\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("berth_last_success_timestamp_seconds{partner=\"p\"} 1795219200\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("# TYPE berth_rollbacks_total counter\n"),
-            "{text}"
-        );
     }
 }

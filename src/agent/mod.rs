@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod serve;
 pub mod status;
 
 use std::sync::atomic::AtomicBool;
@@ -88,7 +89,8 @@ async fn pass_once(
 ) -> PassEnd {
     let ended = |exit| PassEnd { exit, wake: None };
     let now = fx.clock.now();
-    let checkout = match source::sync(&config.repo, &config.state_dir, now) {
+    let synced = source::sync_off_thread(&config.repo, &config.state_dir, now, stopping).await;
+    let checkout = match synced {
         Ok(c) => c,
         Err(e) => {
             let message = chain(&e);

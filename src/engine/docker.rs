@@ -15,6 +15,15 @@ use std::collections::HashMap;
 use super::{Engine, EngineError, Found, PullAbandoned, PullLimits};
 use crate::container::{NewContainer, ObservedContainer, label, parse_port};
 use crate::image::Credentials;
+
+/// A managed container stopped, died or went away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub id: String,
+    /// The engine's time of the event, in nanoseconds since the Unix epoch.
+    pub time_nanos: Option<i64>,
+}
+
 /// The host's Docker engine.
 pub struct DockerEngine {
     docker: Docker,
@@ -128,7 +137,8 @@ impl DockerEngine {
     pub fn container_events(
         &self,
         partner: &str,
-    ) -> impl futures_util::Stream<Item = Result<(), EngineError>> + Send + 'static {
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent, EngineError>> + Send + 'static
+    {
         use futures_util::StreamExt;
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
@@ -149,7 +159,13 @@ impl DockerEngine {
                 filters: Some(filters),
                 ..Default::default()
             }))
-            .map(|e| e.map(|_| ()).map_err(engine("watch container events")))
+            .map(|e| {
+                e.map(|m| ContainerEvent {
+                    id: m.actor.and_then(|a| a.id).unwrap_or_default(),
+                    time_nanos: m.time_nano,
+                })
+                .map_err(engine("watch container events"))
+            })
     }
 }
 
@@ -306,11 +322,18 @@ impl Engine for DockerEngine {
             tag: Some(tag.to_owned()),
             ..Default::default()
         };
-        let auth = credentials.map(|c| DockerCredentials {
-            username: Some(c.username.clone()),
-            password: Some(c.password.clone()),
-            serveraddress: Some(c.server.clone()),
-            ..Default::default()
+        let auth = credentials.map(|c| match c.identity_token() {
+            Some(token) => DockerCredentials {
+                identitytoken: Some(token.to_owned()),
+                serveraddress: Some(c.server.clone()),
+                ..Default::default()
+            },
+            None => DockerCredentials {
+                username: Some(c.username.clone()),
+                password: Some(c.password.clone()),
+                serveraddress: Some(c.server.clone()),
+                ..Default::default()
+            },
         });
         let mut progress = PullProgress::new();
         let mut stream = self.docker.create_image(Some(options), None, auth);

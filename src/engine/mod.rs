@@ -7,7 +7,7 @@ pub mod docker;
 #[cfg(test)]
 pub mod fake;
 
-pub use docker::DockerEngine;
+pub use docker::{ContainerEvent, DockerEngine};
 
 use crate::container::{NewContainer, ObservedContainer};
 use crate::image::Credentials;

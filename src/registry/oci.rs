@@ -337,7 +337,10 @@ impl OciRegistry {
             .unwrap_or_default()
             .to_ascii_lowercase();
         match scheme.as_str() {
-            "basic" => creds.map(Auth::Basic).ok_or_else(denied),
+            "basic" => creds
+                .filter(|c| c.identity_token().is_none())
+                .map(Auth::Basic)
+                .ok_or_else(denied),
             "bearer" => {
                 let params = challenge_params(challenge);
                 let realm = params.get("realm").ok_or_else(|| OciError::Challenge {
@@ -352,10 +355,24 @@ impl OciRegistry {
                 if let Some(service) = params.get("service") {
                     query.push(("service", service.clone()));
                 }
-                let mut request = self.http.get(realm).timeout(self.timeout).query(&query);
-                if let Some(c) = &creds {
-                    request = request.basic_auth(&c.username, Some(&c.password));
-                }
+                // An identity token is an OAuth2 refresh token, exchanged by POST.
+                let request = match creds.as_ref().map(|c| (c, c.identity_token())) {
+                    Some((_, Some(token))) => {
+                        query.extend([
+                            ("grant_type", "refresh_token".to_owned()),
+                            ("refresh_token", token.to_owned()),
+                            ("client_id", "berth".to_owned()),
+                        ]);
+                        self.http.post(realm).form(&query)
+                    }
+                    Some((c, None)) => self
+                        .http
+                        .get(realm)
+                        .query(&query)
+                        .basic_auth(&c.username, Some(&c.password)),
+                    None => self.http.get(realm).query(&query),
+                };
+                let request = request.timeout(self.timeout);
                 let response = request
                     .send()
                     .await

@@ -6,6 +6,8 @@
 pub mod verify;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +63,23 @@ pub enum SourceError {
         #[source]
         source: git2::Error,
     },
+    #[error("{url} did not answer within {}s (BERTH_GIT_TIMEOUT)", timeout.as_secs_f64())]
+    FetchTimeout {
+        url: String,
+        timeout: Duration,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("asked to stop while fetching {url}")]
+    Stopped { url: String },
+    #[error("cannot start fetching {url}")]
+    Thread {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("fetching {url} ended without an answer")]
+    Lost { url: String },
     #[error("the manifest repo mirror in {path} is unusable")]
     Mirror {
         path: PathBuf,
@@ -106,6 +125,69 @@ pub fn is_plain_directory(url: &str) -> bool {
         && Path::new(url).is_dir()
         && !Path::new(url).join(".git").exists()
         && !url.ends_with(".git")
+}
+
+/// How long a git remote may take to accept a connection, and then to answer each read:
+/// `BERTH_GIT_TIMEOUT` in seconds, 30 by default. Without a bound, a remote that accepts
+/// and never answers holds the pass forever.
+pub fn git_timeout() -> Duration {
+    std::env::var("BERTH_GIT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 86_400.0)
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
+}
+
+/// Sets libgit2's process-wide connect and read timeouts, once, before the first fetch.
+fn bound_git_io() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let millis = i32::try_from(git_timeout().as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: libgit2 reads these options when it opens a connection; the Once sets
+        // them before any fetch of this process and never again, so no read races the
+        // write.
+        let set = unsafe {
+            git2::opts::set_server_connect_timeout_in_milliseconds(millis)
+                .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(millis))
+        };
+        if let Err(e) = set {
+            tracing::warn!(error = %e, "cannot bound git's network timeouts");
+        }
+    });
+}
+
+/// [`sync`] on a thread of its own, so that the caller's runtime keeps answering `/status`
+/// and handling signals while git waits on the network. Once `stopping` is set the pass
+/// stops waiting; the thread ends by itself within the git timeout, or with the process.
+pub async fn sync_off_thread(
+    spec: &RepoSpec,
+    state_dir: &Path,
+    now: jiff::Timestamp,
+    stopping: &AtomicBool,
+) -> Result<Checkout, SourceError> {
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let (owned, dir) = (spec.clone(), state_dir.to_owned());
+    std::thread::Builder::new()
+        .name("berth-source".into())
+        .spawn(move || {
+            let _ = tx.send(sync(&owned, &dir, now));
+        })
+        .map_err(|source| SourceError::Thread {
+            url: spec.url.clone(),
+            source,
+        })?;
+    loop {
+        tokio::select! {
+            answer = &mut rx => {
+                return answer.unwrap_or_else(|_| Err(SourceError::Lost { url: spec.url.clone() }));
+            }
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if stopping.load(Ordering::SeqCst) {
+                    return Err(SourceError::Stopped { url: spec.url.clone() });
+                }
+            }
+        }
+    }
 }
 
 /// Brings the mirror up to date and picks the revision to apply. An unreachable remote
@@ -282,9 +364,17 @@ fn fetch(repo: &git2::Repository, spec: &RepoSpec) -> Result<(), SourceError> {
         Follow::Commit(_) => vec!["+refs/heads/*:refs/remotes/origin/*".into()],
     };
     let mut remote = repo.find_remote("origin").map_err(fetch_err)?;
+    bound_git_io();
     remote
         .fetch(&refspecs, Some(&mut options), None)
-        .map_err(fetch_err)
+        .map_err(|source| match source.code() {
+            git2::ErrorCode::Timeout => SourceError::FetchTimeout {
+                url: spec.url.clone(),
+                timeout: git_timeout(),
+                source,
+            },
+            _ => fetch_err(source),
+        })
 }
 
 fn resolve_head(repo: &git2::Repository, spec: &RepoSpec) -> Result<git2::Oid, SourceError> {

@@ -6,6 +6,7 @@
 mod common;
 
 mod agent;
+mod agent_edges;
 mod apply;
 mod ecr;
 mod hostile;

@@ -6,6 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The built `berth` binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
+
 /// `berth <subcommand> …`, built up and then run or spawned.
 pub struct Berth {
     cmd: Command,
@@ -13,7 +16,7 @@ pub struct Berth {
 
 impl Berth {
     pub fn new(subcommand: &str) -> Berth {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut cmd = Command::new(BIN);
         cmd.arg(subcommand);
         Berth { cmd }
     }
@@ -23,7 +26,7 @@ impl Berth {
     pub fn in_netns(ns: &str, subcommand: &str) -> Berth {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/var/run/netns/{ns}"))
-            .arg(env!("CARGO_BIN_EXE_berth"))
+            .arg(BIN)
             .arg(subcommand);
         Berth { cmd }
     }
@@ -121,6 +124,11 @@ impl Berth {
             shown,
         };
         (run, peak)
+    }
+
+    /// The command as built, for a caller that wires its output itself.
+    pub fn command(self) -> Command {
+        self.cmd
     }
 
     /// Starts it in the background with its output discarded (a daemon, or a run to kill).

@@ -11,7 +11,7 @@ pub mod registry;
 pub mod slow;
 mod snapshot;
 
-pub use command::{Berth, Run, run};
+pub use command::{BIN, Berth, Run, run};
 pub(crate) use snapshot::{assert_stable_snapshot, filters};
 
 use std::net::TcpListener;
