@@ -562,10 +562,9 @@ mod tests {
     use crate::container::{ContainerSpec, label};
     use crate::engine::fake::{FakeContainer, FakeEngine};
     use crate::image::{Credentials, ImageRepo, TagRef};
-    use crate::plan::{Observed, Overrides, Policy};
+    use crate::plan::{Observed, Policy};
     use crate::probe::{Answer, ProbeError};
     use crate::resolve::{Desired, HealthCheck};
-    use crate::window::{Schedule, Weekly};
 
     const OLD: &str = "sha256:old";
     const NEW: &str = "sha256:new";
@@ -676,24 +675,10 @@ mod tests {
         }
     }
 
-    /// Saturdays 01:00-05:00 UTC, with an idle probe unless told otherwise.
     fn policy(ignore_window: bool) -> Policy {
-        Policy {
-            schedule: Schedule {
-                tz: jiff::tz::TimeZone::UTC,
-                windows: vec![Weekly {
-                    days: vec![jiff::civil::Weekday::Saturday],
-                    start: 60,
-                    end: 300,
-                }],
-                blackouts: vec![],
-            },
-            has_idle_gate: true,
-            overrides: Overrides {
-                ignore_window,
-                ignore_idle: false,
-            },
-        }
+        let mut policy = crate::plan::gate::saturday_mornings();
+        policy.overrides.ignore_window = ignore_window;
+        policy
     }
 
     fn idle() -> Idle {

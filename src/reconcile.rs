@@ -258,7 +258,6 @@ pub fn has_unresolved(plan: &Plan) -> bool {
 mod tests {
     use super::*;
     use crate::plan::Action;
-    use crate::window::Weekly;
 
     /// Saturdays 01:00-05:00 UTC.
     fn report(outcomes: Vec<(Action, Outcome)>) -> PassReport {
@@ -269,19 +268,7 @@ mod tests {
                 revision: "r".into(),
                 now: "2026-11-21T00:00:00Z".parse().unwrap(),
                 steps: vec![],
-                policy: Policy {
-                    schedule: Schedule {
-                        tz: jiff::tz::TimeZone::UTC,
-                        windows: vec![Weekly {
-                            days: vec![jiff::civil::Weekday::Saturday],
-                            start: 60,
-                            end: 300,
-                        }],
-                        blackouts: vec![],
-                    },
-                    has_idle_gate: true,
-                    overrides: Overrides::default(),
-                },
+                policy: crate::plan::gate::saturday_mornings(),
             },
             reports: outcomes
                 .into_iter()

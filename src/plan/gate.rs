@@ -168,3 +168,22 @@ pub fn decide(policy: &Policy, change: &Change, now: Timestamp, idle: &Idleness)
         _ => Gate::Allowed,
     }
 }
+
+/// The gates the planner's, the executor's and the pass's tests share: Saturdays
+/// 01:00-05:00 UTC, with an idle probe.
+#[cfg(test)]
+pub fn saturday_mornings() -> Policy {
+    Policy {
+        schedule: Schedule {
+            tz: jiff::tz::TimeZone::UTC,
+            windows: vec![crate::window::Weekly {
+                days: vec![jiff::civil::Weekday::Saturday],
+                start: 60,
+                end: 300,
+            }],
+            blackouts: vec![],
+        },
+        has_idle_gate: true,
+        overrides: Overrides::default(),
+    }
+}

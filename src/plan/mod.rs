@@ -392,8 +392,6 @@ mod tests {
     use super::*;
     use crate::container::ContainerSpec;
     use crate::resolve::HealthCheck;
-    use crate::window::{Schedule, Weekly};
-    use jiff::civil::Weekday;
     use std::time::Duration;
 
     const NOW_OPEN: &str = "2026-11-21T02:00:00Z"; // Saturday, inside the window
@@ -455,21 +453,8 @@ mod tests {
         }
     }
 
-    /// Saturdays 01:00-05:00 UTC, with an idle probe.
     fn policy() -> Policy {
-        Policy {
-            schedule: Schedule {
-                tz: jiff::tz::TimeZone::UTC,
-                windows: vec![Weekly {
-                    days: vec![Weekday::Saturday],
-                    start: 60,
-                    end: 300,
-                }],
-                blackouts: vec![],
-            },
-            has_idle_gate: true,
-            overrides: Overrides::default(),
-        }
+        gate::saturday_mornings()
     }
 
     fn observed(containers: Vec<ObservedContainer>) -> Observed {

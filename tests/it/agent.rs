@@ -20,20 +20,6 @@ fn commit_all(host: &Host, message: &str) -> String {
     git(&repo, &["rev-parse", "HEAD"])
 }
 
-fn write_config(host: &Host, repo_lines: &str, extra: &str) -> PathBuf {
-    let path = host.dir.path().join("agent.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "partner: {}\nrepo:\n{repo_lines}interval: 1h\nstate_dir: {}\n{extra}",
-            host.partner,
-            host.state_dir().display()
-        ),
-    )
-    .unwrap();
-    path
-}
-
 fn file_url(host: &Host) -> String {
     format!("  url: file://{}\n  branch: main\n", host.repo().display())
 }
@@ -68,7 +54,7 @@ fn converged_on_git(tag: &str, range: &str) -> (Host, String, PathBuf) {
     let host = Host::new(tag);
     host.write(&versions(range));
     let first = commit_all(&host, "first");
-    let config = write_config(&host, &file_url(&host), "");
+    let config = host.agent_config(&file_url(&host), "");
     agent_once(&config).assert_exit(0);
     (host, first, config)
 }
@@ -141,8 +127,7 @@ fn follows_a_tag_or_a_pinned_commit() {
     host.write(&versions("^1"));
     commit_all(&host, "new");
 
-    let by_tag = write_config(
-        &host,
+    let by_tag = host.agent_config(
         &format!("  url: file://{}\n  tag: release\n", host.repo().display()),
         "",
     );
@@ -150,8 +135,7 @@ fn follows_a_tag_or_a_pinned_commit() {
     assert_eq!(host.version_label(), "1.0.0");
     assert_eq!(revision_label(&host), old);
 
-    let by_commit = write_config(
-        &host,
+    let by_commit = host.agent_config(
         &format!("  url: file://{}\n  commit: {old}\n", host.repo().display()),
         "",
     );
@@ -204,11 +188,7 @@ fn rewritten_history_is_refused_unless_allowed() {
         "{status:#}"
     );
 
-    let allowed = write_config(
-        &host,
-        &format!("{}  allow_rewrite: true\n", file_url(&host)),
-        "",
-    );
+    let allowed = host.agent_config(&format!("{}  allow_rewrite: true\n", file_url(&host)), "");
     agent_once(&allowed).assert_exit(0);
     assert_eq!(host.version_label(), "1.1.0");
     assert_eq!(revision_label(&host), rewritten);
@@ -245,8 +225,7 @@ fn unsigned_heads_are_refused_when_verification_is_on() {
         ],
     );
     let signed = git(&repo, &["rev-parse", "HEAD"]);
-    let config = write_config(
-        &host,
+    let config = host.agent_config(
         &format!(
             "{}  verify: {{ allowed_signers: {} }}\n",
             file_url(&host),
@@ -282,7 +261,7 @@ fn frozen_mode_applies_exactly_what_is_locked() {
     // The range widens, but the lock still pins 1.0.0: agents apply the lock.
     host.write(&versions("^1"));
     commit_all(&host, "locked");
-    let config = write_config(&host, &file_url(&host), "");
+    let config = host.agent_config(&file_url(&host), "");
     agent_once(&config).assert_exit(0);
     assert_eq!(host.version_label(), "1.0.0");
     let check = Berth::new("lock").arg("--check").arg(host.repo()).run();
@@ -298,7 +277,7 @@ fn frozen_mode_applies_exactly_what_is_locked() {
 fn two_runs_never_overlap() {
     let host = Host::new("lock");
     host.write(&Setup::default());
-    let config = write_config(&host, &format!("  url: {}\n", host.repo().display()), "");
+    let config = host.agent_config(&format!("  url: {}\n", host.repo().display()), "");
     std::fs::create_dir_all(host.state_dir()).unwrap();
     // Another process holds the lock (as a second berth would) for two seconds.
     let mut holder = Command::new("flock")
@@ -326,8 +305,7 @@ fn daemon_converges_on_change_and_drift_and_stops_on_sigterm() {
     let host = Host::new("daemon");
     host.write(&versions("=1.0.0"));
     let listen = free_port();
-    let config = write_config(
-        &host,
+    let config = host.agent_config(
         &format!("  url: {}\n", host.repo().display()),
         &format!("listen: 127.0.0.1:{listen}\n"),
     );
@@ -424,7 +402,7 @@ fn the_daemon_wakes_when_the_window_opens() {
         )),
         ..versions("=1.0.0")
     });
-    let config = write_config(&host, &format!("  url: {}\n", host.repo().display()), "");
+    let config = host.agent_config(&format!("  url: {}\n", host.repo().display()), "");
     let mut daemon = spawn_daemon(&config);
     let opens = opens.timestamp();
     while jiff::Timestamp::now() < opens {
@@ -493,7 +471,7 @@ fn sigterm_during_a_replace_finishes_the_step() {
         .unwrap();
     };
     slow_stop("=1.0.0");
-    let config = write_config(&host, &format!("  url: {}\n", host.repo().display()), "");
+    let config = host.agent_config(&format!("  url: {}\n", host.repo().display()), "");
     let mut daemon = spawn_daemon(&config);
     let end = Instant::now() + Duration::from_secs(20);
     while !(host.running() && host.version_label() == "1.0.0") {

@@ -14,24 +14,9 @@ use std::time::{Duration, Instant};
 use crate::common::registry::{AuthFront, AuthMode, Registry, http};
 use crate::common::*;
 
-fn write_config(host: &Host, repo_lines: &str, extra: &str) -> PathBuf {
-    let path = host.dir.path().join("agent.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "partner: {}\nrepo:\n{repo_lines}interval: 1h\nstate_dir: {}\n{extra}",
-            host.partner,
-            host.state_dir().display()
-        ),
-    )
-    .unwrap();
-    path
-}
-
 /// A daemon over the host's plain manifest directory, serving on `listen`.
 fn plain_config(host: &Host, listen: u16) -> PathBuf {
-    write_config(
-        host,
+    host.agent_config(
         &format!("  url: {}\n", host.repo().display()),
         &format!("listen: 127.0.0.1:{listen}\n"),
     )
@@ -269,8 +254,7 @@ fn silent_remote() -> Silent {
 }
 
 fn hanging_git_config(host: &Host, remote: &Silent, listen: u16) -> PathBuf {
-    write_config(
-        host,
+    host.agent_config(
         &format!(
             "  url: http://127.0.0.1:{}/fleet.git\n  branch: main\n",
             remote.port
@@ -622,21 +606,7 @@ fn refresh_front(
             r#"{"errors":[]}"#,
         );
     }
-    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
-        return reply(&mut client, "502 Bad Gateway", "", "{}");
-    };
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\nConnection: close\r\n");
-    for (k, v) in &headers {
-        if k != "host" && k != "connection" && k != "authorization" {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-    }
-    head.push_str("\r\n");
-    if up.write_all(head.as_bytes()).is_err() {
-        return;
-    }
-    let _ = std::io::copy(&mut up, &mut client);
+    crate::common::registry::pass_through(client, upstream, method, path, &headers);
 }
 
 /// `identitytoken` in `auths` is spent as a refresh token at the registry's token service,

@@ -399,17 +399,7 @@ fn sigterm_abandons_a_pre_pull_at_once() {
         crate::common::slow::Link::Throttled(3 << 10),
     );
     let id = host.id();
-    let config = host.dir.path().join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "partner: {}\nrepo:\n  url: {}\ninterval: 1h\nstate_dir: {}\n",
-            host.partner,
-            host.repo().display(),
-            host.state_dir().display()
-        ),
-    )
-    .unwrap();
+    let config = host.agent_config(&format!("  url: {}\n", host.repo().display()), "");
     let mut daemon = Berth::new("agent").arg("--config").arg(&config).spawn();
     // Well into the pull, which would take over a minute at 3 KB/s.
     std::thread::sleep(Duration::from_secs(4));

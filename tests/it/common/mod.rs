@@ -278,6 +278,22 @@ impl Host {
         std::fs::write(self.repo().join("scripts/svc.yaml"), script).unwrap();
     }
 
+    /// Writes `agent.yaml` for this host's partner and state dir (interval 1h), with the
+    /// given `repo:` lines and any other lines; returns its path.
+    pub fn agent_config(&self, repo_lines: &str, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("agent.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "partner: {}\nrepo:\n{repo_lines}interval: 1h\nstate_dir: {}\n{extra}",
+                self.partner,
+                self.state_dir().display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     /// `berth <cmd> REPO --partner P --state-dir S`, to add to and run.
     pub fn command(&self, cmd: &str) -> Berth {
         Berth::new(cmd)

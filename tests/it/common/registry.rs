@@ -369,12 +369,27 @@ fn front(
     {
         return page_tags(&mut client, upstream, repo, query);
     }
+    pass_through(client, upstream, method, path, &headers);
+}
+
+/// Forwards an authorized request to the registry behind a front (without the front's own
+/// `Authorization`) and copies the answer back.
+pub fn pass_through(
+    mut client: TcpStream,
+    upstream: u16,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+) {
     let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
-        return reply(&mut client, "502 Bad Gateway", "", "{}");
+        let _ = client.write_all(
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
     };
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\nConnection: close\r\n");
-    for (k, v) in &headers {
+    for (k, v) in headers {
         if k != "host" && k != "connection" && k != "authorization" {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
