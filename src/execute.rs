@@ -482,8 +482,11 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match self.probe.get(url, left.min(Duration::from_secs(2))).await {
                         Ok(a) if (200..300).contains(&a.status) => {
-                            // The answer counts only if it came while the container was
-                            // up and had not restarted.
+                            // The answer counts only if the container is still up, and has
+                            // not restarted, a moment later: something else on the port
+                            // may have answered for a container that is crash-looping.
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            tokio::time::sleep(CONFIRM.min(left)).await;
                             match self.engine.find(id).await? {
                                 Some(f) if f.running && f.restarts == restarts => return Ok(()),
                                 _ => {
@@ -513,6 +516,10 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         }
     }
 }
+
+/// How long a container must stay up after its health probe answered, for the answer to
+/// count as its own.
+const CONFIRM: Duration = Duration::from_millis(300);
 
 /// How long a container without a health probe must run, without exiting or restarting,
 /// to count as healthy: `BERTH_STABLE_SECS`, else 5 s.

@@ -607,3 +607,48 @@ fn a_full_state_directory_exits_3_and_leaves_the_old_version_serving() {
         "no journal and no temporary file: {left:?}"
     );
 }
+
+#[test]
+fn a_health_answer_from_another_process_does_not_make_a_crash_loop_healthy() {
+    // Something else on the host answers the health URL while the new container
+    // crash-loops: the answer must not count.
+    let impostor = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = impostor.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut c in impostor.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    let host = Host::new("impostor");
+    host.write(&Setup {
+        env: vec![("LISTEN".into(), "not-an-address".into())],
+        idle: false,
+        health_timeout: "5s",
+        ..Setup::default()
+    });
+    let script = host.repo().join("scripts/svc.yaml");
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(
+        &script,
+        text.replace(
+            &format!("http://127.0.0.1:{}/health", host.port),
+            &format!("http://127.0.0.1:{port}/health"),
+        ),
+    )
+    .unwrap();
+    let out = host.berth("apply", &[]);
+    out.assert_exit(1);
+    assert!(
+        out.text().contains("FAILED: health check failed"),
+        "{}",
+        out.text()
+    );
+    assert!(
+        host.containers().is_empty(),
+        "the crash-looping container was removed"
+    );
+}
