@@ -1,12 +1,16 @@
 //! Semantic checks on a parsed repo. Every finding is collected, none stops the others,
 //! and each points at the value it is about.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::IpAddr;
 
 use semver::VersionReq;
 
 use super::syntax::*;
 use super::{API_VERSION, Container, Doc, Fleet, Partner, Pos, Repo, Script, Source, Sp, Window};
+use crate::container::container_name;
 use crate::diag::{Diagnostic, Diagnostics};
 
 struct Checker<'a> {
@@ -139,16 +143,21 @@ pub fn check(
     let fleet_registry = repo.fleet.as_ref().and_then(|f| f.doc.registry.as_ref());
     // Each script's range, parsed once for all the partners that narrow it.
     let mut ranges = BTreeMap::new();
+    // And what it takes on its host, for the partners that run it next to others.
+    let mut claims = HashMap::new();
     for (stem, doc) in &repo.scripts {
         if let Some(range) = check_script(stem, doc, fleet_registry, out) {
             ranges.insert(stem.as_str(), range);
         }
+        claims.insert(stem.as_str(), Claims::of(doc));
     }
     let mut used = BTreeSet::new();
     for (stem, doc) in &repo.partners {
         check_partner(stem, doc, repo, &ranges, broken_scripts, out);
+        check_host_claims(stem, &doc.doc, &claims, out);
         used.extend(doc.doc.scripts.iter().map(|o| o.script.value.as_str()));
     }
+    check_container_names(repo, out);
     for (stem, doc) in &repo.scripts {
         if !broken_partners && !used.contains(stem.as_str()) {
             out.push(Diagnostic::warning(
@@ -419,6 +428,239 @@ fn check_partner(
                         f.value
                     ),
                 );
+            }
+        }
+    }
+}
+
+/// What a script's container takes on its host that a second container cannot take too.
+struct Claims<'a> {
+    path: &'a str,
+    /// Host ports, each with the `ports` entry that publishes it.
+    ports: Vec<(Published, &'a Sp<String>)>,
+    /// The health URL of a container on the host network, where it answers for the host.
+    host_health: Option<&'a Sp<String>>,
+}
+
+impl<'a> Claims<'a> {
+    /// Entries that do not parse were reported by `check_container` and claim nothing. On the
+    /// host network the engine discards published ports, so they claim nothing either.
+    fn of(doc: &'a Doc<Script>) -> Self {
+        let s = &doc.doc;
+        let host_network = s
+            .container
+            .network
+            .as_ref()
+            .is_some_and(|n| n.value == "host");
+        let ports = if host_network {
+            Vec::new()
+        } else {
+            s.container
+                .ports
+                .iter()
+                .filter_map(|p| Some((Published::parse(p)?, p)))
+                .collect()
+        };
+        let host_health = s
+            .health
+            .as_ref()
+            .and_then(|h| h.http.as_ref())
+            .filter(|u| host_network && check_http_url(u).is_ok());
+        Claims {
+            path: &doc.path,
+            ports,
+            host_health,
+        }
+    }
+}
+
+/// A host port a container publishes; `ip` is `None` when the entry names no address.
+#[derive(PartialEq)]
+struct Published {
+    ip: Option<IpAddr>,
+    port: u16,
+    protocol: &'static str,
+}
+
+impl Published {
+    /// `None` for an entry without a host port (it publishes nothing) or that does not parse.
+    fn parse(entry: &str) -> Option<Self> {
+        let spec = parse_port(entry).ok()?;
+        let ip = match spec.host_ip {
+            Some(ip) => Some(ip.trim_matches(['[', ']']).parse().ok()?),
+            None => None,
+        };
+        Some(Published {
+            ip,
+            port: spec.host_port?,
+            protocol: spec.protocol,
+        })
+    }
+
+    /// The address families it binds in, each with its one address, or `None` for every
+    /// address of the family (`0.0.0.0`, `::`). No address at all is every address of both,
+    /// as the engine publishes such a port.
+    fn scopes(&self) -> [Option<(Family, Option<IpAddr>)>; 2] {
+        let scope = |ip: IpAddr| (Family::of(ip), (!ip.is_unspecified()).then_some(ip));
+        match self.ip {
+            Some(ip) => [Some(scope(ip)), None],
+            None => [Some((Family::V4, None)), Some((Family::V6, None))],
+        }
+    }
+}
+
+impl fmt::Display for Published {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let Published { port, protocol, .. } = self;
+        match self.ip {
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:{port}/{protocol}"),
+            Some(ip) => write!(f, "{ip}:{port}/{protocol}"),
+            None => write!(f, "{port}/{protocol} on every address"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// What a published port holds in a partner's table of taken host ports, for one port and
+/// protocol. A binding to one address holds `One` and `Any` of its family and clashes with
+/// `One` and `Every`; one to every address holds and clashes with `Every` and `Any`. So each
+/// binding finds what it clashes with in two lookups, however many scripts publish the port.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Addr {
+    One(IpAddr),
+    Every(Family),
+    Any(Family),
+}
+
+/// The script that took a host port first, and how it spelled it.
+struct Taken<'a> {
+    order: usize,
+    script: &'a str,
+    port: &'a Published,
+}
+
+/// Host ports and host-network health URLs two scripts of one partner both claim. Scripts
+/// are taken in name order and each is reported against the first it clashes with, so
+/// every partner that runs a pair blames the same line.
+fn check_host_claims(
+    partner: &str,
+    doc: &Partner,
+    claims: &HashMap<&str, Claims>,
+    out: &mut Diagnostics,
+) {
+    let mut scripts: Vec<&str> = doc.scripts.iter().map(|o| o.script.as_str()).collect();
+    scripts.sort_unstable();
+    scripts.dedup();
+    let mut taken: HashMap<(u16, &str, Addr), Taken> = HashMap::new();
+    let mut health: HashMap<&str, &str> = HashMap::new();
+    for (order, &script) in scripts.iter().enumerate() {
+        let Some(claim) = claims.get(script) else {
+            continue;
+        };
+        for (port, entry) in &claim.ports {
+            let first = port
+                .scopes()
+                .into_iter()
+                .flatten()
+                .flat_map(|(family, one)| match one {
+                    Some(ip) => [Addr::One(ip), Addr::Every(family)],
+                    None => [Addr::Every(family), Addr::Any(family)],
+                })
+                .filter_map(|addr| taken.get(&(port.port, port.protocol, addr)))
+                .min_by_key(|t| t.order);
+            if let Some(first) = first {
+                let spelled = if first.port == port {
+                    String::new()
+                } else {
+                    format!(" (as {})", first.port)
+                };
+                out.push(Diagnostic::error(
+                    claim.path,
+                    entry.pos,
+                    format!(
+                        "host port {port} is also published by script `{}` for partner `{partner}`{spelled}: two containers cannot bind it",
+                        first.script
+                    ),
+                ));
+            }
+        }
+        // Only now, so that a script's own entries are not held against each other.
+        for (port, _) in &claim.ports {
+            for (family, one) in port.scopes().into_iter().flatten() {
+                let holds = match one {
+                    Some(ip) => [Addr::One(ip), Addr::Any(family)],
+                    None => [Addr::Every(family), Addr::Any(family)],
+                };
+                for addr in holds {
+                    taken
+                        .entry((port.port, port.protocol, addr))
+                        .or_insert(Taken {
+                            order,
+                            script,
+                            port,
+                        });
+                }
+            }
+        }
+        if let Some(url) = claim.host_health {
+            match health.entry(url.as_str()) {
+                Entry::Occupied(first) => out.push(Diagnostic::error(
+                    claim.path,
+                    url.pos,
+                    format!(
+                        "health URL `{}` is also the health check of script `{}` for partner `{partner}`, and both run on the host network: one container would answer the other's check",
+                        url.value,
+                        first.get()
+                    ),
+                )),
+                Entry::Vacant(e) => {
+                    e.insert(script);
+                }
+            }
+        }
+    }
+}
+
+/// Managed containers are named `berth-<partner>-<script>`, so partner `a` running `b-c` and
+/// partner `a-b` running `c` would share a name. Each host runs one partner, so this only
+/// breaks hosts that run both: a warning, at the opt-in of the partner later in name order.
+fn check_container_names(repo: &Repo, out: &mut Diagnostics) {
+    let mut first: HashMap<String, (&str, &str)> = HashMap::new();
+    for (partner, doc) in &repo.partners {
+        for o in &doc.doc.scripts {
+            let name = container_name(partner, &o.script);
+            match first.entry(name) {
+                Entry::Vacant(e) => {
+                    e.insert((partner, &o.script));
+                }
+                // The same partner twice is a script opted into twice, reported already.
+                Entry::Occupied(e) if e.get().0 == partner => {}
+                Entry::Occupied(e) => {
+                    let (other, other_script) = e.get();
+                    out.push(Diagnostic::warning(
+                        &doc.path,
+                        o.script.pos,
+                        format!(
+                            "partner `{partner}` running script `{}` and partner `{other}` running script `{other_script}` both name their container `{}`: they cannot share a host",
+                            o.script.value,
+                            e.key()
+                        ),
+                    ));
+                }
             }
         }
     }
