@@ -152,9 +152,10 @@ pub fn check(
         claims.insert(stem.as_str(), Claims::of(doc));
     }
     let mut used = BTreeSet::new();
+    let mut host = HostTable::default();
     for (stem, doc) in &repo.partners {
         check_partner(stem, doc, repo, &ranges, broken_scripts, out);
-        check_host_claims(stem, &doc.doc, &claims, out);
+        host.check(stem, &doc.doc, &claims, out);
         used.extend(doc.doc.scripts.iter().map(|o| o.script.value.as_str()));
     }
     check_container_names(repo, out);
@@ -555,80 +556,93 @@ struct Taken<'a> {
 
 /// Host ports and host-network health URLs two scripts of one partner both claim. Scripts
 /// are taken in name order and each is reported against the first it clashes with, so
-/// every partner that runs a pair blames the same line.
-fn check_host_claims(
-    partner: &str,
-    doc: &Partner,
-    claims: &HashMap<&str, Claims>,
-    out: &mut Diagnostics,
-) {
-    let mut scripts: Vec<&str> = doc.scripts.iter().map(|o| o.script.as_str()).collect();
-    scripts.sort_unstable();
-    scripts.dedup();
-    let mut taken: HashMap<(u16, &str, Addr), Taken> = HashMap::new();
-    let mut health: HashMap<&str, &str> = HashMap::new();
-    for (order, &script) in scripts.iter().enumerate() {
-        let Some(claim) = claims.get(script) else {
-            continue;
-        };
-        for (port, entry) in &claim.ports {
-            let first = port
-                .scopes()
-                .into_iter()
-                .flatten()
-                .flat_map(|(family, one)| match one {
-                    Some(ip) => [Addr::One(ip), Addr::Every(family)],
-                    None => [Addr::Every(family), Addr::Any(family)],
-                })
-                .filter_map(|addr| taken.get(&(port.port, port.protocol, addr)))
-                .min_by_key(|t| t.order);
-            if let Some(first) = first {
-                let spelled = if first.port == port {
-                    String::new()
-                } else {
-                    format!(" (as {})", first.port)
-                };
-                out.push(Diagnostic::error(
-                    claim.path,
-                    entry.pos,
-                    format!(
-                        "host port {port} is also published by script `{}` for partner `{partner}`{spelled}: two containers cannot bind it",
-                        first.script
-                    ),
-                ));
-            }
-        }
-        // Only now, so that a script's own entries are not held against each other.
-        for (port, _) in &claim.ports {
-            for (family, one) in port.scopes().into_iter().flatten() {
-                let holds = match one {
-                    Some(ip) => [Addr::One(ip), Addr::Any(family)],
-                    None => [Addr::Every(family), Addr::Any(family)],
-                };
-                for addr in holds {
-                    taken
-                        .entry((port.port, port.protocol, addr))
-                        .or_insert(Taken {
-                            order,
-                            script,
-                            port,
-                        });
+/// every partner that runs a pair blames the same line. The tables are kept from partner to
+/// partner so that a fleet of them is checked without allocating for each.
+#[derive(Default)]
+struct HostTable<'a> {
+    scripts: Vec<&'a str>,
+    taken: HashMap<(u16, &'static str, Addr), Taken<'a>>,
+    health: HashMap<&'a str, &'a str>,
+}
+
+impl<'a> HostTable<'a> {
+    fn check(
+        &mut self,
+        partner: &str,
+        doc: &'a Partner,
+        claims: &'a HashMap<&str, Claims<'a>>,
+        out: &mut Diagnostics,
+    ) {
+        self.scripts.clear();
+        self.taken.clear();
+        self.health.clear();
+        self.scripts
+            .extend(doc.scripts.iter().map(|o| o.script.as_str()));
+        self.scripts.sort_unstable();
+        self.scripts.dedup();
+        for (order, &script) in self.scripts.iter().enumerate() {
+            let Some(claim) = claims.get(script) else {
+                continue;
+            };
+            for (port, entry) in &claim.ports {
+                let first = port
+                    .scopes()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|(family, one)| match one {
+                        Some(ip) => [Addr::One(ip), Addr::Every(family)],
+                        None => [Addr::Every(family), Addr::Any(family)],
+                    })
+                    .filter_map(|addr| self.taken.get(&(port.port, port.protocol, addr)))
+                    .min_by_key(|t| t.order);
+                if let Some(first) = first {
+                    let spelled = if first.port == port {
+                        String::new()
+                    } else {
+                        format!(" (as {})", first.port)
+                    };
+                    out.push(Diagnostic::error(
+                        claim.path,
+                        entry.pos,
+                        format!(
+                            "host port {port} is also published by script `{}` for partner `{partner}`{spelled}: two containers cannot bind it",
+                            first.script
+                        ),
+                    ));
                 }
             }
-        }
-        if let Some(url) = claim.host_health {
-            match health.entry(url.as_str()) {
-                Entry::Occupied(first) => out.push(Diagnostic::error(
-                    claim.path,
-                    url.pos,
-                    format!(
-                        "health URL `{}` is also the health check of script `{}` for partner `{partner}`, and both run on the host network: one container would answer the other's check",
-                        url.value,
-                        first.get()
-                    ),
-                )),
-                Entry::Vacant(e) => {
-                    e.insert(script);
+            // Only now, so that a script's own entries are not held against each other.
+            for (port, _) in &claim.ports {
+                for (family, one) in port.scopes().into_iter().flatten() {
+                    let holds = match one {
+                        Some(ip) => [Addr::One(ip), Addr::Any(family)],
+                        None => [Addr::Every(family), Addr::Any(family)],
+                    };
+                    for addr in holds {
+                        self.taken
+                            .entry((port.port, port.protocol, addr))
+                            .or_insert(Taken {
+                                order,
+                                script,
+                                port,
+                            });
+                    }
+                }
+            }
+            if let Some(url) = claim.host_health {
+                match self.health.entry(url.as_str()) {
+                    Entry::Occupied(first) => out.push(Diagnostic::error(
+                        claim.path,
+                        url.pos,
+                        format!(
+                            "health URL `{}` is also the health check of script `{}` for partner `{partner}`, and both run on the host network: one container would answer the other's check",
+                            url.value,
+                            first.get()
+                        ),
+                    )),
+                    Entry::Vacant(e) => {
+                        e.insert(script);
+                    }
                 }
             }
         }
@@ -638,26 +652,35 @@ fn check_host_claims(
 /// Managed containers are named `berth-<partner>-<script>`, so partner `a` running `b-c` and
 /// partner `a-b` running `c` would share a name. Each host runs one partner, so this only
 /// breaks hosts that run both: a warning, at the opt-in of the partner later in name order.
+/// Two names can only meet where one partner's name is another's followed by `-`, so only
+/// those pairs of partners are compared.
 fn check_container_names(repo: &Repo, out: &mut Diagnostics) {
-    let mut first: HashMap<String, (&str, &str)> = HashMap::new();
     for (partner, doc) in &repo.partners {
-        for o in &doc.doc.scripts {
-            let name = container_name(partner, &o.script);
-            match first.entry(name) {
-                Entry::Vacant(e) => {
-                    e.insert((partner, &o.script));
-                }
-                // The same partner twice is a script opted into twice, reported already.
-                Entry::Occupied(e) if e.get().0 == partner => {}
-                Entry::Occupied(e) => {
-                    let (other, other_script) = e.get();
+        for (cut, _) in partner.match_indices('-') {
+            let (shorter, rest) = (&partner[..cut], &partner[cut + 1..]);
+            let Some(other) = repo.partners.get(shorter) else {
+                continue;
+            };
+            // `other`'s script `<rest>-<s>` and this partner's script `<s>` share a name.
+            let mut theirs: HashMap<&str, &str> = other
+                .doc
+                .scripts
+                .iter()
+                .filter_map(|o| {
+                    let s = o.script.strip_prefix(rest)?.strip_prefix('-')?;
+                    Some((s, o.script.as_str()))
+                })
+                .collect();
+            for o in &doc.doc.scripts {
+                // Removed, so a script opted into twice (reported already) warns once.
+                if let Some(their_script) = theirs.remove(o.script.as_str()) {
                     out.push(Diagnostic::warning(
                         &doc.path,
                         o.script.pos,
                         format!(
-                            "partner `{partner}` running script `{}` and partner `{other}` running script `{other_script}` both name their container `{}`: they cannot share a host",
+                            "partner `{partner}` running script `{}` and partner `{shorter}` running script `{their_script}` both name their container `{}`: they cannot share a host",
                             o.script.value,
-                            e.key()
+                            container_name(partner, &o.script)
                         ),
                     ));
                 }
@@ -776,6 +799,39 @@ mod tests {
         assert_eq!(
             got,
             ["scripts/counts.yaml:3:7: warning: no partner runs script `counts`"]
+        );
+    }
+
+    #[test]
+    fn a_container_name_is_compared_with_every_partner_whose_name_prefixes_it() {
+        let partner = |name: &str, script: &str| {
+            PARTNER
+                .replace("name: alpha", &format!("name: {name}"))
+                .replace("script: counts", &format!("script: {script}"))
+        };
+        let script = |name: &str| SCRIPT.replace("counts", name);
+        // All three are `berth-x-y-z-s`; `x-y-zz` only starts like them.
+        let got = findings(&[
+            ("partners/x.yaml", &partner("x", "y-z-s")),
+            ("partners/x-y.yaml", &partner("x-y", "z-s")),
+            ("partners/x-y-z.yaml", &partner("x-y-z", "s")),
+            ("partners/x-y-zz.yaml", &partner("x-y-zz", "s")),
+            ("scripts/y-z-s.yaml", &script("y-z-s")),
+            ("scripts/z-s.yaml", &script("z-s")),
+            ("scripts/s.yaml", &script("s")),
+        ]);
+        let clash = |at: &str, p: &str, s: &str, q: &str, t: &str| {
+            format!(
+                "partners/{at}.yaml:9:13: warning: partner `{p}` running script `{s}` and partner `{q}` running script `{t}` both name their container `berth-x-y-z-s`: they cannot share a host"
+            )
+        };
+        assert_eq!(
+            got,
+            [
+                clash("x-y-z", "x-y-z", "s", "x-y", "z-s"),
+                clash("x-y-z", "x-y-z", "s", "x", "y-z-s"),
+                clash("x-y", "x-y", "z-s", "x", "y-z-s"),
+            ]
         );
     }
 

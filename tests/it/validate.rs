@@ -512,10 +512,12 @@ fn the_same_scripts_on_different_partners_do_not_clash() {
 
 #[test]
 fn a_container_name_two_partners_would_share_is_a_warning() {
+    // Partners `a` and `a-b` both run scripts `c` and `b-c`; only `a`'s `b-c` and `a-b`'s `c`
+    // make the same name.
     let repo = "tests/fixtures/container-name-collision";
     let run = berth(&["validate", repo]);
     run.assert_exit(0);
-    let warning = "partners/a-b.yaml:10:13: warning: partner `a-b` running script `c` and partner `a` running script `b-c` both name their container `berth-a-b-c`: they cannot share a host";
+    let warning = "partners/a-b.yaml:11:13: warning: partner `a-b` running script `c` and partner `a` running script `b-c` both name their container `berth-a-b-c`: they cannot share a host";
     let warnings: Vec<&str> = run
         .stdout()
         .lines()
@@ -540,7 +542,7 @@ fn a_container_name_two_partners_would_share_is_a_warning() {
             d["line"].as_u64(),
             d["column"].as_u64()
         ),
-        (Some(1), Some("partners/a-b.yaml"), Some(10), Some(13)),
+        (Some(1), Some("partners/a-b.yaml"), Some(11), Some(13)),
         "{v}"
     );
 }
