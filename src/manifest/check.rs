@@ -650,8 +650,9 @@ impl<'a> HostTable<'a> {
 }
 
 /// Managed containers are named `berth-<partner>-<script>`, so partner `a` running `b-c` and
-/// partner `a-b` running `c` would share a name. Each host runs one partner, so this only
-/// breaks hosts that run both: a warning, at the opt-in of the partner later in name order.
+/// partner `a-b` running `c` would share a name. A host normally runs one partner, so this
+/// breaks only a host that runs both: a warning, at the opt-in of the partner later in name
+/// order.
 /// Two names can only meet where one partner's name is another's followed by `-`, so only
 /// those pairs of partners are compared.
 fn check_container_names(repo: &Repo, out: &mut Diagnostics) {

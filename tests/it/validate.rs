@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::common::{Berth, Run, assert_stable_snapshot, root};
+use crate::common::{
+    Berth, Host, IMAGE_REPO, Run, assert_stable_snapshot, remove_partner_containers, root, run,
+};
 
 /// Longest any single `berth validate` of a fixture may take, alias bomb included.
 const FAST: Duration = Duration::from_secs(5);
@@ -508,6 +510,76 @@ fn the_same_scripts_on_different_partners_do_not_clash() {
         "{}",
         run.stdout()
     );
+}
+
+/// `ports` entries of two scripts of one partner, with `{p}` for a free host port, and
+/// whether they clash.
+const PORT_PAIRS: [(&str, &str, bool); 10] = [
+    ("127.0.0.1:{p}:80", "127.0.0.1:{p}:80", true),
+    ("127.0.0.1:{p}:80", "127.0.0.2:{p}:80", false),
+    ("127.0.0.1:{p}:80", "0.0.0.0:{p}:80", true),
+    ("127.0.0.1:{p}:80", "{p}:80", true),
+    ("127.0.0.1:{p}:80", "[::1]:{p}:80", false),
+    ("0.0.0.0:{p}:80", "[::]:{p}:80", false),
+    ("[::1]:{p}:80", "[::]:{p}:80", true),
+    ("{p}:80/udp", "{p}:80", false),
+    ("{p}:80/udp", "[::]:{p}:80/udp", true),
+    ("{p}:80", "80", false),
+];
+
+#[test]
+fn validate_calls_a_host_port_clash_exactly_what_the_engine_refuses() {
+    let host = Host::new("ports");
+    let p = host.port.to_string();
+    let image = format!("{IMAGE_REPO}:1.1.0");
+    let label = format!("berth.partner={}", host.partner);
+    let start = |spec: &str| {
+        run(std::process::Command::new("docker")
+            .args(["run", "-d", "--label", &label, "-p", spec, &image]))
+    };
+    for (i, (first, second, clash)) in PORT_PAIRS.iter().enumerate() {
+        let (first, second) = (first.replace("{p}", &p), second.replace("{p}", &p));
+        // Script `counts` publishes the first, `tallies` the second, and partner alpha runs both.
+        let repo = host.dir.path().join(format!("repo-{i}"));
+        copy_dir(&root().join("tests/fixtures/minimal"), &repo);
+        let counts = fs::read_to_string(repo.join("scripts/counts.yaml")).unwrap();
+        let with_port = |script: &str, spec: &str| {
+            format!(
+                "{}container:\n  ports: [\"{spec}\"]\n",
+                counts.replace("counts", script)
+            )
+        };
+        fs::write(
+            repo.join("scripts/counts.yaml"),
+            with_port("counts", &first),
+        )
+        .unwrap();
+        fs::write(
+            repo.join("scripts/tallies.yaml"),
+            with_port("tallies", &second),
+        )
+        .unwrap();
+        let partner = repo.join("partners/alpha.yaml");
+        let opt_ins = fs::read_to_string(&partner).unwrap() + "  - script: tallies\n";
+        fs::write(&partner, opt_ins).unwrap();
+        let validated = berth(&["validate", repo.to_str().unwrap()]);
+        let said = validated.code() == Some(1)
+            && error_lines(validated.stdout()).iter().any(|l| {
+                l.starts_with("scripts/tallies.yaml:10:11: error: host port ")
+                    && l.contains("is also published by script `counts` for partner `alpha`")
+            });
+
+        let started = start(&first);
+        assert_eq!(started.code(), Some(0), "{first}: {}", started.stderr());
+        let refused = start(&second).code() != Some(0);
+        remove_partner_containers(&host.partner);
+        assert_eq!(
+            (said, refused),
+            (*clash, *clash),
+            "{first} then {second}: (validate says they clash, the engine refuses the second)\n{}",
+            validated.stdout()
+        );
+    }
 }
 
 #[test]
