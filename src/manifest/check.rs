@@ -1,12 +1,16 @@
 //! Semantic checks on a parsed repo. Every finding is collected, none stops the others,
 //! and each points at the value it is about.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::IpAddr;
 
 use semver::VersionReq;
 
 use super::syntax::*;
 use super::{API_VERSION, Container, Doc, Fleet, Partner, Pos, Repo, Script, Source, Sp, Window};
+use crate::container::container_name;
 use crate::diag::{Diagnostic, Diagnostics};
 
 struct Checker<'a> {
@@ -139,16 +143,22 @@ pub fn check(
     let fleet_registry = repo.fleet.as_ref().and_then(|f| f.doc.registry.as_ref());
     // Each script's range, parsed once for all the partners that narrow it.
     let mut ranges = BTreeMap::new();
+    // And what it takes on its host, for the partners that run it next to others.
+    let mut claims = HashMap::new();
     for (stem, doc) in &repo.scripts {
         if let Some(range) = check_script(stem, doc, fleet_registry, out) {
             ranges.insert(stem.as_str(), range);
         }
+        claims.insert(stem.as_str(), Claims::of(doc));
     }
     let mut used = BTreeSet::new();
+    let mut host = HostTable::default();
     for (stem, doc) in &repo.partners {
         check_partner(stem, doc, repo, &ranges, broken_scripts, out);
+        host.check(stem, &doc.doc, &claims, out);
         used.extend(doc.doc.scripts.iter().map(|o| o.script.value.as_str()));
     }
+    check_container_names(repo, out);
     for (stem, doc) in &repo.scripts {
         if !broken_partners && !used.contains(stem.as_str()) {
             out.push(Diagnostic::warning(
@@ -424,6 +434,262 @@ fn check_partner(
     }
 }
 
+/// What a script's container takes on its host that a second container cannot take too.
+struct Claims<'a> {
+    path: &'a str,
+    /// Host ports, each with the `ports` entry that publishes it.
+    ports: Vec<(Published, &'a Sp<String>)>,
+    /// The health URL of a container on the host network, where it answers for the host.
+    host_health: Option<&'a Sp<String>>,
+}
+
+impl<'a> Claims<'a> {
+    /// Entries that do not parse were reported by `check_container` and claim nothing. On the
+    /// host network the engine discards published ports, so they claim nothing either.
+    fn of(doc: &'a Doc<Script>) -> Self {
+        let s = &doc.doc;
+        let host_network = s
+            .container
+            .network
+            .as_ref()
+            .is_some_and(|n| n.value == "host");
+        let ports = if host_network {
+            Vec::new()
+        } else {
+            s.container
+                .ports
+                .iter()
+                .filter_map(|p| Some((Published::parse(p)?, p)))
+                .collect()
+        };
+        let host_health = s
+            .health
+            .as_ref()
+            .and_then(|h| h.http.as_ref())
+            .filter(|u| host_network && check_http_url(u).is_ok());
+        Claims {
+            path: &doc.path,
+            ports,
+            host_health,
+        }
+    }
+}
+
+/// A host port a container publishes; `ip` is `None` when the entry names no address.
+#[derive(PartialEq)]
+struct Published {
+    ip: Option<IpAddr>,
+    port: u16,
+    protocol: &'static str,
+}
+
+impl Published {
+    /// `None` for an entry without a host port (it publishes nothing) or that does not parse.
+    fn parse(entry: &str) -> Option<Self> {
+        let spec = parse_port(entry).ok()?;
+        let ip = match spec.host_ip {
+            Some(ip) => Some(ip.trim_matches(['[', ']']).parse().ok()?),
+            None => None,
+        };
+        Some(Published {
+            ip,
+            port: spec.host_port?,
+            protocol: spec.protocol,
+        })
+    }
+
+    /// The address families it binds in, each with its one address, or `None` for every
+    /// address of the family (`0.0.0.0`, `::`). No address at all is every address of both,
+    /// as the engine publishes such a port.
+    fn scopes(&self) -> [Option<(Family, Option<IpAddr>)>; 2] {
+        let scope = |ip: IpAddr| (Family::of(ip), (!ip.is_unspecified()).then_some(ip));
+        match self.ip {
+            Some(ip) => [Some(scope(ip)), None],
+            None => [Some((Family::V4, None)), Some((Family::V6, None))],
+        }
+    }
+}
+
+impl fmt::Display for Published {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let Published { port, protocol, .. } = self;
+        match self.ip {
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:{port}/{protocol}"),
+            Some(ip) => write!(f, "{ip}:{port}/{protocol}"),
+            None => write!(f, "{port}/{protocol} on every address"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// What a published port holds in a partner's table of taken host ports, for one port and
+/// protocol. A binding to one address holds `One` and `Any` of its family and clashes with
+/// `One` and `Every`; one to every address holds and clashes with `Every` and `Any`. So each
+/// binding finds what it clashes with in two lookups, however many scripts publish the port.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Addr {
+    One(IpAddr),
+    Every(Family),
+    Any(Family),
+}
+
+/// The script that took a host port first, and how it spelled it.
+struct Taken<'a> {
+    order: usize,
+    script: &'a str,
+    port: &'a Published,
+}
+
+/// Host ports and host-network health URLs two scripts of one partner both claim. Scripts
+/// are taken in name order and each is reported against the first it clashes with, so
+/// every partner that runs a pair blames the same line. The tables are kept from partner to
+/// partner so that a fleet of them is checked without allocating for each.
+#[derive(Default)]
+struct HostTable<'a> {
+    scripts: Vec<&'a str>,
+    taken: HashMap<(u16, &'static str, Addr), Taken<'a>>,
+    health: HashMap<&'a str, &'a str>,
+}
+
+impl<'a> HostTable<'a> {
+    fn check(
+        &mut self,
+        partner: &str,
+        doc: &'a Partner,
+        claims: &'a HashMap<&str, Claims<'a>>,
+        out: &mut Diagnostics,
+    ) {
+        self.scripts.clear();
+        self.taken.clear();
+        self.health.clear();
+        self.scripts
+            .extend(doc.scripts.iter().map(|o| o.script.as_str()));
+        self.scripts.sort_unstable();
+        self.scripts.dedup();
+        for (order, &script) in self.scripts.iter().enumerate() {
+            let Some(claim) = claims.get(script) else {
+                continue;
+            };
+            for (port, entry) in &claim.ports {
+                let first = port
+                    .scopes()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|(family, one)| match one {
+                        Some(ip) => [Addr::One(ip), Addr::Every(family)],
+                        None => [Addr::Every(family), Addr::Any(family)],
+                    })
+                    .filter_map(|addr| self.taken.get(&(port.port, port.protocol, addr)))
+                    .min_by_key(|t| t.order);
+                if let Some(first) = first {
+                    let spelled = if first.port == port {
+                        String::new()
+                    } else {
+                        format!(" (as {})", first.port)
+                    };
+                    out.push(Diagnostic::error(
+                        claim.path,
+                        entry.pos,
+                        format!(
+                            "host port {port} is also published by script `{}` for partner `{partner}`{spelled}: two containers cannot bind it",
+                            first.script
+                        ),
+                    ));
+                }
+            }
+            // Only now, so that a script's own entries are not held against each other.
+            for (port, _) in &claim.ports {
+                for (family, one) in port.scopes().into_iter().flatten() {
+                    let holds = match one {
+                        Some(ip) => [Addr::One(ip), Addr::Any(family)],
+                        None => [Addr::Every(family), Addr::Any(family)],
+                    };
+                    for addr in holds {
+                        self.taken
+                            .entry((port.port, port.protocol, addr))
+                            .or_insert(Taken {
+                                order,
+                                script,
+                                port,
+                            });
+                    }
+                }
+            }
+            if let Some(url) = claim.host_health {
+                match self.health.entry(url.as_str()) {
+                    Entry::Occupied(first) => out.push(Diagnostic::error(
+                        claim.path,
+                        url.pos,
+                        format!(
+                            "health URL `{}` is also the health check of script `{}` for partner `{partner}`, and both run on the host network: one container would answer the other's check",
+                            url.value,
+                            first.get()
+                        ),
+                    )),
+                    Entry::Vacant(e) => {
+                        e.insert(script);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Managed containers are named `berth-<partner>-<script>`, so partner `a` running `b-c` and
+/// partner `a-b` running `c` would share a name. A host normally runs one partner, so this
+/// breaks only a host that runs both: a warning, at the opt-in of the partner later in name
+/// order.
+/// Two names can only meet where one partner's name is another's followed by `-`, so only
+/// those pairs of partners are compared.
+fn check_container_names(repo: &Repo, out: &mut Diagnostics) {
+    for (partner, doc) in &repo.partners {
+        for (cut, _) in partner.match_indices('-') {
+            let (shorter, rest) = (&partner[..cut], &partner[cut + 1..]);
+            let Some(other) = repo.partners.get(shorter) else {
+                continue;
+            };
+            // `other`'s script `<rest>-<s>` and this partner's script `<s>` share a name.
+            let mut theirs: HashMap<&str, &str> = other
+                .doc
+                .scripts
+                .iter()
+                .filter_map(|o| {
+                    let s = o.script.strip_prefix(rest)?.strip_prefix('-')?;
+                    Some((s, o.script.as_str()))
+                })
+                .collect();
+            for o in &doc.doc.scripts {
+                // Removed, so a script opted into twice (reported already) warns once.
+                if let Some(their_script) = theirs.remove(o.script.as_str()) {
+                    out.push(Diagnostic::warning(
+                        &doc.path,
+                        o.script.pos,
+                        format!(
+                            "partner `{partner}` running script `{}` and partner `{shorter}` running script `{their_script}` both name their container `{}`: they cannot share a host",
+                            o.script.value,
+                            container_name(partner, &o.script)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::diag::Severity;
@@ -534,6 +800,39 @@ mod tests {
         assert_eq!(
             got,
             ["scripts/counts.yaml:3:7: warning: no partner runs script `counts`"]
+        );
+    }
+
+    #[test]
+    fn a_container_name_is_compared_with_every_partner_whose_name_prefixes_it() {
+        let partner = |name: &str, script: &str| {
+            PARTNER
+                .replace("name: alpha", &format!("name: {name}"))
+                .replace("script: counts", &format!("script: {script}"))
+        };
+        let script = |name: &str| SCRIPT.replace("counts", name);
+        // All three are `berth-x-y-z-s`; `x-y-zz` only starts like them.
+        let got = findings(&[
+            ("partners/x.yaml", &partner("x", "y-z-s")),
+            ("partners/x-y.yaml", &partner("x-y", "z-s")),
+            ("partners/x-y-z.yaml", &partner("x-y-z", "s")),
+            ("partners/x-y-zz.yaml", &partner("x-y-zz", "s")),
+            ("scripts/y-z-s.yaml", &script("y-z-s")),
+            ("scripts/z-s.yaml", &script("z-s")),
+            ("scripts/s.yaml", &script("s")),
+        ]);
+        let clash = |at: &str, p: &str, s: &str, q: &str, t: &str| {
+            format!(
+                "partners/{at}.yaml:9:13: warning: partner `{p}` running script `{s}` and partner `{q}` running script `{t}` both name their container `berth-x-y-z-s`: they cannot share a host"
+            )
+        };
+        assert_eq!(
+            got,
+            [
+                clash("x-y-z", "x-y-z", "s", "x-y", "z-s"),
+                clash("x-y-z", "x-y-z", "s", "x", "y-z-s"),
+                clash("x-y", "x-y", "z-s", "x", "y-z-s"),
+            ]
         );
     }
 

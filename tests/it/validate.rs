@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::common::{Berth, Run, assert_stable_snapshot, root};
+use crate::common::{
+    Berth, Host, IMAGE_REPO, Run, assert_stable_snapshot, remove_partner_containers, root, run,
+};
 
 /// Longest any single `berth validate` of a fixture may take, alias bomb included.
 const FAST: Duration = Duration::from_secs(5);
@@ -448,6 +450,172 @@ fn warnings_alone_do_not_fail() {
     assert_eq!(
         run.stdout(),
         "::warning file=tests/fixtures/unused-script/scripts/tallies.yaml,line=3,col=7::no partner runs script `tallies`\n"
+    );
+}
+
+/// Every error of `tests/fixtures/collisions`: each script there says in a comment what it
+/// clashes with, if anything, and four partners run different sets of them.
+const COLLISIONS: [&str; 6] = [
+    "scripts/cache.yaml:11:11: error: host port 0.0.0.0:9000/tcp is also published by script `api` for partner `north` (as 127.0.0.1:9000/tcp): two containers cannot bind it",
+    "scripts/cache.yaml:11:11: error: host port 0.0.0.0:9000/tcp is also published by script `api` for partner `south` (as 127.0.0.1:9000/tcp): two containers cannot bind it",
+    "scripts/cache.yaml:11:11: error: host port 0.0.0.0:9000/tcp is also published by script `board` for partner `west` (as 127.0.0.2:9000/tcp): two containers cannot bind it",
+    "scripts/edge.yaml:11:11: error: host port [::]:9100/udp is also published by script `api` for partner `north` (as 9100/udp on every address): two containers cannot bind it",
+    "scripts/gate.yaml:13:9: error: health URL `http://127.0.0.1:7000/health` is also the health check of script `feed` for partner `north`, and both run on the host network: one container would answer the other's check",
+    "scripts/jobs.yaml:11:11: error: host port 127.0.0.1:9000/tcp is also published by script `api` for partner `south`: two containers cannot bind it",
+];
+
+#[test]
+fn host_ports_and_health_urls_two_scripts_of_a_partner_claim_are_errors() {
+    let run = berth(&["validate", "tests/fixtures/collisions"]);
+    run.assert_exit(1);
+    // Another address, another protocol or family, a port only inside the container, and
+    // ports on the host network clash with nothing; a clash is reported once per partner,
+    // at the script later in name order, whatever order the partner lists them in.
+    assert_eq!(error_lines(run.stdout()), COLLISIONS, "{}", run.stdout());
+    assert!(
+        run.stdout()
+            .contains("tests/fixtures/collisions: 6 error(s), 0 warning(s)"),
+        "{}",
+        run.stdout()
+    );
+}
+
+#[test]
+fn the_same_scripts_on_different_partners_do_not_clash() {
+    let repo = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("tests/fixtures/collisions"), repo.path());
+    // Each partner runs one script of every clashing pair; together they run all of them.
+    let partners = repo.path().join("partners");
+    for entry in fs::read_dir(&partners).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let scripts: [&[&str]; 3] = [
+        &["api", "board", "dash", "feed", "hub"],
+        &["cache", "edge", "gate", "hub"],
+        &["jobs", "hub"],
+    ];
+    for (i, run) in scripts.iter().enumerate() {
+        let name = format!("site-{i}");
+        let text = fs::read_to_string(root().join("tests/fixtures/minimal/partners/alpha.yaml"))
+            .unwrap()
+            .replace("name: alpha", &format!("name: {name}"))
+            .replace("  - script: counts\n", "");
+        let opt_ins: String = run.iter().map(|s| format!("  - script: {s}\n")).collect();
+        fs::write(partners.join(format!("{name}.yaml")), text + &opt_ins).unwrap();
+    }
+    let run = berth(&["validate", repo.path().to_str().unwrap()]);
+    run.assert_exit(0);
+    assert!(
+        run.stdout().ends_with(": valid (0 warning(s))\n"),
+        "{}",
+        run.stdout()
+    );
+}
+
+/// `ports` entries of two scripts of one partner, with `{p}` for a free host port, and
+/// whether they clash.
+const PORT_PAIRS: [(&str, &str, bool); 10] = [
+    ("127.0.0.1:{p}:80", "127.0.0.1:{p}:80", true),
+    ("127.0.0.1:{p}:80", "127.0.0.2:{p}:80", false),
+    ("127.0.0.1:{p}:80", "0.0.0.0:{p}:80", true),
+    ("127.0.0.1:{p}:80", "{p}:80", true),
+    ("127.0.0.1:{p}:80", "[::1]:{p}:80", false),
+    ("0.0.0.0:{p}:80", "[::]:{p}:80", false),
+    ("[::1]:{p}:80", "[::]:{p}:80", true),
+    ("{p}:80/udp", "{p}:80", false),
+    ("{p}:80/udp", "[::]:{p}:80/udp", true),
+    ("{p}:80", "80", false),
+];
+
+#[test]
+fn validate_calls_a_host_port_clash_exactly_what_the_engine_refuses() {
+    let host = Host::new("ports");
+    let p = host.port.to_string();
+    let image = format!("{IMAGE_REPO}:1.1.0");
+    let label = format!("berth.partner={}", host.partner);
+    let start = |spec: &str| {
+        run(std::process::Command::new("docker")
+            .args(["run", "-d", "--label", &label, "-p", spec, &image]))
+    };
+    for (i, (first, second, clash)) in PORT_PAIRS.iter().enumerate() {
+        let (first, second) = (first.replace("{p}", &p), second.replace("{p}", &p));
+        // Script `counts` publishes the first, `tallies` the second, and partner alpha runs both.
+        let repo = host.dir.path().join(format!("repo-{i}"));
+        copy_dir(&root().join("tests/fixtures/minimal"), &repo);
+        let counts = fs::read_to_string(repo.join("scripts/counts.yaml")).unwrap();
+        let with_port = |script: &str, spec: &str| {
+            format!(
+                "{}container:\n  ports: [\"{spec}\"]\n",
+                counts.replace("counts", script)
+            )
+        };
+        fs::write(
+            repo.join("scripts/counts.yaml"),
+            with_port("counts", &first),
+        )
+        .unwrap();
+        fs::write(
+            repo.join("scripts/tallies.yaml"),
+            with_port("tallies", &second),
+        )
+        .unwrap();
+        let partner = repo.join("partners/alpha.yaml");
+        let opt_ins = fs::read_to_string(&partner).unwrap() + "  - script: tallies\n";
+        fs::write(&partner, opt_ins).unwrap();
+        let validated = berth(&["validate", repo.to_str().unwrap()]);
+        let said = validated.code() == Some(1)
+            && error_lines(validated.stdout()).iter().any(|l| {
+                l.starts_with("scripts/tallies.yaml:10:11: error: host port ")
+                    && l.contains("is also published by script `counts` for partner `alpha`")
+            });
+
+        let started = start(&first);
+        assert_eq!(started.code(), Some(0), "{first}: {}", started.stderr());
+        let refused = start(&second).code() != Some(0);
+        remove_partner_containers(&host.partner);
+        assert_eq!(
+            (said, refused),
+            (*clash, *clash),
+            "{first} then {second}: (validate says they clash, the engine refuses the second)\n{}",
+            validated.stdout()
+        );
+    }
+}
+
+#[test]
+fn a_container_name_two_partners_would_share_is_a_warning() {
+    // Partners `a` and `a-b` both run scripts `c` and `b-c`; only `a`'s `b-c` and `a-b`'s `c`
+    // make the same name.
+    let repo = "tests/fixtures/container-name-collision";
+    let run = berth(&["validate", repo]);
+    run.assert_exit(0);
+    let warning = "partners/a-b.yaml:11:13: warning: partner `a-b` running script `c` and partner `a` running script `b-c` both name their container `berth-a-b-c`: they cannot share a host";
+    let warnings: Vec<&str> = run
+        .stdout()
+        .lines()
+        .filter(|l| l.contains(": warning: "))
+        .collect();
+    assert_eq!(warnings, [warning], "{}", run.stdout());
+    assert!(
+        run.stdout()
+            .contains(&format!("{repo}: valid (1 warning(s))")),
+        "{}",
+        run.stdout()
+    );
+
+    let run = berth(&["validate", repo, "--format", "json"]);
+    run.assert_exit(0);
+    let v = json_report(run.stdout());
+    let d = &v["diagnostics"][0];
+    assert_eq!(
+        (
+            v["warnings"].as_u64(),
+            d["path"].as_str(),
+            d["line"].as_u64(),
+            d["column"].as_u64()
+        ),
+        (Some(1), Some("partners/a-b.yaml"), Some(11), Some(13)),
+        "{v}"
     );
 }
 
