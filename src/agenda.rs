@@ -140,7 +140,9 @@ pub fn classify(plan: &Plan, notes: Vec<String>) -> Pending {
     let mut held = Vec::new();
     for step in plan.steps.iter() {
         match &step.gate {
-            Gate::Deferred(d @ (Deferral::Unresolved { .. } | Deferral::InFlight)) => {
+            Gate::Deferred(
+                d @ (Deferral::Unresolved { .. } | Deferral::InFlight | Deferral::Refused { .. }),
+            ) => {
                 held.push(format!("{}: {}", step.script, d.describe()));
             }
             Gate::Deferred(d @ Deferral::FailedHealth) => {

@@ -143,3 +143,26 @@ pub fn parse_port(s: &str) -> Result<PortSpec, String> {
         protocol,
     })
 }
+
+/// A host path bind-mounted into a container, as written and as it resolves on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// The source as the manifest writes it.
+    pub source: String,
+    /// The source with `..` and symlinks resolved, as far as it exists.
+    pub real: String,
+    pub read_only: bool,
+    /// The resolved source is a unix socket.
+    pub socket: bool,
+}
+
+/// The host source and mode of a `volumes` entry; `None` for a named volume.
+pub fn host_bind(volume: &str) -> Option<(&str, bool)> {
+    let mut parts = volume.split(':');
+    let source = parts.next()?;
+    if !source.starts_with('/') {
+        return None;
+    }
+    let read_only = parts.nth(1) == Some("ro");
+    Some((source, read_only))
+}

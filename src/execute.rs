@@ -56,6 +56,10 @@ pub enum Outcome {
         reason: String,
         detail: String,
     },
+    /// The step breaks the host's floor; nothing was touched.
+    Refused {
+        detail: String,
+    },
     /// The image could not be fetched; nothing was touched.
     NotPulled {
         error: String,
@@ -85,9 +89,14 @@ impl Outcome {
     }
 
     fn deferred(d: &Deferral) -> Outcome {
-        Outcome::Deferred {
-            reason: d.name().to_owned(),
-            detail: d.describe(),
+        match d {
+            Deferral::Refused { detail } => Outcome::Refused {
+                detail: detail.clone(),
+            },
+            _ => Outcome::Deferred {
+                reason: d.name().to_owned(),
+                detail: d.describe(),
+            },
         }
     }
 }
@@ -677,6 +686,7 @@ mod tests {
                     http: Some("http://127.0.0.1:1/health".into()),
                     timeout: Duration::from_secs(5),
                 },
+                binds: vec![],
             }],
             unresolved: BTreeMap::new(),
         }

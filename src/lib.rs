@@ -11,6 +11,7 @@ pub mod http;
 
 // What things are: pure data and rules.
 pub mod container;
+pub mod floor;
 pub mod image;
 pub mod lock;
 pub mod manifest;

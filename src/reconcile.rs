@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::engine::{Engine, EngineError};
 use crate::execute::{ExecuteError, Executor, Outcome, StepReport};
 use crate::exit::Exit;
+use crate::floor::{Floor, Guarded};
 use crate::image::TagSource;
 use crate::manifest::{Partner, Repo};
 use crate::plan::{self, Deferral, Gate, Held, Idleness, Observed, Overrides, Plan, Policy};
@@ -43,6 +44,9 @@ pub struct Target<'a> {
     pub partner: &'a str,
     pub revision: &'a str,
     pub overrides: Overrides,
+    /// berth's own directories this run uses (its state, its config), guarded by the floor
+    /// besides `/etc/berth`.
+    pub own_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Target<'_> {
@@ -73,12 +77,35 @@ pub fn schedule(repo: &Repo, partner: &Partner) -> Schedule {
 }
 
 /// The gates a partner's steps pass through.
-pub fn policy(repo: &Repo, partner: &Partner, overrides: Overrides) -> Policy {
+pub fn policy(repo: &Repo, partner: &Partner, overrides: Overrides, floor: Floor) -> Policy {
     Policy {
         schedule: schedule(repo, partner),
         has_idle_gate: partner.idle.is_some(),
         overrides,
+        floor,
     }
+}
+
+/// The floor on this host: the system's filesystems, the engine's own paths, and berth's
+/// own directories, each resolved as a mount of it would be.
+async fn floor<E: Engine>(engine: &E, own_dirs: &[std::path::PathBuf]) -> Result<Floor, PassError> {
+    let guarded = |path: &str, why: &str| Guarded {
+        path: resolve::resolve_host_path(path).display().to_string(),
+        why: why.to_owned(),
+    };
+    let mut all: Vec<Guarded> = crate::floor::SYSTEM
+        .iter()
+        .map(|(p, why)| guarded(p, why))
+        .collect();
+    for (path, why) in engine.own_paths().await? {
+        all.push(guarded(&path, why));
+    }
+    let own = "berth's own configuration and state: its git token, SSH key and age identity";
+    all.push(guarded("/etc/berth", own));
+    for dir in own_dirs {
+        all.push(guarded(&dir.display().to_string(), own));
+    }
+    Ok(Floor { guarded: all })
 }
 
 /// How soon a pass retries steps that waited for a busy service.
@@ -115,7 +142,9 @@ impl PassReport {
                     could_not_run: true,
                     ..
                 } => Exit::CannotRun,
-                Outcome::Failed { .. } | Outcome::RolledBack { .. } => Exit::Wrong,
+                Outcome::Failed { .. } | Outcome::RolledBack { .. } | Outcome::Refused { .. } => {
+                    Exit::Wrong
+                }
                 _ => Exit::Ok,
             })
             .fold(Exit::Ok, Exit::worst)
@@ -199,7 +228,8 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     let containers = fx.engine.list_managed(target.partner).await?;
     let tags = CachedTags::new(fx.sources);
     let desired = resolve::desired(target.repo, partner, target.revision, &tags).await;
-    let policy = policy(target.repo, partner, target.overrides);
+    let floor = floor(fx.engine, &target.own_dirs).await?;
+    let policy = policy(target.repo, partner, target.overrides, floor);
     let now = fx.clock.now();
     let mut observed = Observed {
         containers,

@@ -60,6 +60,8 @@ pub struct AgentConfig {
     pub interval: Duration,
     pub state_dir: PathBuf,
     pub listen: Option<SocketAddr>,
+    /// The directory the config file is in: berth's own, guarded by the floor.
+    pub config_dir: PathBuf,
 }
 
 /// Reads and checks the config; every problem is a diagnostic at its `path:line:col`.
@@ -165,5 +167,9 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             .state_dir
             .map_or_else(|| PathBuf::from("/var/lib/berth"), PathBuf::from),
         listen,
+        config_dir: std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from(".")),
     })
 }

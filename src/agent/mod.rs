@@ -137,6 +137,7 @@ async fn pass_once(
         partner: &config.partner,
         revision: &checkout.revision,
         overrides: Default::default(),
+        own_dirs: vec![config.state_dir.clone(), config.config_dir.clone()],
     };
     let report = match reconcile::converge(fx, state, &target, stopping).await {
         Ok(r) => r,

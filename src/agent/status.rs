@@ -25,7 +25,7 @@ pub struct ScriptStatus {
     pub script: String,
     /// The version running, or about to run.
     pub version: Option<String>,
-    /// `in-sync`, `updated`, `deferred`, `failed`, `rolled-back` or `not-pulled`.
+    /// `in-sync`, `updated`, `deferred`, `refused`, `failed`, `rolled-back` or `not-pulled`.
     pub state: String,
     pub detail: String,
 }
@@ -115,6 +115,10 @@ impl Status {
                 Outcome::Failed { error, .. } => {
                     self.pending += 1;
                     ("failed", error.clone())
+                }
+                Outcome::Refused { detail } => {
+                    self.pending += 1;
+                    ("refused", detail.clone())
                 }
                 Outcome::NotPulled { error } => {
                     self.pending += 1;

@@ -68,6 +68,7 @@ impl HostArgs {
                 ignore_window: self.ignore_window,
                 ignore_idle: self.ignore_idle,
             },
+            own_dirs: vec![self.state_dir.clone()],
         }
     }
 }

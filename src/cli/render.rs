@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use clap::ValueEnum;
 
 use crate::execute::{Outcome, StepReport};
-use crate::plan::{Gate, Plan, Step};
+use crate::plan::{Deferral, Gate, Plan, Step};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum PlanFormat {
@@ -28,6 +28,7 @@ fn versions(step: &Step) -> String {
 fn gate(step: &Step) -> String {
     match &step.gate {
         Gate::Allowed => "allowed".into(),
+        Gate::Deferred(Deferral::Refused { detail }) => format!("refused(policy): {detail}"),
         Gate::Deferred(d) => format!("deferred({}): {}", d.name(), d.describe()),
     }
 }
@@ -120,6 +121,7 @@ pub fn apply(plan: &Plan, reports: &[StepReport]) -> String {
             Outcome::Unchanged => "in sync".to_owned(),
             Outcome::Deferred { reason, detail } => format!("deferred({reason}): {detail}"),
             Outcome::NotPulled { error } => format!("NOT PULLED: {error}"),
+            Outcome::Refused { detail } => format!("REFUSED(policy): {detail}"),
             Outcome::RolledBack { error, .. } => format!("ROLLED BACK: {error}"),
             Outcome::Failed { error, .. } => format!("FAILED: {error}"),
         };

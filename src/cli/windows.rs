@@ -115,6 +115,7 @@ fn pending(repo: &Repo, partner: &str, now: Timestamp, state_dir: &std::path::Pa
             partner,
             revision: "worktree",
             overrides: Overrides::default(),
+            own_dirs: vec![state_dir.to_path_buf()],
         };
         match reconcile::plan(&fx, &target, memory).await {
             Ok(plan) => agenda::classify(&plan, notes),

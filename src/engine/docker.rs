@@ -307,6 +307,34 @@ impl Engine for DockerEngine {
         }
     }
 
+    async fn own_paths(&self) -> Result<Vec<(String, &'static str)>, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(engine("describe itself"))?;
+        let mut paths = vec![
+            (
+                "/var/run/docker.sock".to_owned(),
+                "the container engine's socket: root on the host",
+            ),
+            (
+                "/run/containerd".to_owned(),
+                "containerd's socket: root on the host",
+            ),
+        ];
+        if let Some(sock) = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        {
+            paths.push((sock, "the container engine's socket: root on the host"));
+        }
+        if let Some(root) = info.docker_root_dir {
+            paths.push((root, "the container engine's data: every container's files"));
+        }
+        Ok(paths)
+    }
+
     async fn pull(
         &self,
         reference: &str,

@@ -262,6 +262,10 @@ impl Engine for FakeEngine {
         })
     }
 
+    async fn own_paths(&self) -> Result<Vec<(String, &'static str)>, EngineError> {
+        self.call("info", |_| Ok(Vec::new()))
+    }
+
     async fn pull(
         &self,
         reference: &str,

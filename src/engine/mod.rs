@@ -119,6 +119,9 @@ pub trait Engine {
     async fn find(&self, name_or_id: &str) -> Result<Option<Found>, EngineError>;
     /// Whether the engine's store holds an image (by id or pinned reference).
     async fn has_image(&self, reference: &str) -> Result<bool, EngineError>;
+    /// The engine's own paths on the host, which no container may mount: its socket and
+    /// its data root, with why.
+    async fn own_paths(&self) -> Result<Vec<(String, &'static str)>, EngineError>;
     /// Pulls `registry/repository@digest`, showing progress on a terminal.
     async fn pull(
         &self,

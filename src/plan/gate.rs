@@ -25,6 +25,8 @@ pub struct Policy {
     pub schedule: Schedule,
     pub has_idle_gate: bool,
     pub overrides: Overrides,
+    /// What no container may mount on this host.
+    pub floor: crate::floor::Floor,
 }
 
 impl Policy {
@@ -63,6 +65,10 @@ pub enum Deferral {
     /// A replace of the script is in flight: the run doing it, or the next one, finishes or
     /// rolls it back first.
     InFlight,
+    /// The step breaks the host's floor: it never runs, whatever the window.
+    Refused {
+        detail: String,
+    },
 }
 
 impl Deferral {
@@ -74,6 +80,7 @@ impl Deferral {
             Deferral::FailedHealth => "failed-health",
             Deferral::Unresolved { .. } => "unresolved",
             Deferral::InFlight => "in-flight",
+            Deferral::Refused { .. } => "policy",
         }
     }
 
@@ -92,6 +99,7 @@ impl Deferral {
                     .into()
             }
             Deferral::Unresolved { detail } => format!("version could not be resolved: {detail}"),
+            Deferral::Refused { detail } => format!("refused by the host's floor: {detail}"),
             Deferral::InFlight => {
                 "a replace is under way or was interrupted; the next apply finishes or rolls it back first"
                     .into()
@@ -185,5 +193,6 @@ pub fn saturday_mornings() -> Policy {
         },
         has_idle_gate: true,
         overrides: Overrides::default(),
+        floor: crate::floor::Floor::default(),
     }
 }

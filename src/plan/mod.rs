@@ -216,7 +216,15 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
             && change.desired().is_some_and(|d| {
                 held.contains(&(script.as_str(), d.digest.as_str(), d.spec_hash.as_str()))
             });
-        let gate = if is_held {
+        let refused = match &change {
+            Change::Create { to } | Change::Replace { to, .. } | Change::Start { to, .. } => {
+                to.binds.iter().find_map(|b| policy.floor.refusal(b))
+            }
+            Change::Remove { .. } | Change::Keep { .. } => None,
+        };
+        let gate = if let Some(detail) = refused {
+            Gate::Deferred(Deferral::Refused { detail })
+        } else if is_held {
             Gate::Deferred(Deferral::FailedHealth)
         } else {
             gate::decide(policy, &change, now, &observed.idle)
@@ -428,6 +436,7 @@ mod tests {
                 http: None,
                 timeout: Duration::from_secs(5),
             },
+            binds: vec![],
         }
     }
 
@@ -842,5 +851,34 @@ mod tests {
             p.steps[0].observed().map(|c| c.id.as_str()),
             Some("id-next")
         );
+    }
+
+    #[test]
+    fn a_step_that_breaks_the_floor_is_refused_and_the_others_run() {
+        use crate::container::Bind;
+        let mut bad = want("a", "1.0.0", "x");
+        bad.binds = vec![Bind {
+            source: "/var/run/docker.sock".into(),
+            real: "/run/docker.sock".into(),
+            read_only: false,
+            socket: true,
+        }];
+        let mut pol = policy();
+        pol.floor = crate::floor::Floor::default();
+        let steps = run_under(
+            &desired(vec![bad, want("b", "1.0.0", "x")]),
+            &observed(vec![]),
+            &pol,
+            NOW_CLOSED,
+        );
+        assert!(
+            matches!(&steps[0].2, Gate::Deferred(Deferral::Refused { detail }) if detail.contains("a socket")),
+            "refused whatever the window: {:?}",
+            steps[0]
+        );
+        assert!(matches!(
+            steps[1].2,
+            Gate::Deferred(Deferral::Window { .. })
+        ));
     }
 }

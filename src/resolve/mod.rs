@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use semver::VersionReq;
 
-use crate::container::ContainerSpec;
+use crate::container::{Bind, ContainerSpec};
 use crate::exit::chain;
 use crate::image::{ImageRepo, Source, TagRef, TagSource};
 use crate::lock::{Lock, Pin};
 use crate::manifest::{OptIn, Partner, Repo, Script};
 
 pub use pick::{pick, tag_version};
-pub use spec::{EnvFiles, container_spec, health, parse_env_file};
+pub use spec::{EnvFiles, container_spec, health, host_binds, parse_env_file, resolve_host_path};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -59,6 +59,8 @@ pub struct DesiredContainer {
     pub spec: ContainerSpec,
     pub spec_hash: String,
     pub health: HealthCheck,
+    /// The host paths it bind-mounts, resolved, for the floor to judge.
+    pub binds: Vec<Bind>,
 }
 
 /// Everything a partner's manifests say its host should run, resolved to digests.
@@ -239,6 +241,7 @@ pub async fn desired<S: TagSource>(
                 digest: r.digest,
                 pull_from: (r.image.source != Source::Local).then_some(r.image),
                 spec_hash: spec.hash(),
+                binds: host_binds(&spec),
                 spec,
                 health: health(script),
             })

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+
 use super::{HealthCheck, ResolveError};
-use crate::container::ContainerSpec;
+use crate::container::{Bind, ContainerSpec, host_bind};
 use crate::manifest::{OptIn, Script, syntax};
 
 /// When a new container counts as healthy.
@@ -71,6 +73,70 @@ pub fn container_spec(
         read_only: c.read_only,
         user: c.user.as_ref().map(|u| u.value.clone()),
     })
+}
+
+/// The host paths a spec bind-mounts, resolved as the engine will find them: `..` first,
+/// then symlinks as far as the path exists (the engine creates what does not), so the floor
+/// judges what is mounted, not how it is spelled.
+pub fn host_binds(spec: &ContainerSpec) -> Vec<Bind> {
+    spec.volumes
+        .iter()
+        .filter_map(|v| host_bind(v))
+        .map(|(source, read_only)| {
+            let real = resolve_host_path(source);
+            let socket = {
+                use std::os::unix::fs::FileTypeExt as _;
+                std::fs::metadata(&real).is_ok_and(|m| m.file_type().is_socket())
+            };
+            Bind {
+                source: source.to_owned(),
+                real: real.display().to_string(),
+                read_only,
+                socket,
+            }
+        })
+        .collect()
+}
+
+/// An absolute path as the kernel would walk it: each symlink replaced by its target
+/// (dangling ones too), `..` taken after that, parts that do not exist kept as written.
+pub fn resolve_host_path(path: &str) -> PathBuf {
+    use std::ffi::OsString;
+    use std::path::Component;
+    /// Past this many symlinks the path is a loop; the kernel gives up at 40 too.
+    const MAX_LINKS: u32 = 40;
+    fn parts(p: &Path) -> impl DoubleEndedIterator<Item = Option<OsString>> + '_ {
+        p.components().filter_map(|c| match c {
+            Component::Normal(n) => Some(Some(n.to_owned())),
+            Component::ParentDir => Some(None),
+            _ => None,
+        })
+    }
+    let mut out = PathBuf::from("/");
+    let mut todo: Vec<Option<OsString>> = parts(Path::new(path)).rev().collect();
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        let Some(name) = part else {
+            out.pop();
+            continue;
+        };
+        let next = out.join(&name);
+        let link = std::fs::symlink_metadata(&next)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            .then(|| std::fs::read_link(&next).ok())
+            .flatten();
+        match link {
+            Some(target) if links < MAX_LINKS => {
+                links += 1;
+                if target.is_absolute() {
+                    out = PathBuf::from("/");
+                }
+                todo.extend(parts(&target).rev());
+            }
+            _ => out = next,
+        }
+    }
+    out
 }
 
 /// The largest env file berth reads: far more than any list of secrets needs.
@@ -145,6 +211,36 @@ mod tests {
         assert_eq!(
             parsed,
             vec![("A".into(), "1".into()), ("B".into(), " x=y".into())]
+        );
+    }
+
+    #[test]
+    fn host_paths_resolve_dot_dot_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink("/etc", real.join("cfg")).unwrap();
+        let path = |p: &std::path::Path| p.display().to_string();
+        assert_eq!(
+            resolve_host_path(&path(&real.join("cfg/berth/x"))),
+            PathBuf::from("/etc/berth/x")
+        );
+        assert_eq!(
+            resolve_host_path(&path(&real.join("x/../cfg/ssl"))),
+            PathBuf::from("/etc/ssl")
+        );
+        assert_eq!(
+            resolve_host_path("/srv/../etc/./ssl/"),
+            PathBuf::from("/etc/ssl")
+        );
+        std::os::unix::fs::symlink("/no/such/dir/berth", real.join("dangling")).unwrap();
+        assert_eq!(
+            resolve_host_path(&path(&real.join("dangling/../x"))),
+            PathBuf::from("/no/such/dir/x"),
+            "a dangling link is followed, then `..`"
+        );
+        assert_eq!(
+            resolve_host_path("/no/such/place"),
+            PathBuf::from("/no/such/place")
         );
     }
 }

@@ -9,6 +9,7 @@ mod agent;
 mod agent_edges;
 mod apply;
 mod ecr;
+mod floor;
 mod hostile;
 mod registry;
 mod source;
