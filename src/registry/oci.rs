@@ -117,13 +117,13 @@ pub struct OciRegistry {
 }
 
 #[derive(Deserialize)]
-struct TagList {
+pub struct TagList {
     #[serde(default)]
     tags: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
-struct TokenAnswer {
+pub struct TokenAnswer {
     #[serde(default)]
     token: Option<String>,
     #[serde(default)]
@@ -145,7 +145,7 @@ pub fn plain_http(registry: &str, insecure: bool) -> bool {
 }
 
 /// `key="value"` pairs of a `WWW-Authenticate` challenge.
-fn challenge_params(header: &str) -> HashMap<String, String> {
+pub fn challenge_params(header: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let mut rest = header.split_once(' ').map_or("", |(_, r)| r);
     while let Some((key, after)) = rest.split_once('=') {
@@ -166,7 +166,7 @@ fn challenge_params(header: &str) -> HashMap<String, String> {
 }
 
 /// The `rel="next"` target of a `Link` header.
-fn next_link(headers: &HeaderMap) -> Option<String> {
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
     headers.get_all(LINK).iter().find_map(|v| {
         let v = v.to_str().ok()?;
         v.split(',').find_map(|part| {
