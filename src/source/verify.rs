@@ -804,8 +804,13 @@ fn dequote<'a>(s: &'a str, name: &str) -> Result<(String, &'a str), String> {
 fn parse_absolute_time(s: &str, tz: &TimeZone) -> Option<Timestamp> {
     let (digits, utc) = if let Some(d) = s.strip_suffix(['Z', 'z']).filter(|d| !d.is_empty()) {
         (d, true)
-    } else if s.len() > 3 && s[s.len() - 3..].eq_ignore_ascii_case("utc") {
-        (&s[..s.len() - 3], true)
+    } else if let Some(at) = s
+        .len()
+        .checked_sub(3)
+        // The cut may fall inside a multi-byte character: then there is no `UTC` suffix.
+        .filter(|&at| at > 0 && s.is_char_boundary(at) && s[at..].eq_ignore_ascii_case("utc"))
+    {
+        (&s[..at], true)
     } else {
         (s, false)
     };
@@ -913,6 +918,14 @@ mod tests {
             Path::new("/etc/berth/allowed_signers"),
             &TimeZone::UTC,
         )
+    }
+
+    #[test]
+    fn a_time_ending_in_a_multibyte_character_is_an_error_not_a_panic() {
+        for time in ["éaa", "aéa", "20261201é", "€UT"] {
+            let text = format!("a valid-before=\"{time}\" {ED25519}\n");
+            assert!(parse(&text).is_err(), "{time}");
+        }
     }
 
     /// What a good line parses to.
