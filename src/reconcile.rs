@@ -228,7 +228,12 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     let containers = fx.engine.list_managed(target.partner).await?;
     let tags = CachedTags::new(fx.sources);
     let desired = resolve::desired(target.repo, partner, target.revision, &tags).await;
-    let floor = floor(fx.engine, &target.own_dirs).await?;
+    // Only host paths can break the floor: without any, the engine is not asked for its own.
+    let floor = if desired.containers.iter().any(|d| !d.binds.is_empty()) {
+        floor(fx.engine, &target.own_dirs).await?
+    } else {
+        Floor::default()
+    };
     let policy = policy(target.repo, partner, target.overrides, floor);
     let now = fx.clock.now();
     let mut observed = Observed {
