@@ -103,6 +103,7 @@ async fn floor<E: Engine>(engine: &E, own_dirs: &[std::path::PathBuf]) -> Result
     let own = "berth's own configuration and state: its git token, SSH key and age identity";
     all.push(guarded("/etc/berth", own));
     for dir in own_dirs {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
         all.push(guarded(&dir.display().to_string(), own));
     }
     Ok(Floor { guarded: all })
