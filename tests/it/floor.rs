@@ -122,3 +122,28 @@ fn ordinary_mounts_and_etc_read_only_pass() {
         format!("[\"{data}:/data:ro\",\"/etc/ssl:/etc/ssl:ro\"]")
     );
 }
+
+#[test]
+fn berths_own_state_is_guarded_when_given_relative() {
+    let host = Host::new("floor-own");
+    host.write(&Setup {
+        idle: false,
+        ..Setup::default()
+    });
+    mounting(
+        &host,
+        &format!("{}:/s:ro", host.dir.path().join("own-state").display()),
+    );
+    let out = Berth::new("apply")
+        .arg(host.repo())
+        .args(["--partner", &host.partner, "--state-dir", "own-state"])
+        .current_dir(host.dir.path())
+        .run();
+    out.assert_exit(1);
+    assert!(
+        out.text().contains("berth's own configuration and state"),
+        "{}",
+        out.text()
+    );
+    assert!(host.containers().is_empty());
+}
