@@ -147,11 +147,13 @@ fn one_tag_listing_per_repository_however_many_scripts_use_it() {
     let front = AuthFront::start(registry.port, AuthMode::AnonymousToken);
     let host = Host::new("shared");
     host.write(&oci(&front.host(), "^1"));
-    // A second script on the same repository.
+    // A second script on the same repository, on a port of its own.
     let script = std::fs::read_to_string(host.repo().join("scripts/svc.yaml")).unwrap();
     std::fs::write(
         host.repo().join("scripts/svc2.yaml"),
-        script.replace("name: svc", "name: svc2"),
+        script
+            .replace("name: svc", "name: svc2")
+            .replace(&host.port.to_string(), &free_port().to_string()),
     )
     .unwrap();
     let partner_path = host.repo().join(format!("partners/{}.yaml", host.partner));
