@@ -351,6 +351,21 @@ fn rss_and_ticks(pid: u32) -> (u64, u64) {
     (rss, ticks)
 }
 
+/// A daemon's memory and CPU once its first pass has settled, against the idle targets.
+fn idle(pid: u32) -> String {
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss, before) = rss_and_ticks(pid);
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, after) = rss_and_ticks(pid);
+    format!(
+        "{:.1} MB RSS (target < 15 MB) {}; {} CPU ticks in 5 s between passes (target 0) {}",
+        rss as f64 / 1024.0,
+        verdict(rss < 15 * 1024),
+        after - before,
+        verdict(after == before)
+    )
+}
+
 /// The agent daemon: idle memory and CPU between passes, and how soon a change to a
 /// watched manifest directory starts a pass.
 fn agent(work: &Path, report: &mut String) {
@@ -379,19 +394,7 @@ fn agent(work: &Path, report: &mut String) {
         .spawn()
         .unwrap();
     wait_up(port);
-    std::thread::sleep(Duration::from_secs(2));
-    let pid = daemon.id();
-    let (rss, before) = rss_and_ticks(pid);
-    std::thread::sleep(Duration::from_secs(5));
-    let (_, after) = rss_and_ticks(pid);
-    let _ = writeln!(
-        report,
-        "agent idle: {:.1} MB RSS (target < 15 MB) {}; {} CPU ticks in 5 s between passes (target 0) {}",
-        rss as f64 / 1024.0,
-        verdict(rss < 15 * 1024),
-        after - before,
-        verdict(after == before)
-    );
+    let _ = writeln!(report, "agent idle: {}", idle(daemon.id()));
 
     let mut delays = Vec::new();
     for round in 0..5 {
@@ -483,18 +486,10 @@ fn agent_on_git(work: &Path, report: &mut String) {
         .spawn()
         .unwrap();
     wait_up(port);
-    std::thread::sleep(Duration::from_secs(2));
-    let pid = daemon.id();
-    let (rss, before) = rss_and_ticks(pid);
-    std::thread::sleep(Duration::from_secs(5));
-    let (_, after) = rss_and_ticks(pid);
     let _ = writeln!(
         report,
-        "agent idle following a git repo: {:.1} MB RSS (target < 15 MB) {}; {} CPU ticks in 5 s between passes (target 0) {}",
-        rss as f64 / 1024.0,
-        verdict(rss < 15 * 1024),
-        after - before,
-        verdict(after == before)
+        "agent idle following a git repo: {}",
+        idle(daemon.id())
     );
     let _ = daemon.kill();
     let _ = daemon.wait();

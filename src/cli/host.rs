@@ -58,6 +58,28 @@ pub(super) fn runtime() -> tokio::runtime::Runtime {
         .expect("a current-thread runtime builds")
 }
 
+/// The real effects on this host: its engine, the registries, the probes, and the clock
+/// (shifted to `--now` when given).
+type HostEffects<'a> = Effects<'a, DockerEngine, Sources<'a, DockerEngine>, Http, SystemClock>;
+
+/// Connects to the engine and runs `f` with the host's effects on a runtime of its own.
+fn on_host(now: Option<Timestamp>, f: impl AsyncFnOnce(&HostEffects<'_>) -> Exit) -> Exit {
+    runtime().block_on(async {
+        let engine = match DockerEngine::connect().await {
+            Ok(e) => e,
+            Err(e) => return cannot_run(&e),
+        };
+        let sources = Sources::new(Some(&engine));
+        let fx = Effects {
+            engine: &engine,
+            sources: &sources,
+            probe: &Http::default(),
+            clock: &SystemClock::from_option(now),
+        };
+        f(&fx).await
+    })
+}
+
 impl HostArgs {
     fn target<'a>(&'a self, repo: &'a Repo) -> Target<'a> {
         Target {
@@ -83,18 +105,8 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
         Ok(m) => m,
         Err(e) => return cannot_run(&e),
     };
-    runtime().block_on(async {
-        let engine = match DockerEngine::connect().await {
-            Ok(e) => e,
-            Err(e) => return cannot_run(&e),
-        };
-        let fx = Effects {
-            engine: &engine,
-            sources: &Sources::new(Some(&engine)),
-            probe: &Http::default(),
-            clock: &SystemClock::from_option(args.now),
-        };
-        let plan = match reconcile::plan(&fx, &args.target(&repo), memory).await {
+    on_host(args.now, async |fx| {
+        let plan = match reconcile::plan(fx, &args.target(&repo), memory).await {
             Ok(p) => p,
             Err(e) => return cannot_run(&e),
         };
@@ -119,19 +131,9 @@ pub fn apply(args: &HostArgs) -> Exit {
         Ok(s) => s,
         Err(e) => return cannot_run(&e),
     };
-    runtime().block_on(async {
-        let engine = match DockerEngine::connect().await {
-            Ok(e) => e,
-            Err(e) => return cannot_run(&e),
-        };
-        let fx = Effects {
-            engine: &engine,
-            sources: &Sources::new(Some(&engine)),
-            probe: &Http::default(),
-            clock: &SystemClock::from_option(args.now),
-        };
+    on_host(args.now, async |fx| {
         let target = args.target(&repo);
-        match reconcile::converge(&fx, &state, &target, &AtomicBool::new(false)).await {
+        match reconcile::converge(fx, &state, &target, &AtomicBool::new(false)).await {
             Ok(report) => {
                 for line in &report.recovered {
                     outln!("recovered {line}");
