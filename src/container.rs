@@ -35,6 +35,27 @@ impl ContainerSpec {
     }
 }
 
+/// A spec with nothing set: the base the planner's, executor's and diff's tests vary.
+#[cfg(test)]
+impl ContainerSpec {
+    pub fn minimal() -> ContainerSpec {
+        ContainerSpec {
+            command: None,
+            env: BTreeMap::new(),
+            env_files: vec![],
+            ports: vec![],
+            volumes: vec![],
+            network: None,
+            init: true,
+            stop_timeout_secs: 10,
+            memory: None,
+            nano_cpus: None,
+            read_only: false,
+            user: None,
+        }
+    }
+}
+
 /// The labels every managed container carries; berth reads a host from them alone.
 pub mod label {
     pub const MANAGED: &str = "berth.managed";

@@ -632,18 +632,8 @@ mod tests {
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
-            command: None,
-            env: BTreeMap::new(),
-            env_files: vec![],
-            ports: vec![],
-            volumes: vec![],
             network: Some("none".into()),
-            init: true,
-            stop_timeout_secs: 10,
-            memory: None,
-            nano_cpus: None,
-            read_only: false,
-            user: None,
+            ..ContainerSpec::minimal()
         }
     }
 

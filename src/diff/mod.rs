@@ -250,18 +250,8 @@ mod tests {
 
     fn spec(memory: Option<i64>) -> ContainerSpec {
         ContainerSpec {
-            command: None,
-            env: BTreeMap::new(),
-            env_files: vec![],
-            ports: vec![],
-            volumes: vec![],
-            network: None,
-            init: true,
-            stop_timeout_secs: 10,
             memory,
-            nano_cpus: None,
-            read_only: false,
-            user: None,
+            ..ContainerSpec::minimal()
         }
     }
 

@@ -407,18 +407,9 @@ mod tests {
 
     fn spec(env: &str) -> ContainerSpec {
         ContainerSpec {
-            command: None,
             env: [("MODE".to_owned(), env.to_owned())].into(),
-            env_files: vec![],
-            ports: vec![],
-            volumes: vec![],
             network: Some("host".into()),
-            init: true,
-            stop_timeout_secs: 10,
-            memory: None,
-            nano_cpus: None,
-            read_only: false,
-            user: None,
+            ..ContainerSpec::minimal()
         }
     }
 
