@@ -168,6 +168,8 @@ pub fn parse_port(s: &str) -> Result<PortSpec, String> {
 /// A host path bind-mounted into a container, as written and as it resolves on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
+    /// Which of the spec's `volumes` it is.
+    pub entry: usize,
     /// The source as the manifest writes it.
     pub source: String,
     /// The source with `..` and symlinks resolved, as far as it exists.
@@ -175,6 +177,25 @@ pub struct Bind {
     pub read_only: bool,
     /// The resolved source is a unix socket.
     pub socket: bool,
+}
+
+/// A host file read into a container's env, as written and as it resolves on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvFile {
+    /// The path as the manifest writes it.
+    pub path: String,
+    /// The path with `..` and symlinks resolved.
+    pub real: String,
+    pub kind: FileKind,
+}
+
+/// What is at a host path, as far as reading it as settings goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Missing,
+    Regular,
+    /// A directory, FIFO, socket or device: reading it would fail, block or hand a device over.
+    Other(&'static str),
 }
 
 /// The host source and mode of a `volumes` entry; `None` for a named volume.

@@ -14,6 +14,35 @@ pub struct Pos {
     pub col: u32,
 }
 
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+/// Where a value was written: a file and a position in it, shown as `path:line:col`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Loc {
+    pub path: String,
+    pub pos: Pos,
+}
+
+impl std::fmt::Display for Loc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.pos.line == 0 {
+            write!(f, "{}", self.path)
+        } else {
+            write!(f, "{}:{}", self.path, self.pos)
+        }
+    }
+}
+
+impl Serialize for Loc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Files larger than this are refused by the manifest loader and never quoted in a
 /// diagnostic: a YAML file of a megabyte is a mistake or an attack.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;

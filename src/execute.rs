@@ -90,8 +90,8 @@ impl Outcome {
 
     fn deferred(d: &Deferral) -> Outcome {
         match d {
-            Deferral::Refused { detail } => Outcome::Refused {
-                detail: detail.clone(),
+            Deferral::Refused { .. } => Outcome::Refused {
+                detail: d.describe(),
             },
             _ => Outcome::Deferred {
                 reason: d.name().to_owned(),
@@ -677,6 +677,8 @@ mod tests {
                     timeout: Duration::from_secs(5),
                 },
                 binds: vec![],
+                env_files: vec![],
+                origin: Default::default(),
             }],
             unresolved: BTreeMap::new(),
         }

@@ -3,7 +3,7 @@
 //! container engine's socket or data (root on the host), `/etc` read-write, or berth's own
 //! configuration and state (the git token, the SSH key) is refused. Pure: the paths are
 //! resolved before they get here, so `..`, symlinks and a socket under another name are
-//! judged by what they are.
+//! judged by what they are. Env files are judged the same way before they are read.
 
 /// A host path no container may see, and why, in a person's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +15,11 @@ pub struct Guarded {
 /// The paths guarded on this host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Floor {
+    /// No container may mount these, what is inside them or what holds them.
     pub guarded: Vec<Guarded>,
+    /// berth's own credentials (git token, SSH key, age identity): never read as env files,
+    /// though env files may live beside them in `/etc/berth`.
+    pub credentials: Vec<Guarded>,
 }
 
 /// The kernel's, the devices' and the boot loader's filesystems: guarded on every host.
@@ -29,11 +33,44 @@ pub const SYSTEM: [(&str, &str); 4] = [
     ("/boot", "the host's kernel and boot loader"),
 ];
 
+/// Host directories whose files are the kernel's or the devices', never a partner's
+/// settings: reading them would hand the agent's own environment or a device to a
+/// container, or wait forever.
+pub const NOT_ENV_FILES: [&str; 3] = ["/proc", "/sys", "/dev"];
+
 fn inside(path: &str, dir: &str) -> bool {
     dir == "/" || path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
 }
 
+/// Where Docker and containerd keep their sockets and data unless told otherwise.
+const ENGINE_DEFAULTS: [(&str, &str); 5] = [
+    ("/run/docker.sock", "the container engine's socket"),
+    ("/var/run/docker.sock", "the container engine's socket"),
+    ("/run/containerd", "containerd's socket and state"),
+    ("/var/lib/docker", "the container engine's data"),
+    ("/var/lib/containerd", "containerd's data"),
+];
+
 impl Floor {
+    /// The floor as it stands on a host with the engines' and berth's default paths: what
+    /// `berth validate --partner` judges manifests by away from the host.
+    pub fn typical() -> Floor {
+        let own = "berth's own configuration and state";
+        let guarded = SYSTEM
+            .iter()
+            .chain(&ENGINE_DEFAULTS)
+            .chain(&[("/etc/berth", own), ("/var/lib/berth", own)])
+            .map(|(path, why)| Guarded {
+                path: (*path).into(),
+                why: (*why).into(),
+            })
+            .collect();
+        Floor {
+            guarded,
+            credentials: vec![],
+        }
+    }
+
     /// Why a bind mount breaks the floor, if it does.
     pub fn refusal(&self, bind: &crate::container::Bind) -> Option<String> {
         let what = if bind.real == bind.source {
@@ -62,6 +99,25 @@ impl Floor {
         }
         None
     }
+
+    /// Why reading an env file breaks the floor, if it does.
+    pub fn env_file_refusal(&self, file: &crate::container::EnvFile) -> Option<String> {
+        let what = if file.real == file.path {
+            format!("env file {}", file.path)
+        } else {
+            format!("env file {} (which is {})", file.path, file.real)
+        };
+        if let Some(dir) = NOT_ENV_FILES.iter().find(|d| inside(&file.real, d)) {
+            return Some(format!("{what}: under {dir}, which holds no env files"));
+        }
+        if let crate::container::FileKind::Other(kind) = file.kind {
+            return Some(format!("{what}: a {kind}, not a regular file"));
+        }
+        self.credentials
+            .iter()
+            .find(|g| file.real == g.path)
+            .map(|g| format!("{what}: {}", g.why))
+    }
 }
 
 #[cfg(test)]
@@ -85,11 +141,18 @@ mod tests {
             path: "/etc/berth".into(),
             why: "berth's configuration".into(),
         });
-        Floor { guarded }
+        Floor {
+            guarded,
+            credentials: vec![Guarded {
+                path: "/etc/berth/token".into(),
+                why: "berth's git token".into(),
+            }],
+        }
     }
 
     fn bind(real: &str, read_only: bool) -> Bind {
         Bind {
+            entry: 0,
             source: real.into(),
             real: real.into(),
             read_only,
@@ -140,6 +203,7 @@ mod tests {
     fn a_socket_is_refused_whatever_its_name_and_the_resolved_path_is_named() {
         let f = floor();
         let sneaky = Bind {
+            entry: 0,
             source: "/srv/app/engine".into(),
             real: "/srv/app/engine".into(),
             read_only: true,
@@ -147,6 +211,7 @@ mod tests {
         };
         assert!(f.refusal(&sneaky).unwrap().contains("a socket"));
         let link = Bind {
+            entry: 0,
             source: "/srv/gh/../../run/docker.sock".into(),
             real: "/run/docker.sock".into(),
             read_only: true,
@@ -154,5 +219,32 @@ mod tests {
         };
         let why = f.refusal(&link).unwrap();
         assert!(why.contains("(which is /run/docker.sock)"), "{why}");
+    }
+
+    #[test]
+    fn env_files_never_come_from_the_kernel_devices_or_berths_credentials() {
+        use crate::container::{EnvFile, FileKind};
+        let f = floor();
+        let file = |path: &str, real: &str, kind| EnvFile {
+            path: path.into(),
+            real: real.into(),
+            kind,
+        };
+        let environ = file("/srv/env", "/proc/self/environ", FileKind::Regular);
+        assert!(
+            f.env_file_refusal(&environ)
+                .unwrap()
+                .contains("(which is /proc/self/environ): under /proc")
+        );
+        let fifo = file("/srv/env", "/srv/env", FileKind::Other("FIFO"));
+        assert!(f.env_file_refusal(&fifo).unwrap().contains("a FIFO"));
+        let token = file("/etc/berth/token", "/etc/berth/token", FileKind::Regular);
+        assert!(f.env_file_refusal(&token).unwrap().contains("git token"));
+        for fine in ["/etc/berth/env/app.env", "/srv/app.env", "/devices.env"] {
+            assert_eq!(
+                f.env_file_refusal(&file(fine, fine, FileKind::Regular)),
+                None
+            );
+        }
     }
 }

@@ -21,6 +21,7 @@ use crate::floor::{Floor, Guarded};
 use crate::image::TagSource;
 use crate::manifest::{Partner, Repo};
 use crate::plan::{self, Deferral, Gate, Held, Idleness, Observed, Overrides, Plan, Policy};
+use crate::policy::{HostPolicy, Rules};
 use crate::probe::{self, Probe};
 use crate::resolve::{self, CachedTags};
 use crate::state::{StateDir, StateError};
@@ -47,6 +48,10 @@ pub struct Target<'a> {
     /// berth's own directories this run uses (its state, its config), guarded by the floor
     /// besides `/etc/berth`.
     pub own_dirs: Vec<std::path::PathBuf>,
+    /// berth's credentials (git token, SSH key): never read into a container.
+    pub credentials: Vec<std::path::PathBuf>,
+    /// The partner's host policy, if it has one.
+    pub policy: Option<&'a HostPolicy>,
 }
 
 impl Target<'_> {
@@ -77,36 +82,44 @@ pub fn schedule(repo: &Repo, partner: &Partner) -> Schedule {
 }
 
 /// The gates a partner's steps pass through.
-pub fn policy(repo: &Repo, partner: &Partner, overrides: Overrides, floor: Floor) -> Policy {
+pub fn policy(repo: &Repo, partner: &Partner, overrides: Overrides, rules: Rules) -> Policy {
     Policy {
         schedule: schedule(repo, partner),
         has_idle_gate: partner.idle.is_some(),
         overrides,
-        floor,
+        rules,
     }
 }
 
-/// The floor on this host: the system's filesystems, the engine's own paths, and berth's
-/// own directories, each resolved as a mount of it would be.
-async fn floor<E: Engine>(engine: &E, own_dirs: &[std::path::PathBuf]) -> Result<Floor, PassError> {
-    let guarded = |path: &str, why: &str| Guarded {
-        path: resolve::resolve_host_path(path).display().to_string(),
+/// A host path as a mount or a read of it would find it.
+fn guarded(path: &std::path::Path, why: &str) -> Guarded {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    Guarded {
+        path: resolve::resolve_host_path(&path.display().to_string())
+            .display()
+            .to_string(),
         why: why.to_owned(),
-    };
-    let mut all: Vec<Guarded> = crate::floor::SYSTEM
+    }
+}
+
+/// The floor as far as it is known without asking the engine: the system's filesystems,
+/// berth's own directories and its credentials. Enough to judge env files.
+fn own_floor(target: &Target<'_>) -> Floor {
+    let mut guarded: Vec<Guarded> = crate::floor::SYSTEM
         .iter()
-        .map(|(p, why)| guarded(p, why))
+        .map(|(p, why)| self::guarded(p.as_ref(), why))
         .collect();
-    for (path, why) in engine.own_paths().await? {
-        all.push(guarded(&path, why));
-    }
     let own = "berth's own configuration and state: its git token, SSH key and age identity";
-    all.push(guarded("/etc/berth", own));
-    for dir in own_dirs {
-        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
-        all.push(guarded(&dir.display().to_string(), own));
+    guarded.push(self::guarded("/etc/berth".as_ref(), own));
+    guarded.extend(target.own_dirs.iter().map(|d| self::guarded(d, own)));
+    Floor {
+        guarded,
+        credentials: target
+            .credentials
+            .iter()
+            .map(|c| self::guarded(c, "one of berth's own credentials"))
+            .collect(),
     }
-    Ok(Floor { guarded: all })
 }
 
 /// How soon a pass retries steps that waited for a busy service.
@@ -228,14 +241,18 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     let partner = target.partner()?;
     let containers = fx.engine.list_managed(target.partner).await?;
     let tags = CachedTags::new(fx.sources);
-    let desired = resolve::desired(target.repo, partner, target.revision, &tags).await;
-    // Only host paths can break the floor: without any, the engine is not asked for its own.
-    let floor = if desired.containers.iter().any(|d| !d.binds.is_empty()) {
-        floor(fx.engine, &target.own_dirs).await?
-    } else {
-        Floor::default()
+    let mut rules = Rules {
+        floor: own_floor(target),
+        host: target.policy.cloned(),
     };
-    let policy = policy(target.repo, partner, target.overrides, floor);
+    let desired = resolve::desired(target.repo, partner, target.revision, &tags, &rules).await;
+    // Only host paths can mount the engine's: without any, the engine is not asked for them.
+    if desired.containers.iter().any(|d| !d.binds.is_empty()) {
+        for (path, why) in fx.engine.own_paths().await? {
+            rules.floor.guarded.push(guarded(path.as_ref(), why));
+        }
+    }
+    let policy = policy(target.repo, partner, target.overrides, rules);
     let now = fx.clock.now();
     let mut observed = Observed {
         containers,
@@ -288,6 +305,13 @@ pub fn has_unresolved(plan: &Plan) -> bool {
     plan.steps
         .iter()
         .any(|s| matches!(&s.gate, Gate::Deferred(Deferral::Unresolved { .. })))
+}
+
+/// Whether a plan has a step the floor or the policy refuses (`plan` then exits 1).
+pub fn has_refusals(plan: &Plan) -> bool {
+    plan.steps
+        .iter()
+        .any(|s| matches!(&s.gate, Gate::Deferred(Deferral::Refused { .. })))
 }
 
 #[cfg(test)]

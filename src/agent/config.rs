@@ -22,6 +22,8 @@ struct File {
     state_dir: Option<String>,
     #[serde(default)]
     listen: Option<Sp<String>>,
+    #[serde(default)]
+    policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +64,19 @@ pub struct AgentConfig {
     pub listen: Option<SocketAddr>,
     /// The directory the config file is in: berth's own, guarded by the floor.
     pub config_dir: PathBuf,
+    /// The partner's host policy file, read at every pass so a change needs no restart.
+    pub policy: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    /// berth's own credentials, which no container may read as an env file.
+    pub fn credentials(&self) -> Vec<PathBuf> {
+        [&self.repo.token_file, &self.repo.ssh_key]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
 }
 
 /// Reads and checks the config; every problem is a diagnostic at its `path:line:col`.
@@ -171,5 +186,6 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| PathBuf::from(".")),
+        policy: file.policy,
     })
 }

@@ -132,12 +132,31 @@ async fn pass_once(
         return ended(Exit::CannotRun);
     }
     status.revision = Some(checkout.revision.clone());
+    let policy = match config
+        .policy
+        .as_deref()
+        .map(crate::policy::load)
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(diags) => {
+            let rendered = diags.render_text(std::path::Path::new(""));
+            tracing::error!(diagnostics = %rendered, "the host policy is invalid; nothing was changed");
+            return ended(Exit::Wrong);
+        }
+    };
     let target = Target {
         repo: &repo,
         partner: &config.partner,
         revision: &checkout.revision,
         overrides: Default::default(),
-        own_dirs: vec![config.state_dir.clone(), config.config_dir.clone()],
+        own_dirs: [&config.state_dir, &config.config_dir]
+            .into_iter()
+            .chain(&config.policy)
+            .cloned()
+            .collect(),
+        credentials: config.credentials(),
+        policy: policy.as_ref(),
     };
     let report = match reconcile::converge(fx, state, &target, stopping).await {
         Ok(r) => r,

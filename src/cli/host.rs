@@ -11,6 +11,7 @@ use crate::engine::DockerEngine;
 use crate::exit::Exit;
 use crate::manifest::{self, Repo};
 use crate::plan::Overrides;
+use crate::policy::HostPolicy;
 use crate::probe::Http;
 use crate::reconcile::{self, Effects, Memory, Target};
 use crate::registry::Sources;
@@ -36,6 +37,9 @@ pub struct HostArgs {
     /// Run steps even when the partner's service is not idle.
     #[arg(long)]
     pub ignore_idle: bool,
+    /// The partner's host policy (`kind: HostPolicy`): what any script may do on this host.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 /// A validated repo, or the exit code after printing why not.
@@ -80,8 +84,20 @@ fn on_host(now: Option<Timestamp>, f: impl AsyncFnOnce(&HostEffects<'_>) -> Exit
     })
 }
 
+/// The host policy file, checked, or the exit code after printing why not.
+pub(super) fn load_policy(path: Option<&Path>) -> Result<Option<HostPolicy>, Exit> {
+    match path.map(crate::policy::load).transpose() {
+        Ok(p) => Ok(p),
+        Err(diags) => {
+            eprint!("{}", diags.render_text(Path::new("")));
+            eprintln!("berth: the host policy is invalid; nothing was changed");
+            Err(Exit::Wrong)
+        }
+    }
+}
+
 impl HostArgs {
-    fn target<'a>(&'a self, repo: &'a Repo) -> Target<'a> {
+    fn target<'a>(&'a self, repo: &'a Repo, policy: Option<&'a HostPolicy>) -> Target<'a> {
         Target {
             repo,
             partner: &self.partner,
@@ -90,29 +106,37 @@ impl HostArgs {
                 ignore_window: self.ignore_window,
                 ignore_idle: self.ignore_idle,
             },
-            own_dirs: vec![self.state_dir.clone()],
+            own_dirs: std::iter::once(&self.state_dir)
+                .chain(&self.policy)
+                .cloned()
+                .collect(),
+            credentials: vec![],
+            policy,
         }
     }
 }
 
 /// `berth plan`: what apply would do now; changes nothing.
 pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exit {
-    let repo = match load(&args.repo) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+    let (repo, policy) =
+        match load(&args.repo).and_then(|r| Ok((r, load_policy(args.policy.as_deref())?))) {
+            Ok(loaded) => loaded,
+            Err(code) => return code,
+        };
     let memory = match Memory::read(&args.state_dir, &args.partner) {
         Ok(m) => m,
         Err(e) => return cannot_run(&e),
     };
     on_host(args.now, async |fx| {
-        let plan = match reconcile::plan(fx, &args.target(&repo), memory).await {
+        let plan = match reconcile::plan(fx, &args.target(&repo, policy.as_ref()), memory).await {
             Ok(p) => p,
             Err(e) => return cannot_run(&e),
         };
         out!("{}", render::plan(&plan, format));
         if reconcile::has_unresolved(&plan) {
             Exit::CannotRun
+        } else if reconcile::has_refusals(&plan) {
+            Exit::Wrong
         } else if exit_code && plan.changes().next().is_some() {
             Exit::Pending
         } else {
@@ -123,16 +147,17 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
 
 /// `berth apply`: recover, plan, carry the plan out.
 pub fn apply(args: &HostArgs) -> Exit {
-    let repo = match load(&args.repo) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+    let (repo, policy) =
+        match load(&args.repo).and_then(|r| Ok((r, load_policy(args.policy.as_deref())?))) {
+            Ok(loaded) => loaded,
+            Err(code) => return code,
+        };
     let state = match StateDir::open(&args.state_dir) {
         Ok(s) => s,
         Err(e) => return cannot_run(&e),
     };
     on_host(args.now, async |fx| {
-        let target = args.target(&repo);
+        let target = args.target(&repo, policy.as_ref());
         match reconcile::converge(fx, &state, &target, &AtomicBool::new(false)).await {
             Ok(report) => {
                 for line in &report.recovered {

@@ -53,6 +53,12 @@ enum Command {
         repo: PathBuf,
         #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
         format: ValidateFormat,
+        /// Also check this partner's scripts against berth's floor (and `--policy`).
+        #[arg(long)]
+        partner: Option<String>,
+        /// The partner's host policy to check its scripts against.
+        #[arg(long, value_name = "FILE", requires = "partner")]
+        policy: Option<PathBuf>,
     },
     /// Show what `apply` would change on a partner's host, and why.
     Plan {
@@ -176,7 +182,12 @@ pub fn main() -> Exit {
         _ => tracing::Level::WARN,
     });
     match cli.command {
-        Command::Validate { repo, format } => validate(&repo, format),
+        Command::Validate {
+            repo,
+            format,
+            partner,
+            policy,
+        } => validate(&repo, format, partner.as_deref(), policy.as_deref()),
         Command::Plan {
             host,
             format,
@@ -245,9 +256,19 @@ pub fn schema_json(kind: SchemaKind) -> String {
     serde_json::to_string_pretty(&schema).expect("schemas serialize")
 }
 
-fn validate(repo: &Path, format: ValidateFormat) -> Exit {
+fn validate(
+    repo: &Path,
+    format: ValidateFormat,
+    partner: Option<&str>,
+    policy: Option<&Path>,
+) -> Exit {
     let diagnostics = match manifest::validate(repo) {
-        Ok((_, d)) => d,
+        Ok((loaded, mut d)) => {
+            if let Some(partner) = partner {
+                d.extend(partner_refusals(&loaded, partner, policy));
+            }
+            d.finish()
+        }
         Err(e) => return cannot_run(&e),
     };
     match format {
@@ -280,6 +301,42 @@ fn validate(repo: &Path, format: ValidateFormat) -> Exit {
     } else {
         Exit::Ok
     }
+}
+
+/// What berth's floor (as it stands on a host with Docker's defaults) and the partner's
+/// policy refuse of its scripts, at the manifests' lines.
+fn partner_refusals(
+    repo: &manifest::Repo,
+    partner: &str,
+    policy: Option<&Path>,
+) -> crate::diag::Diagnostics {
+    use crate::diag::{Diagnostic, Diagnostics, Severity};
+    let mut out = Diagnostics::default();
+    let Some(doc) = repo.partners.get(partner) else {
+        out.push(Diagnostic::at(
+            Severity::Error,
+            "partners",
+            None,
+            format!("no partner `{partner}` in the manifests"),
+        ));
+        return out;
+    };
+    let host = match policy.map(crate::policy::load).transpose() {
+        Ok(h) => h,
+        Err(diags) => return diags,
+    };
+    let rules = crate::policy::Rules {
+        floor: crate::floor::Floor::typical(),
+        host,
+    };
+    for (script, r) in crate::resolve::refusals(repo, &doc.doc, &rules) {
+        out.push(Diagnostic::error(
+            r.value_at.path.clone(),
+            r.value_at.pos,
+            format!("{partner}/{script} would be refused: {}", r.message()),
+        ));
+    }
+    out
 }
 
 /// Prints an error with its cause chain and gives the "could not run" exit code.

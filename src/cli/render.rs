@@ -28,7 +28,9 @@ fn versions(step: &Step) -> String {
 fn gate(step: &Step) -> String {
     match &step.gate {
         Gate::Allowed => "allowed".into(),
-        Gate::Deferred(Deferral::Refused { detail }) => format!("refused(policy): {detail}"),
+        Gate::Deferred(d @ Deferral::Refused { .. }) => {
+            format!("refused(policy): {}", d.describe())
+        }
         Gate::Deferred(d) => format!("deferred({}): {}", d.name(), d.describe()),
     }
 }

@@ -25,8 +25,8 @@ pub struct Policy {
     pub schedule: Schedule,
     pub has_idle_gate: bool,
     pub overrides: Overrides,
-    /// What no container may mount on this host.
-    pub floor: crate::floor::Floor,
+    /// What no container may do on this host: the floor and the partner's host policy.
+    pub rules: crate::policy::Rules,
 }
 
 impl Policy {
@@ -65,9 +65,9 @@ pub enum Deferral {
     /// A replace of the script is in flight: the run doing it, or the next one, finishes or
     /// rolls it back first.
     InFlight,
-    /// The step breaks the host's floor: it never runs, whatever the window.
+    /// The step breaks the host's floor or policy: it never runs, whatever the window.
     Refused {
-        detail: String,
+        refusals: Vec<crate::policy::Refusal>,
     },
 }
 
@@ -99,7 +99,11 @@ impl Deferral {
                     .into()
             }
             Deferral::Unresolved { detail } => format!("version could not be resolved: {detail}"),
-            Deferral::Refused { detail } => format!("refused by the host's floor: {detail}"),
+            Deferral::Refused { refusals } => refusals
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
             Deferral::InFlight => {
                 "a replace is under way or was interrupted; the next apply finishes or rolls it back first"
                     .into()
@@ -193,6 +197,6 @@ pub fn saturday_mornings() -> Policy {
         },
         has_idle_gate: true,
         overrides: Overrides::default(),
-        floor: crate::floor::Floor::default(),
+        rules: crate::policy::Rules::default(),
     }
 }

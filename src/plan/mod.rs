@@ -216,14 +216,20 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
             && change.desired().is_some_and(|d| {
                 held.contains(&(script.as_str(), d.digest.as_str(), d.spec_hash.as_str()))
             });
-        let refused = match &change {
-            Change::Create { to } | Change::Replace { to, .. } | Change::Start { to, .. } => {
-                to.binds.iter().find_map(|b| policy.floor.refusal(b))
-            }
-            Change::Remove { .. } | Change::Keep { .. } => None,
+        // A container in sync is judged too: a policy tightened since it was created refuses
+        // it (it keeps running; the refusal is reported until the manifests or policy agree).
+        let refusals = match &change {
+            Change::Create { to }
+            | Change::Replace { to, .. }
+            | Change::Start { to, .. }
+            | Change::Keep {
+                to: Some(to),
+                current: Some(_),
+            } => policy.rules.refusals(&to.candidate()),
+            Change::Remove { .. } | Change::Keep { .. } => vec![],
         };
-        let gate = if let Some(detail) = refused {
-            Gate::Deferred(Deferral::Refused { detail })
+        let gate = if !refusals.is_empty() {
+            Gate::Deferred(Deferral::Refused { refusals })
         } else if is_held {
             Gate::Deferred(Deferral::FailedHealth)
         } else {
@@ -428,6 +434,8 @@ mod tests {
                 timeout: Duration::from_secs(5),
             },
             binds: vec![],
+            env_files: vec![],
+            origin: Default::default(),
         }
     }
 
@@ -848,28 +856,102 @@ mod tests {
     fn a_step_that_breaks_the_floor_is_refused_and_the_others_run() {
         use crate::container::Bind;
         let mut bad = want("a", "1.0.0", "x");
+        bad.spec.volumes = vec!["/var/run/docker.sock:/s".into()];
         bad.binds = vec![Bind {
+            entry: 0,
             source: "/var/run/docker.sock".into(),
             real: "/run/docker.sock".into(),
             read_only: false,
             socket: true,
         }];
-        let mut pol = policy();
-        pol.floor = crate::floor::Floor::default();
+        bad.origin.volumes = vec![crate::diag::Loc {
+            path: "scripts/a.yaml".into(),
+            pos: crate::diag::Pos { line: 9, col: 14 },
+        }];
         let steps = run_under(
             &desired(vec![bad, want("b", "1.0.0", "x")]),
             &observed(vec![]),
-            &pol,
+            &policy(),
             NOW_CLOSED,
         );
-        assert!(
-            matches!(&steps[0].2, Gate::Deferred(Deferral::Refused { detail }) if detail.contains("a socket")),
-            "refused whatever the window: {:?}",
-            steps[0]
-        );
+        let Gate::Deferred(Deferral::Refused { refusals }) = &steps[0].2 else {
+            panic!("refused whatever the window: {:?}", steps[0]);
+        };
+        assert_eq!(refusals.len(), 1);
+        assert_eq!(refusals[0].rule, "floor");
+        assert_eq!(refusals[0].value, "volume /var/run/docker.sock:/s");
+        assert_eq!(refusals[0].value_at.to_string(), "scripts/a.yaml:9:14");
+        assert!(refusals[0].why.contains("a socket"), "{}", refusals[0].why);
         assert!(matches!(
             steps[1].2,
             Gate::Deferred(Deferral::Window { .. })
         ));
+    }
+
+    /// A policy that allows nothing but `bridge` and `none`, with its rule at line 3.
+    fn networks_policy() -> Policy {
+        let mut pol = policy();
+        pol.rules.host = Some(crate::policy::tests::allowing_networks(&["bridge", "none"]));
+        pol
+    }
+
+    #[test]
+    fn a_policy_refuses_creating_replacing_and_starting_and_reports_a_kept_container() {
+        let mut host_net = want("a", "2.0.0", "x");
+        host_net.spec.network = Some("host".into());
+        let mut fine = want("b", "2.0.0", "x");
+        fine.spec.network = Some("bridge".into());
+        let pol = networks_policy();
+        let refused = |g: &Gate| matches!(g, Gate::Deferred(Deferral::Refused { refusals }) if refusals[0].rule == "networks");
+        let create = run_under(
+            &desired(vec![host_net.clone(), fine.clone()]),
+            &observed(vec![]),
+            &pol,
+            NOW_OPEN,
+        );
+        assert_eq!(create[0].1, Action::Create);
+        assert!(refused(&create[0].2), "{create:?}");
+        assert_eq!(create[1], ("b".into(), Action::Create, Gate::Allowed));
+        let mut old = running(&want("a", "1.0.0", "x"));
+        let replace = run_under(
+            &desired(vec![host_net.clone()]),
+            &observed(vec![old.clone()]),
+            &pol,
+            NOW_OPEN,
+        );
+        assert!(
+            refused(&replace[0].2) && replace[0].1 == Action::Replace,
+            "{replace:?}"
+        );
+        old = running(&host_net);
+        let kept = run_under(
+            &desired(vec![host_net.clone()]),
+            &observed(vec![old.clone()]),
+            &pol,
+            NOW_OPEN,
+        );
+        assert!(refused(&kept[0].2) && kept[0].1 == Action::Keep, "{kept:?}");
+        old.running = false;
+        let start = run_under(
+            &desired(vec![host_net]),
+            &observed(vec![old]),
+            &pol,
+            NOW_OPEN,
+        );
+        assert!(
+            refused(&start[0].2) && start[0].1 == Action::Start,
+            "{start:?}"
+        );
+        let removal = run_under(
+            &desired(vec![]),
+            &observed(vec![running(&want("a", "1.0.0", "x"))]),
+            &pol,
+            NOW_OPEN,
+        );
+        assert_eq!(removal[0].1, Action::Remove);
+        assert!(
+            !refused(&removal[0].2),
+            "removing is never refused: {removal:?}"
+        );
     }
 }

@@ -11,14 +11,18 @@ use std::time::Duration;
 
 use semver::VersionReq;
 
-use crate::container::{Bind, ContainerSpec};
+use crate::container::{Bind, ContainerSpec, EnvFile};
 use crate::exit::chain;
 use crate::image::{ImageRepo, Source, TagRef, TagSource};
 use crate::lock::{Lock, Pin};
 use crate::manifest::{OptIn, Partner, Repo, Script};
+use crate::policy::{Candidate, Origin, Refusal, Rules};
 
 pub use pick::{pick, tag_version};
-pub use spec::{EnvFiles, container_spec, health, host_binds, parse_env_file, resolve_host_path};
+pub use spec::{
+    container_spec, env_files, health, host_binds, origin, parse_env_file, read_env_files,
+    resolve_host_path,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -59,8 +63,25 @@ pub struct DesiredContainer {
     pub spec: ContainerSpec,
     pub spec_hash: String,
     pub health: HealthCheck,
-    /// The host paths it bind-mounts, resolved, for the floor to judge.
+    /// The host paths it bind-mounts and the env files it reads, resolved, for the floor
+    /// and the policy to judge.
     pub binds: Vec<Bind>,
+    pub env_files: Vec<EnvFile>,
+    /// Where its values are written in the manifests, for refusals to point at.
+    pub origin: Origin,
+}
+
+impl DesiredContainer {
+    /// Everything the floor and the policy judge it by.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            spec: &self.spec,
+            binds: &self.binds,
+            env_files: &self.env_files,
+            registry: self.pull_from.as_ref().and_then(|r| r.registry.as_deref()),
+            origin: &self.origin,
+        }
+    }
 }
 
 /// Everything a partner's manifests say its host should run, resolved to digests.
@@ -213,27 +234,34 @@ pub fn resolve_locked(
 }
 
 /// What a partner's host should run at this revision: locked versions when the repo has
-/// a `berth.lock`, live ones otherwise. Scripts that cannot be resolved are listed in
-/// `unresolved`, so their containers are left as they are.
+/// a `berth.lock`, live ones otherwise, with the policy's ceilings on containers without
+/// limits. Scripts that cannot be resolved are listed in `unresolved`, so their containers
+/// are left as they are.
 pub async fn desired<S: TagSource>(
     repo: &Repo,
     partner: &Partner,
     revision: &str,
     tags: &CachedTags<'_, S>,
+    rules: &Rules,
 ) -> Desired {
+    let partner_path = partner_path(repo, partner);
     let mut containers = Vec::new();
     let mut unresolved = BTreeMap::new();
     for opt in &partner.scripts {
-        let Some(script) = repo.scripts.get(opt.script.as_str()) else {
+        let Some(doc) = repo.scripts.get(opt.script.as_str()) else {
             continue;
         };
-        let script = &script.doc;
+        let script = &doc.doc;
         let resolved = match &repo.lock {
             Some(lock) => resolve_locked(&lock.doc, repo, &partner.name, opt, script),
             None => resolve_live(repo, opt, script, tags).await,
         };
         let built = resolved.and_then(|r| {
-            let spec = container_spec(script, opt, EnvFiles::Read).map_err(|e| chain(&e))?;
+            let mut spec = container_spec(script, opt);
+            rules.apply_ceilings(&mut spec);
+            let origin = origin(repo, partner_path, opt, doc);
+            let env_files = env_files(&spec);
+            read_env_files(&mut spec, &env_files, &origin, rules).map_err(|e| chain(&e))?;
             Ok(DesiredContainer {
                 script: script.name.value.clone(),
                 version: r.version,
@@ -242,6 +270,8 @@ pub async fn desired<S: TagSource>(
                 pull_from: (r.image.source != Source::Local).then_some(r.image),
                 spec_hash: spec.hash(),
                 binds: host_binds(&spec),
+                env_files,
+                origin,
                 spec,
                 health: health(script),
             })
@@ -259,6 +289,47 @@ pub async fn desired<S: TagSource>(
         containers,
         unresolved,
     }
+}
+
+/// The repo-relative path of a partner's file.
+fn partner_path<'a>(repo: &'a Repo, partner: &Partner) -> &'a str {
+    repo.partners
+        .get(partner.name.as_str())
+        .map_or("", |d| d.path.as_str())
+}
+
+/// What the floor and a host policy refuse of a partner's scripts, judged from the
+/// manifests alone (no registry, no env file read): `berth validate --partner` checks a
+/// pull request against the partner's policy with it.
+pub fn refusals(repo: &Repo, partner: &Partner, rules: &Rules) -> Vec<(String, Refusal)> {
+    let partner_path = partner_path(repo, partner);
+    let mut out = Vec::new();
+    for opt in &partner.scripts {
+        let Some(doc) = repo.scripts.get(opt.script.as_str()) else {
+            continue;
+        };
+        let image = image_repo(repo, opt, &doc.doc);
+        let mut spec = container_spec(&doc.doc, opt);
+        rules.apply_ceilings(&mut spec);
+        let origin = origin(repo, partner_path, opt, doc);
+        let (binds, env_files) = (host_binds(&spec), env_files(&spec));
+        let candidate = Candidate {
+            spec: &spec,
+            binds: &binds,
+            env_files: &env_files,
+            registry: (image.source != Source::Local)
+                .then_some(image.registry.as_deref())
+                .flatten(),
+            origin: &origin,
+        };
+        out.extend(
+            rules
+                .refusals(&candidate)
+                .into_iter()
+                .map(|r| (opt.script.value.clone(), r)),
+        );
+    }
+    out
 }
 
 /// Resolves every opt-in of every partner live, for `berth lock`. Returns the fresh lock,

@@ -1,5 +1,6 @@
 //! A partner's container spec for a script: the script's settings, the partner's env on
-//! top, then the host's env files; and when the new container counts as healthy.
+//! top, then the host's env files the floor and the policy allow; where each value was
+//! written; and when the new container counts as healthy.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,8 +8,11 @@ use std::time::Duration;
 use std::path::{Path, PathBuf};
 
 use super::{HealthCheck, ResolveError};
-use crate::container::{Bind, ContainerSpec, host_bind};
-use crate::manifest::{OptIn, Script, syntax};
+use crate::container::{Bind, ContainerSpec, EnvFile, FileKind, host_bind};
+use crate::diag::{Loc, Pos};
+use crate::image::Source;
+use crate::manifest::{Doc, OptIn, Repo, Script, syntax};
+use crate::policy::{Origin, Rules};
 
 /// When a new container counts as healthy.
 pub fn health(script: &Script) -> HealthCheck {
@@ -27,22 +31,10 @@ pub fn health(script: &Script) -> HealthCheck {
     }
 }
 
-/// Whether to read the host's env files into the spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnvFiles {
-    /// On the host: their contents count, so a rotated secret rolls the container.
-    Read,
-    /// Away from the host (CI's `berth diff`): only their paths count.
-    PathsOnly,
-}
-
-/// The container spec: the script's settings, the partner's env on top, then the host's
-/// env files.
-pub fn container_spec(
-    script: &Script,
-    opt: &OptIn,
-    env_files: EnvFiles,
-) -> Result<ContainerSpec, ResolveError> {
+/// The container spec: the script's settings and the partner's env on top. The host's env
+/// files are named but not read: [`read_env_files`] adds them once the floor and the
+/// policy allow each one; away from the host (CI's `berth diff`) only their paths count.
+pub fn container_spec(script: &Script, opt: &OptIn) -> ContainerSpec {
     let c = &script.container;
     let mut env: BTreeMap<String, String> = c
         .env
@@ -50,12 +42,7 @@ pub fn container_spec(
         .map(|(k, v)| (k.clone(), v.value.clone()))
         .collect();
     env.extend(opt.env.iter().map(|(k, v)| (k.clone(), v.value.clone())));
-    if env_files == EnvFiles::Read {
-        for file in &opt.env_files {
-            env.extend(parse_env_file(&read_env_file(&file.value)?));
-        }
-    }
-    Ok(ContainerSpec {
+    ContainerSpec {
         command: c.command.clone(),
         env,
         env_files: opt.env_files.iter().map(|f| f.value.clone()).collect(),
@@ -72,7 +59,97 @@ pub fn container_spec(
         nano_cpus: c.cpus.as_ref().map(|n| (n.value * 1e9) as i64),
         read_only: c.read_only,
         user: c.user.as_ref().map(|u| u.value.clone()),
-    })
+    }
+}
+
+/// Where each value of the spec is written: the script's file for what the script sets,
+/// the partner's for its env files, the fleet's for a default registry.
+pub fn origin(repo: &Repo, partner_path: &str, opt: &OptIn, script: &Doc<Script>) -> Origin {
+    let at = |path: &str, pos: Pos| Loc {
+        path: path.to_owned(),
+        pos,
+    };
+    let s = &script.doc;
+    let c = &s.container;
+    let here = |pos| at(&script.path, pos);
+    let image = match (&s.image.registry, repo.fleet.as_ref()) {
+        (Some(r), _) => here(r.pos),
+        (None, Some(fleet)) if s.image.source.value != Source::Local => fleet
+            .doc
+            .registry
+            .as_ref()
+            .map_or_else(|| here(s.image.source.pos), |r| at(&fleet.path, r.pos)),
+        _ => here(s.image.source.pos),
+    };
+    Origin {
+        script: here(s.name.pos),
+        image,
+        volumes: c.volumes.iter().map(|v| here(v.pos)).collect(),
+        ports: c.ports.iter().map(|p| here(p.pos)).collect(),
+        env_files: opt
+            .env_files
+            .iter()
+            .map(|f| at(partner_path, f.pos))
+            .collect(),
+        network: c.network.as_ref().map(|n| here(n.pos)),
+        user: c.user.as_ref().map(|u| here(u.pos)),
+        memory: c.memory.as_ref().map(|m| here(m.pos)),
+        cpus: c.cpus.as_ref().map(|n| here(n.pos)),
+    }
+}
+
+/// The spec's env files as they are on this host, for the floor and the policy to judge
+/// before any is read.
+pub fn env_files(spec: &ContainerSpec) -> Vec<EnvFile> {
+    spec.env_files
+        .iter()
+        .map(|path| {
+            let real = resolve_host_path(path);
+            let kind = match std::fs::metadata(&real) {
+                Err(_) => FileKind::Missing,
+                Ok(m) if m.is_file() => FileKind::Regular,
+                Ok(m) => FileKind::Other(kind_of(&m)),
+            };
+            EnvFile {
+                path: path.clone(),
+                real: real.display().to_string(),
+                kind,
+            }
+        })
+        .collect()
+}
+
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+/// Adds the env files the rules allow to the spec's env, in order, so a rotated secret
+/// rolls the container; refused ones are left unread, for the planner to refuse the step.
+pub fn read_env_files(
+    spec: &mut ContainerSpec,
+    files: &[EnvFile],
+    origin: &Origin,
+    rules: &Rules,
+) -> Result<(), ResolveError> {
+    for (i, file) in files.iter().enumerate() {
+        let at = origin.env_files.get(i).unwrap_or(&origin.script);
+        if rules.env_file_refusal(file, at).is_none() {
+            spec.env.extend(parse_env_file(&read_env_file(&file.path)?));
+        }
+    }
+    Ok(())
 }
 
 /// The host paths a spec bind-mounts, resolved as the engine will find them: `..` first,
@@ -81,14 +158,16 @@ pub fn container_spec(
 pub fn host_binds(spec: &ContainerSpec) -> Vec<Bind> {
     spec.volumes
         .iter()
-        .filter_map(|v| host_bind(v))
-        .map(|(source, read_only)| {
+        .enumerate()
+        .filter_map(|(entry, v)| host_bind(v).map(|(source, read_only)| (entry, source, read_only)))
+        .map(|(entry, source, read_only)| {
             let real = resolve_host_path(source);
             let socket = {
                 use std::os::unix::fs::FileTypeExt as _;
                 std::fs::metadata(&real).is_ok_and(|m| m.file_type().is_socket())
             };
             Bind {
+                entry,
                 source: source.to_owned(),
                 real: real.display().to_string(),
                 read_only,
@@ -142,14 +221,10 @@ pub fn resolve_host_path(path: &str) -> PathBuf {
 /// The largest env file berth reads: far more than any list of secrets needs.
 const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 
-/// Host directories whose files are the kernel's or the devices', never a partner's
-/// settings: reading them would hand the agent's own environment or a device to a
-/// container, or wait forever.
-const NOT_ENV_FILES: [&str; 3] = ["/proc", "/sys", "/dev"];
-
-/// Reads one env file, refusing what is not a plain file of settings: anything under
-/// `/proc`, `/sys` or `/dev` once symlinks and `..` are resolved, FIFOs, sockets and devices
-/// (they would block the pass), files over 1 MiB, and text with NUL bytes.
+/// Reads one env file the floor allowed, judging it again as it is opened (it may have
+/// changed since): anything under `/proc`, `/sys` or `/dev` once symlinks and `..` are
+/// resolved, FIFOs, sockets and devices (they would block the pass), files over 1 MiB, and
+/// text with NUL bytes are refused.
 pub fn read_env_file(path: &str) -> Result<String, ResolveError> {
     use std::io::Read as _;
     let io = |source| ResolveError::EnvFile {
@@ -161,7 +236,10 @@ pub fn read_env_file(path: &str) -> Result<String, ResolveError> {
         why,
     };
     let real = std::fs::canonicalize(path).map_err(io)?;
-    if let Some(dir) = NOT_ENV_FILES.iter().find(|d| real.starts_with(d)) {
+    if let Some(dir) = crate::floor::NOT_ENV_FILES
+        .iter()
+        .find(|d| real.starts_with(d))
+    {
         return Err(refused(format!(
             "{} is under {dir}, which holds no env files",
             real.display()

@@ -190,16 +190,19 @@ fn env_files_that_are_not_plain_files_are_refused() {
     std::fs::write(&nul, b"A=1\0B=2\n").unwrap();
     let into_proc = dir.path().join("environ.env");
     std::os::unix::fs::symlink("/proc/self/environ", &into_proc).unwrap();
+    // The floor refuses what it can tell from the path and the file's kind, before reading
+    // (exit 1, like any refused step); what only reading shows makes the script unresolved.
     let cases = [
-        (fifo.display().to_string(), "not a regular file".to_owned()),
-        (nul.display().to_string(), "contains a NUL byte".to_owned()),
+        (fifo.display().to_string(), 1, "a FIFO, not a regular file".to_owned()),
+        (nul.display().to_string(), 3, "contains a NUL byte".to_owned()),
         (
             into_proc.display().to_string(),
-            "which holds no env files".to_owned(),
+            1,
+            "(which is /proc/self/environ): under /proc, which holds no env files".to_owned(),
         ),
-        ("/dev/zero".to_owned(), "under /dev".to_owned()),
+        ("/dev/zero".to_owned(), 1, "under /dev".to_owned()),
     ];
-    for (path, why) in cases {
+    for (path, code, why) in cases {
         let host = Host::new("env-file");
         host.write(&Setup::default());
         let partner = host.repo().join(format!("partners/{}.yaml", host.partner));
@@ -215,9 +218,14 @@ fn env_files_that_are_not_plain_files_are_refused() {
         let (out, _) = host
             .command("apply")
             .run_watching_memory(Duration::from_secs(20));
-        out.assert_exit(3);
+        out.assert_exit(code);
+        let said = if code == 1 {
+            format!("REFUSED(policy): env file {path}")
+        } else {
+            format!("env file {path} refused")
+        };
         assert!(
-            out.text().contains(&format!("env file {path} refused")) && out.text().contains(&why),
+            out.text().contains(&said) && out.text().contains(&why),
             "{path}: {}",
             out.text()
         );
