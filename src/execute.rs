@@ -681,6 +681,7 @@ mod tests {
                 origin: Default::default(),
             }],
             unresolved: BTreeMap::new(),
+            refused: BTreeMap::new(),
         }
     }
 

@@ -74,27 +74,27 @@ impl Floor {
     /// Why a bind mount breaks the floor, if it does.
     pub fn refusal(&self, bind: &crate::container::Bind) -> Option<String> {
         let what = if bind.real == bind.source {
-            format!("bind mount of {}", bind.source)
+            "it mounts".to_owned()
         } else {
-            format!("bind mount of {} (which is {})", bind.source, bind.real)
+            format!("it mounts {}, which is", bind.source)
         };
         if bind.real == "/" {
-            return Some(format!("{what}: the host's root"));
+            return Some(format!("{what} the host's root"));
         }
         // A guarded path is refused, and so is any directory above it or inside it.
         for g in &self.guarded {
             if inside(&bind.real, &g.path) || inside(&g.path, &bind.real) {
-                return Some(format!("{what}: {} ({})", g.path, g.why));
+                return Some(format!("{what} {}: {}", g.path, g.why));
             }
         }
         if !bind.read_only && (inside(&bind.real, "/etc") || inside("/etc", &bind.real)) {
             return Some(format!(
-                "{what}: /etc read-write (the host's configuration; mount it `:ro`)"
+                "{what} /etc read-write (the host's configuration; mount it `:ro`)"
             ));
         }
         if bind.socket {
             return Some(format!(
-                "{what}: a socket (engines and agents listen on them; the container engine's is root on the host)"
+                "{what} a socket (engines and agents listen on them; the container engine's is root on the host)"
             ));
         }
         None
@@ -103,20 +103,20 @@ impl Floor {
     /// Why reading an env file breaks the floor, if it does.
     pub fn env_file_refusal(&self, file: &crate::container::EnvFile) -> Option<String> {
         let what = if file.real == file.path {
-            format!("env file {}", file.path)
+            "it is".to_owned()
         } else {
-            format!("env file {} (which is {})", file.path, file.real)
+            format!("it is {}:", file.real)
         };
         if let Some(dir) = NOT_ENV_FILES.iter().find(|d| inside(&file.real, d)) {
-            return Some(format!("{what}: under {dir}, which holds no env files"));
+            return Some(format!("{what} under {dir}, which holds no env files"));
         }
         if let crate::container::FileKind::Other(kind) = file.kind {
-            return Some(format!("{what}: a {kind}, not a regular file"));
+            return Some(format!("{what} a {kind}, not a regular file"));
         }
         self.credentials
             .iter()
             .find(|g| file.real == g.path)
-            .map(|g| format!("{what}: {}", g.why))
+            .map(|g| format!("{what} {}", g.why))
     }
 }
 
@@ -218,7 +218,10 @@ mod tests {
             socket: false,
         };
         let why = f.refusal(&link).unwrap();
-        assert!(why.contains("(which is /run/docker.sock)"), "{why}");
+        assert_eq!(
+            why,
+            "it mounts /srv/gh/../../run/docker.sock, which is /run/docker.sock: the container engine's socket"
+        );
     }
 
     #[test]
@@ -234,7 +237,7 @@ mod tests {
         assert!(
             f.env_file_refusal(&environ)
                 .unwrap()
-                .contains("(which is /proc/self/environ): under /proc")
+                .contains("it is /proc/self/environ: under /proc")
         );
         let fifo = file("/srv/env", "/srv/env", FileKind::Other("FIFO"));
         assert!(f.env_file_refusal(&fifo).unwrap().contains("a FIFO"));

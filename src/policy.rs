@@ -410,6 +410,22 @@ impl Rules {
         })
     }
 
+    /// Why the policy refuses images from a registry, if it does: asked before the
+    /// registry is, so a host never contacts a registry its policy does not allow.
+    pub fn image_refusal(&self, registry: Option<&str>, at: &Loc) -> Option<Refusal> {
+        let rule = self.host.as_ref()?.registries.as_ref()?;
+        let registry = registry?;
+        (!rule.allows.contains(&registry.to_ascii_lowercase())).then(|| {
+            refusal(
+                "images.registries",
+                Some(rule),
+                format!("registry {registry}"),
+                at,
+                format!("images.registries allows only {}", rule.allows.join(", ")),
+            )
+        })
+    }
+
     /// Every way the container breaks the floor or the policy; empty when it may run.
     pub fn refusals(&self, c: &Candidate<'_>) -> Vec<Refusal> {
         let o = c.origin;
@@ -475,17 +491,7 @@ impl Rules {
                 }
             }
         }
-        if let (Some(rule), Some(registry)) = (&host.registries, c.registry)
-            && !rule.allows.contains(&registry.to_ascii_lowercase())
-        {
-            out.push(refusal(
-                "images.registries",
-                Some(rule),
-                format!("registry {registry}"),
-                &o.image,
-                format!("images.registries allows only {}", rule.allows.join(", ")),
-            ));
-        }
+        out.extend(self.image_refusal(c.registry, &o.image));
         if let Some(rule) = &host.root
             && !rule.allows
         {

@@ -160,6 +160,15 @@ pub fn metrics(s: &Status) -> String {
         "Changes planned but not made.",
         vec![(String::new(), s.pending as f64)],
     );
+    metric(
+        "berth_refused_scripts",
+        "gauge",
+        "Scripts the host's floor or policy refused in the last pass.",
+        vec![(
+            String::new(),
+            s.scripts.iter().filter(|x| x.state == "refused").count() as f64,
+        )],
+    );
     let last_success = s
         .last_success
         .as_deref()

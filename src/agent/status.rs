@@ -117,7 +117,9 @@ impl Status {
                     ("failed", error.clone())
                 }
                 Outcome::Refused { detail } => {
-                    self.pending += 1;
+                    if step.is_change() {
+                        self.pending += 1;
+                    }
                     ("refused", detail.clone())
                 }
                 Outcome::NotPulled { error } => {

@@ -275,31 +275,41 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
             steps.push(gated(d.script.clone(), change, reason));
         }
     }
-    for (script, why) in desired
-        .unresolved
-        .iter()
-        .filter(|(s, _)| !observed.in_flight.contains(*s))
-    {
-        steps.push(Step {
-            script: script.clone(),
-            change: Change::Keep {
-                current: by_script
-                    .get(script.as_str())
-                    .and_then(|v| v.first())
-                    .map(|c| (*c).clone()),
-                to: None,
-            },
-            reason: "left as it is".into(),
-            gate: Gate::Deferred(Deferral::Unresolved {
+    let left = |script: &String, deferral: Deferral| Step {
+        script: script.clone(),
+        change: Change::Keep {
+            current: by_script
+                .get(script.as_str())
+                .and_then(|v| v.first())
+                .map(|c| (*c).clone()),
+            to: None,
+        },
+        reason: "left as it is".into(),
+        gate: Gate::Deferred(deferral),
+    };
+    let not_in_flight = |s: &&String| !observed.in_flight.contains(*s);
+    for (script, why) in desired.unresolved.iter().filter(|(s, _)| not_in_flight(s)) {
+        steps.push(left(
+            script,
+            Deferral::Unresolved {
                 detail: why.clone(),
-            }),
-        });
+            },
+        ));
+    }
+    for (script, refusals) in desired.refused.iter().filter(|(s, _)| not_in_flight(s)) {
+        steps.push(left(
+            script,
+            Deferral::Refused {
+                refusals: refusals.clone(),
+            },
+        ));
     }
     let declared: BTreeSet<&str> = desired
         .containers
         .iter()
         .map(|d| d.script.as_str())
         .chain(desired.unresolved.keys().map(String::as_str))
+        .chain(desired.refused.keys().map(String::as_str))
         .chain(observed.in_flight.iter().map(String::as_str))
         .collect();
     for (script, containers) in by_script.iter().filter(|(s, _)| !declared.contains(*s)) {
@@ -458,6 +468,7 @@ mod tests {
             revision: "r2".into(),
             containers,
             unresolved: BTreeMap::new(),
+            refused: BTreeMap::new(),
         }
     }
 

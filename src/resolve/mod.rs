@@ -92,6 +92,9 @@ pub struct Desired {
     pub containers: Vec<DesiredContainer>,
     /// Scripts whose version could not be resolved: their containers are left as they are.
     pub unresolved: BTreeMap<String, String>,
+    /// Scripts the policy refuses before anything is asked of their registry: their
+    /// containers are left as they are too.
+    pub refused: BTreeMap<String, Vec<Refusal>>,
 }
 
 /// Lists each repository once per pass, however many scripts use it, and asks for each
@@ -247,11 +250,21 @@ pub async fn desired<S: TagSource>(
     let partner_path = partner_path(repo, partner);
     let mut containers = Vec::new();
     let mut unresolved = BTreeMap::new();
+    let mut refused = BTreeMap::new();
     for opt in &partner.scripts {
         let Some(doc) = repo.scripts.get(opt.script.as_str()) else {
             continue;
         };
         let script = &doc.doc;
+        let origin = origin(repo, partner_path, opt, doc);
+        let image = image_repo(repo, opt, script);
+        let registry = (image.source != Source::Local)
+            .then_some(image.registry.as_deref())
+            .flatten();
+        if let Some(r) = rules.image_refusal(registry, &origin.image) {
+            refused.insert(opt.script.value.clone(), vec![r]);
+            continue;
+        }
         let resolved = match &repo.lock {
             Some(lock) => resolve_locked(&lock.doc, repo, &partner.name, opt, script),
             None => resolve_live(repo, opt, script, tags).await,
@@ -259,7 +272,6 @@ pub async fn desired<S: TagSource>(
         let built = resolved.and_then(|r| {
             let mut spec = container_spec(script, opt);
             rules.apply_ceilings(&mut spec);
-            let origin = origin(repo, partner_path, opt, doc);
             let env_files = env_files(&spec);
             read_env_files(&mut spec, &env_files, &origin, rules).map_err(|e| chain(&e))?;
             Ok(DesiredContainer {
@@ -288,6 +300,7 @@ pub async fn desired<S: TagSource>(
         revision: revision.to_owned(),
         containers,
         unresolved,
+        refused,
     }
 }
 

@@ -193,12 +193,20 @@ fn env_files_that_are_not_plain_files_are_refused() {
     // The floor refuses what it can tell from the path and the file's kind, before reading
     // (exit 1, like any refused step); what only reading shows makes the script unresolved.
     let cases = [
-        (fifo.display().to_string(), 1, "a FIFO, not a regular file".to_owned()),
-        (nul.display().to_string(), 3, "contains a NUL byte".to_owned()),
+        (
+            fifo.display().to_string(),
+            1,
+            "a FIFO, not a regular file".to_owned(),
+        ),
+        (
+            nul.display().to_string(),
+            3,
+            "contains a NUL byte".to_owned(),
+        ),
         (
             into_proc.display().to_string(),
             1,
-            "(which is /proc/self/environ): under /proc, which holds no env files".to_owned(),
+            ": under /proc, which holds no env files".to_owned(),
         ),
         ("/dev/zero".to_owned(), 1, "under /dev".to_owned()),
     ];

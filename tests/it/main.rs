@@ -11,6 +11,7 @@ mod apply;
 mod ecr;
 mod floor;
 mod hostile;
+mod policy;
 mod registry;
 mod source;
 mod validate;
