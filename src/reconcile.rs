@@ -8,6 +8,7 @@
 //! A pass also says when it wants the next one ([`PassReport::next_wake`]): when a window
 //! opens for steps waiting on it, or soon for steps waiting on a busy service.
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -92,7 +93,7 @@ pub fn policy(repo: &Repo, partner: &Partner, overrides: Overrides, rules: Rules
 }
 
 /// A host path as a mount or a read of it would find it.
-fn guarded(path: &std::path::Path, why: &str) -> Guarded {
+fn guard(path: &Path, why: &str) -> Guarded {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     Guarded {
         path: resolve::resolve_host_path(&path.display().to_string())
@@ -107,17 +108,17 @@ fn guarded(path: &std::path::Path, why: &str) -> Guarded {
 fn own_floor(target: &Target<'_>) -> Floor {
     let mut guarded: Vec<Guarded> = crate::floor::SYSTEM
         .iter()
-        .map(|(p, why)| self::guarded(p.as_ref(), why))
+        .map(|(p, why)| guard(Path::new(p), why))
         .collect();
     let own = "berth's own configuration and state: its git token, SSH key and age identity";
-    guarded.push(self::guarded("/etc/berth".as_ref(), own));
-    guarded.extend(target.own_dirs.iter().map(|d| self::guarded(d, own)));
+    guarded.push(guard(Path::new("/etc/berth"), own));
+    guarded.extend(target.own_dirs.iter().map(|d| guard(d, own)));
     Floor {
         guarded,
         credentials: target
             .credentials
             .iter()
-            .map(|c| self::guarded(c, "one of berth's own credentials"))
+            .map(|c| guard(c, "one of berth's own credentials"))
             .collect(),
     }
 }
@@ -249,7 +250,7 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     // Only host paths can mount the engine's: without any, the engine is not asked for them.
     if desired.containers.iter().any(|d| !d.binds.is_empty()) {
         for (path, why) in fx.engine.own_paths().await? {
-            rules.floor.guarded.push(guarded(path.as_ref(), why));
+            rules.floor.guarded.push(guard(Path::new(&path), why));
         }
     }
     let policy = policy(target.repo, partner, target.overrides, rules);
