@@ -204,7 +204,19 @@ mod tests {
         s.counters.passes = 3;
         s.counters.deferrals.insert("window".into(), 4);
         s.last_success = Some("2026-11-21T00:00:00Z".into());
+        for (script, state) in [("a", "refused"), ("b", "in-sync"), ("c", "refused")] {
+            s.scripts.push(crate::agent::status::ScriptStatus {
+                script: script.into(),
+                version: None,
+                state: state.into(),
+                detail: String::new(),
+            });
+        }
         let text = metrics(&s);
+        assert!(
+            text.contains("berth_refused_scripts{partner=\"p\"} 2\n"),
+            "{text}"
+        );
         assert!(
             text.contains("berth_passes_total{partner=\"p\"} 3\n"),
             "{text}"
