@@ -17,9 +17,13 @@ pub struct Guarded {
 pub struct Floor {
     /// No container may mount these, what is inside them or what holds them.
     pub guarded: Vec<Guarded>,
-    /// berth's own credentials (git token, SSH key, age identity): never read as env files,
-    /// though env files may live beside them in `/etc/berth`.
-    pub credentials: Vec<Guarded>,
+    /// No env file is read from these or from inside them: berth's state and its own files
+    /// (the git token, the SSH key, the policy), wherever they are.
+    pub unreadable: Vec<Guarded>,
+    /// berth's configuration directories: the files directly in them (`agent.yaml`, the
+    /// agent's environment file with its tokens, keys) are never env files; env files live
+    /// in a subdirectory such as `/etc/berth/env/`.
+    pub config_dirs: Vec<Guarded>,
 }
 
 /// The kernel's, the devices' and the boot loader's filesystems: guarded on every host.
@@ -36,7 +40,7 @@ pub const SYSTEM: [(&str, &str); 4] = [
 /// Host directories whose files are the kernel's or the devices', never a partner's
 /// settings: reading them would hand the agent's own environment or a device to a
 /// container, or wait forever.
-pub const NOT_ENV_FILES: [&str; 3] = ["/proc", "/sys", "/dev"];
+const NOT_ENV_FILES: [&str; 3] = ["/proc", "/sys", "/dev"];
 
 fn inside(path: &str, dir: &str) -> bool {
     dir == "/" || path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
@@ -55,46 +59,56 @@ impl Floor {
     /// The floor as it stands on a host with the engines' and berth's default paths: what
     /// `berth validate --partner` judges manifests by away from the host.
     pub fn typical() -> Floor {
-        let own = "berth's own configuration and state";
-        let guarded = SYSTEM
-            .iter()
-            .chain(&ENGINE_DEFAULTS)
-            .chain(&[("/etc/berth", own), ("/var/lib/berth", own)])
-            .map(|(path, why)| Guarded {
-                path: (*path).into(),
-                why: (*why).into(),
-            })
-            .collect();
+        let guard = |(path, why): &(&str, &str)| Guarded {
+            path: (*path).into(),
+            why: (*why).into(),
+        };
+        let (config, state) = (
+            ("/etc/berth", "berth's own configuration"),
+            ("/var/lib/berth", "berth's own state"),
+        );
         Floor {
-            guarded,
-            credentials: vec![],
+            guarded: SYSTEM
+                .iter()
+                .chain(&ENGINE_DEFAULTS)
+                .chain(&[config, state])
+                .map(guard)
+                .collect(),
+            unreadable: vec![guard(&state)],
+            config_dirs: vec![guard(&config)],
         }
     }
 
     /// Why a bind mount breaks the floor, if it does.
     pub fn refusal(&self, bind: &crate::container::Bind) -> Option<String> {
         let what = if bind.real == bind.source {
-            "it mounts".to_owned()
+            format!("it mounts {}", bind.real)
         } else {
-            format!("it mounts {}, which is", bind.source)
+            format!("it mounts {}, which is {}", bind.source, bind.real)
         };
         if bind.real == "/" {
-            return Some(format!("{what} the host's root"));
+            return Some(format!("{what}: the host's root"));
         }
-        // A guarded path is refused, and so is any directory above it or inside it.
+        // A guarded path is refused, and so is any directory above or inside it.
         for g in &self.guarded {
-            if inside(&bind.real, &g.path) || inside(&g.path, &bind.real) {
-                return Some(format!("{what} {}: {}", g.path, g.why));
+            if bind.real == g.path {
+                return Some(format!("{what}: {}", g.why));
+            }
+            if inside(&bind.real, &g.path) {
+                return Some(format!("{what}, inside {}: {}", g.path, g.why));
+            }
+            if inside(&g.path, &bind.real) {
+                return Some(format!("{what}, which holds {}: {}", g.path, g.why));
             }
         }
         if !bind.read_only && (inside(&bind.real, "/etc") || inside("/etc", &bind.real)) {
             return Some(format!(
-                "{what} /etc read-write (the host's configuration; mount it `:ro`)"
+                "{what} read-write: /etc read-write is the host's configuration; mount it `:ro`"
             ));
         }
         if bind.socket {
             return Some(format!(
-                "{what} a socket (engines and agents listen on them; the container engine's is root on the host)"
+                "{what}: a socket (engines and agents listen on them; the container engine's is root on the host)"
             ));
         }
         None
@@ -113,10 +127,19 @@ impl Floor {
         if let crate::container::FileKind::Other(kind) = file.kind {
             return Some(format!("{what} a {kind}, not a regular file"));
         }
-        self.credentials
+        if let Some(g) = self.unreadable.iter().find(|g| inside(&file.real, &g.path)) {
+            return Some(format!("{what} {}", g.why));
+        }
+        let dir = std::path::Path::new(&file.real).parent()?;
+        self.config_dirs
             .iter()
-            .find(|g| file.real == g.path)
-            .map(|g| format!("{what} {}", g.why))
+            .find(|g| std::path::Path::new(&g.path) == dir)
+            .map(|g| {
+                format!(
+                    "{what} directly in {}, {} (env files belong in a subdirectory, such as {}/env/)",
+                    g.path, g.why, g.path
+                )
+            })
     }
 }
 
@@ -143,9 +166,19 @@ mod tests {
         });
         Floor {
             guarded,
-            credentials: vec![Guarded {
-                path: "/etc/berth/token".into(),
-                why: "berth's git token".into(),
+            unreadable: vec![
+                Guarded {
+                    path: "/srv/keys/token".into(),
+                    why: "berth's git token".into(),
+                },
+                Guarded {
+                    path: "/var/lib/berth".into(),
+                    why: "berth's state".into(),
+                },
+            ],
+            config_dirs: vec![Guarded {
+                path: "/etc/berth".into(),
+                why: "berth's configuration".into(),
             }],
         }
     }
@@ -163,6 +196,14 @@ mod tests {
     #[test]
     fn guarded_paths_their_parents_and_their_insides_are_refused() {
         let f = floor();
+        assert_eq!(
+            f.refusal(&bind("/run", true)).unwrap(),
+            "it mounts /run, which holds /run/docker.sock: the container engine's socket"
+        );
+        assert_eq!(
+            f.refusal(&bind("/proc/1/environ", true)).unwrap(),
+            "it mounts /proc/1/environ, inside /proc: the kernel's view of every process, the agent's environment included"
+        );
         for refused in [
             "/",
             "/proc",
@@ -241,9 +282,33 @@ mod tests {
         );
         let fifo = file("/srv/env", "/srv/env", FileKind::Other("FIFO"));
         assert!(f.env_file_refusal(&fifo).unwrap().contains("a FIFO"));
-        let token = file("/etc/berth/token", "/etc/berth/token", FileKind::Regular);
+        let token = file("/srv/keys/token", "/srv/keys/token", FileKind::Regular);
         assert!(f.env_file_refusal(&token).unwrap().contains("git token"));
-        for fine in ["/etc/berth/env/app.env", "/srv/app.env", "/devices.env"] {
+        let state = file(
+            "/var/lib/berth/status.json",
+            "/var/lib/berth/status.json",
+            FileKind::Regular,
+        );
+        assert!(
+            f.env_file_refusal(&state)
+                .unwrap()
+                .contains("berth's state")
+        );
+        let agent_env = file(
+            "/etc/berth/agent.env",
+            "/etc/berth/agent.env",
+            FileKind::Regular,
+        );
+        assert_eq!(
+            f.env_file_refusal(&agent_env).unwrap(),
+            "it is directly in /etc/berth, berth's configuration (env files belong in a subdirectory, such as /etc/berth/env/)"
+        );
+        for fine in [
+            "/etc/berth/env/app.env",
+            "/srv/app.env",
+            "/devices.env",
+            "/srv/keys/token.env",
+        ] {
             assert_eq!(
                 f.env_file_refusal(&file(fine, fine, FileKind::Regular)),
                 None

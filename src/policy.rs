@@ -1,8 +1,9 @@
 //! The partner's host policy (`kind: HostPolicy`, docs/security.md): what any script may do
 //! on this host, on top of the floor that holds without one. The manifest repo is the fleet
-//! team's; this file is the partner's and never lives in it. Pure: a container is judged
-//! from its resolved spec and the resolved host paths it names, and every refusal carries
-//! the rule's position in the policy file and the value's in the manifests.
+//! team's; this file is the partner's and never lives in it. Only [`load`] reads a file;
+//! the rules are pure: a container is judged from its resolved spec and the resolved host
+//! paths it names, and every refusal carries the rule's position in the policy file and
+//! the value's in the manifests.
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -46,11 +46,14 @@ pub struct Target<'a> {
     pub partner: &'a str,
     pub revision: &'a str,
     pub overrides: Overrides,
-    /// berth's own directories this run uses (its state, its config), guarded by the floor
-    /// besides `/etc/berth`.
-    pub own_dirs: Vec<std::path::PathBuf>,
-    /// berth's credentials (git token, SSH key): never read into a container.
-    pub credentials: Vec<std::path::PathBuf>,
+    /// berth's own state directory: no container mounts it or reads an env file from it.
+    pub state_dir: &'a Path,
+    /// berth's configuration directories besides `/etc/berth` (the agent's `--config`
+    /// directory): no container mounts them, and the files directly in them are no env files.
+    pub config_dirs: Vec<std::path::PathBuf>,
+    /// berth's own files wherever they are (the git token, the SSH key, the policy): no
+    /// container mounts or reads them.
+    pub own_files: Vec<std::path::PathBuf>,
     /// The partner's host policy, if it has one.
     pub policy: Option<&'a HostPolicy>,
 }
@@ -104,22 +107,27 @@ fn guard(path: &Path, why: &str) -> Guarded {
 }
 
 /// The floor as far as it is known without asking the engine: the system's filesystems,
-/// berth's own directories and its credentials. Enough to judge env files.
+/// berth's own directories and files. Enough to judge env files.
 fn own_floor(target: &Target<'_>) -> Floor {
-    let mut guarded: Vec<Guarded> = crate::floor::SYSTEM
-        .iter()
-        .map(|(p, why)| guard(Path::new(p), why))
+    let config = "berth's own configuration: its git token, SSH key and age identity";
+    let state = "berth's own state";
+    let file = "one of berth's own files";
+    let config_dirs: Vec<Guarded> = std::iter::once(Path::new("/etc/berth"))
+        .chain(target.config_dirs.iter().map(|d| d.as_path()))
+        .map(|d| guard(d, config))
         .collect();
-    let own = "berth's own configuration and state: its git token, SSH key and age identity";
-    guarded.push(guard(Path::new("/etc/berth"), own));
-    guarded.extend(target.own_dirs.iter().map(|d| guard(d, own)));
+    let unreadable: Vec<Guarded> = std::iter::once(guard(target.state_dir, state))
+        .chain(target.own_files.iter().map(|f| guard(f, file)))
+        .collect();
     Floor {
-        guarded,
-        credentials: target
-            .credentials
+        guarded: crate::floor::SYSTEM
             .iter()
-            .map(|c| guard(c, "one of berth's own credentials"))
+            .map(|(p, why)| guard(Path::new(p), why))
+            .chain(config_dirs.iter().cloned())
+            .chain(unreadable.iter().cloned())
             .collect(),
+        unreadable,
+        config_dirs,
     }
 }
 

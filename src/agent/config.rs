@@ -69,13 +69,19 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// berth's own credentials, which no container may read as an env file.
-    pub fn credentials(&self) -> Vec<PathBuf> {
-        [&self.repo.token_file, &self.repo.ssh_key]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
+    /// berth's own files, which no container may mount or read as an env file: its
+    /// credentials and its policy.
+    pub fn own_files(&self) -> Vec<PathBuf> {
+        [
+            &self.repo.token_file,
+            &self.repo.ssh_key,
+            &self.repo.allowed_signers,
+            &self.policy,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
     }
 }
 

@@ -138,10 +138,19 @@ async fn pass_once(
         .map(crate::policy::load)
         .transpose()
     {
-        Ok(p) => p,
+        Ok(p) => {
+            status.policy = None;
+            p
+        }
         Err(diags) => {
+            let first = diags
+                .iter()
+                .next()
+                .map(|d| format!("{}: {}", d.location(), d.message))
+                .unwrap_or_default();
             let rendered = diags.render_text(std::path::Path::new(""));
             tracing::error!(diagnostics = %rendered, "the host policy is invalid; nothing was changed");
+            status.policy = Some(format!("invalid, nothing was changed: {first}"));
             return ended(Exit::Wrong);
         }
     };
@@ -150,12 +159,9 @@ async fn pass_once(
         partner: &config.partner,
         revision: &checkout.revision,
         overrides: Default::default(),
-        own_dirs: [&config.state_dir, &config.config_dir]
-            .into_iter()
-            .chain(&config.policy)
-            .cloned()
-            .collect(),
-        credentials: config.credentials(),
+        state_dir: &config.state_dir,
+        config_dirs: vec![config.config_dir.clone()],
+        own_files: config.own_files(),
         policy: policy.as_ref(),
     };
     let report = match reconcile::converge(fx, state, &target, stopping).await {

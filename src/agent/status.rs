@@ -44,6 +44,9 @@ pub struct Status {
     pub revision: Option<String>,
     /// Why the host is not at the manifest repo's head, if it is not.
     pub source: Option<String>,
+    /// Why the host policy could not be used in the last pass (nothing was changed then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     pub last_pass: Option<LastPass>,
     pub last_success: Option<String>,
     pub scripts: Vec<ScriptStatus>,

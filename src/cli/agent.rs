@@ -55,6 +55,9 @@ pub fn status(state_dir: &Path, format: StatusFormat) -> Exit {
                 "revision:     {}",
                 status.revision.as_deref().unwrap_or("-")
             );
+            if let Some(p) = &status.policy {
+                outln!("policy:       {p}");
+            }
             if let Some(s) = &status.source {
                 outln!("source:       {s}");
             }

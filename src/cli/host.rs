@@ -106,11 +106,9 @@ impl HostArgs {
                 ignore_window: self.ignore_window,
                 ignore_idle: self.ignore_idle,
             },
-            own_dirs: std::iter::once(&self.state_dir)
-                .chain(&self.policy)
-                .cloned()
-                .collect(),
-            credentials: vec![],
+            state_dir: &self.state_dir,
+            config_dirs: vec![],
+            own_files: self.policy.iter().cloned().collect(),
             policy,
         }
     }

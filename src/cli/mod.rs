@@ -119,6 +119,9 @@ enum Command {
         /// Where failed digests are remembered (for the pending changes).
         #[arg(long, default_value = "/var/lib/berth")]
         state_dir: PathBuf,
+        /// The partner's host policy, so changes it refuses are not listed as pending.
+        #[arg(long, value_name = "FILE", requires = "partner")]
+        policy: Option<PathBuf>,
     },
     /// The partner agent: fetch the manifest repo and converge this host, once (for cron)
     /// or on an interval (as a daemon).
@@ -209,6 +212,7 @@ pub fn main() -> Exit {
             ics,
             now,
             state_dir,
+            policy,
         } => windows::windows(&windows::WindowsArgs {
             repo,
             partner,
@@ -216,6 +220,7 @@ pub fn main() -> Exit {
             ics,
             now,
             state_dir,
+            policy,
         }),
         Command::Agent { config, once } => agent::run(&config, once),
         Command::Status { state_dir, format } => agent::status(&state_dir, format),

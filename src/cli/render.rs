@@ -67,7 +67,17 @@ pub fn plan(plan: &Plan, format: PlanFormat) -> String {
             let _ = writeln!(out, "### `{}` at `{}`\n", plan.partner, plan.revision);
             let _ = writeln!(out, "| step | script | version | reason | gate |");
             let _ = writeln!(out, "|---|---|---|---|---|");
-            for s in plan.changes() {
+            // Changes, and scripts left as they are for a reason someone must act on.
+            let shown = plan.steps.iter().filter(|s| {
+                s.is_change()
+                    || matches!(
+                        s.gate,
+                        Gate::Deferred(Deferral::Refused { .. } | Deferral::Unresolved { .. })
+                    )
+            });
+            let mut any = false;
+            for s in shown {
+                any = true;
                 let _ = writeln!(
                     out,
                     "| {} | `{}` | {} | {} | {} |",
@@ -78,7 +88,7 @@ pub fn plan(plan: &Plan, format: PlanFormat) -> String {
                     gate(s).replace('|', "\\|")
                 );
             }
-            if plan.changes().next().is_none() {
+            if !any {
                 let _ = writeln!(out, "| keep | - | - | in sync | - |");
             }
         }

@@ -19,7 +19,7 @@ use crate::agenda::{self, Bucket, Pending, Period, View};
 use crate::clock::SystemClock;
 use crate::engine::DockerEngine;
 use crate::exit::{Exit, chain};
-use crate::manifest::{Doc, Partner, Repo};
+use crate::manifest::{Doc, Partner};
 use crate::plan::Overrides;
 use crate::probe::Http;
 use crate::reconcile::{self, Effects, Memory, Target};
@@ -34,12 +34,15 @@ pub struct WindowsArgs {
     pub ics: bool,
     pub now: Option<Timestamp>,
     pub state_dir: PathBuf,
+    pub policy: Option<PathBuf>,
 }
 
 /// `berth windows`.
 pub fn windows(args: &WindowsArgs) -> Exit {
-    let repo = match host::load(&args.repo) {
-        Ok(r) => r,
+    let (repo, policy) = match host::load(&args.repo)
+        .and_then(|r| Ok((r, host::load_policy(args.policy.as_deref())?)))
+    {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let partners: Vec<&Doc<Partner>> = match &args.partner {
@@ -66,7 +69,17 @@ pub fn windows(args: &WindowsArgs) -> Exit {
         .map(|p| {
             let mut view = View::new(&repo, &p.doc, &period);
             if args.partner.is_some() {
-                view.pending = Some(pending(&repo, &p.doc.name, now, &args.state_dir));
+                let target = Target {
+                    repo: &repo,
+                    partner: &p.doc.name,
+                    revision: "worktree",
+                    overrides: Overrides::default(),
+                    state_dir: &args.state_dir,
+                    config_dirs: vec![],
+                    own_files: args.policy.iter().cloned().collect(),
+                    policy: policy.as_ref(),
+                };
+                view.pending = Some(pending(&target, now));
             }
             view
         })
@@ -85,9 +98,9 @@ pub fn windows(args: &WindowsArgs) -> Exit {
 }
 
 /// Plans the partner's host as `berth plan` does (nothing is changed).
-fn pending(repo: &Repo, partner: &str, now: Timestamp, state_dir: &std::path::Path) -> Pending {
+fn pending(target: &Target<'_>, now: Timestamp) -> Pending {
     let mut notes = Vec::new();
-    let memory = Memory::read(state_dir, partner).unwrap_or_else(|e| {
+    let memory = Memory::read(target.state_dir, target.partner).unwrap_or_else(|e| {
         notes.push(format!(
             "digests that failed health are not known here: {}",
             chain(&e)
@@ -110,16 +123,7 @@ fn pending(repo: &Repo, partner: &str, now: Timestamp, state_dir: &std::path::Pa
             probe: &Http::default(),
             clock: &SystemClock::starting_at(now),
         };
-        let target = Target {
-            repo,
-            partner,
-            revision: "worktree",
-            overrides: Overrides::default(),
-            own_dirs: vec![state_dir.to_path_buf()],
-            credentials: vec![],
-            policy: None,
-        };
-        match reconcile::plan(&fx, &target, memory).await {
+        match reconcile::plan(&fx, target, memory).await {
             Ok(plan) => agenda::classify(&plan, notes),
             Err(e) => Pending::Unknown(chain(&e)),
         }

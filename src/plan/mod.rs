@@ -163,13 +163,16 @@ impl Step {
     }
 
     /// The new image comes from a registry and is fetched before the gates are checked, so
-    /// a window holds only the cut-over. Held and unresolved steps fetch nothing.
+    /// a window holds only the cut-over. Held, unresolved and refused steps fetch nothing:
+    /// they will not run whatever the time.
     pub fn pre_pull(&self) -> bool {
         matches!(self.change, Change::Create { .. } | Change::Replace { .. })
             && self.desired().is_some_and(|d| d.pull_from.is_some())
             && !matches!(
                 self.gate,
-                Gate::Deferred(Deferral::FailedHealth | Deferral::Unresolved { .. })
+                Gate::Deferred(
+                    Deferral::FailedHealth | Deferral::Unresolved { .. } | Deferral::Refused { .. }
+                )
             )
     }
 }

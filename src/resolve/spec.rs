@@ -146,7 +146,17 @@ pub fn read_env_files(
     for (i, file) in files.iter().enumerate() {
         let at = origin.env_files.get(i).unwrap_or(&origin.script);
         if rules.env_file_refusal(file, at).is_none() {
-            spec.env.extend(parse_env_file(&read_env_file(&file.path)?));
+            // Judged again as it is opened: the path may lead elsewhere by now.
+            let judge = |real: &Path| {
+                let now = EnvFile {
+                    path: file.path.clone(),
+                    real: real.display().to_string(),
+                    kind: FileKind::Regular,
+                };
+                rules.env_file_refusal(&now, at).map(|r| r.why)
+            };
+            spec.env
+                .extend(parse_env_file(&read_env_file(&file.path, judge)?));
         }
     }
     Ok(())
@@ -221,11 +231,14 @@ pub fn resolve_host_path(path: &str) -> PathBuf {
 /// The largest env file berth reads: far more than any list of secrets needs.
 const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 
-/// Reads one env file the floor allowed, judging it again as it is opened (it may have
-/// changed since): anything under `/proc`, `/sys` or `/dev` once symlinks and `..` are
-/// resolved, FIFOs, sockets and devices (they would block the pass), files over 1 MiB, and
-/// text with NUL bytes are refused.
-pub fn read_env_file(path: &str) -> Result<String, ResolveError> {
+/// Reads one env file the rules allowed, judging the path it resolves to as it is opened
+/// (`judge` says why it is refused, if it is), and refusing what is not a plain file of
+/// settings: FIFOs, sockets and devices (they would block the pass), files over 1 MiB, and
+/// text with NUL bytes.
+fn read_env_file(
+    path: &str,
+    judge: impl Fn(&Path) -> Option<String>,
+) -> Result<String, ResolveError> {
     use std::io::Read as _;
     let io = |source| ResolveError::EnvFile {
         path: path.to_owned(),
@@ -236,14 +249,8 @@ pub fn read_env_file(path: &str) -> Result<String, ResolveError> {
         why,
     };
     let real = std::fs::canonicalize(path).map_err(io)?;
-    if let Some(dir) = crate::floor::NOT_ENV_FILES
-        .iter()
-        .find(|d| real.starts_with(d))
-    {
-        return Err(refused(format!(
-            "{} is under {dir}, which holds no env files",
-            real.display()
-        )));
+    if let Some(why) = judge(&real) {
+        return Err(refused(why));
     }
     let regular = |meta: &std::fs::Metadata| {
         if meta.is_file() {

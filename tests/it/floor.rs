@@ -141,7 +141,7 @@ fn berths_own_state_is_guarded_when_given_relative() {
         .run();
     out.assert_exit(1);
     assert!(
-        out.text().contains("berth's own configuration and state"),
+        out.text().contains("it mounts") && out.text().contains("own-state: berth's own state"),
         "{}",
         out.text()
     );

@@ -332,3 +332,55 @@ fn the_agent_reads_its_policy_and_reports_refusals() {
         "{json:#}"
     );
 }
+
+#[test]
+fn the_agents_own_environment_and_state_are_never_env_files() {
+    let p = policed("pol-own-env", "");
+    // Beside agent.yaml, as the example unit's EnvironmentFile= is.
+    let agent_env = p.host.dir.path().join("agent.env");
+    std::fs::write(&agent_env, "BERTH_GIT_TOKEN=ghp_not_for_containers\n").unwrap();
+    let state_file = p.host.state_dir().join("status.json");
+    for (file, why) in [
+        (agent_env.clone(), "directly in"),
+        (state_file, "berth's own state"),
+    ] {
+        let partner = p.partner_file();
+        p.edit(&partner, |t| {
+            let t = match t.find("    env_files:") {
+                Some(at) => {
+                    let end = at + t[at..].find('\n').unwrap() + 1;
+                    format!("{}{}", &t[..at], &t[end..])
+                }
+                None => t,
+            };
+            t.replacen(
+                "  - script: svc\n",
+                &format!("  - script: svc\n    env_files: [\"{}\"]\n", file.display()),
+                1,
+            )
+        });
+        let config = p
+            .host
+            .agent_config(&format!("  url: {}\n", p.host.repo().display()), "");
+        let out = Berth::new("agent")
+            .args(["--once", "--config"])
+            .arg(&config)
+            .env("BERTH_STABLE_SECS", "1")
+            .run();
+        out.assert_exit(1);
+        assert!(
+            out.text().contains(why),
+            "{}: {}",
+            file.display(),
+            out.text()
+        );
+        assert_eq!(
+            p.host.containers(),
+            vec![p.other.clone()],
+            "{}",
+            file.display()
+        );
+        let status = std::fs::read_to_string(p.host.state_dir().join("status.json")).unwrap();
+        assert!(!status.contains("ghp_not_for_containers"), "{status}");
+    }
+}
