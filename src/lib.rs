@@ -15,6 +15,7 @@ pub mod floor;
 pub mod image;
 pub mod lock;
 pub mod manifest;
+pub mod secret;
 pub mod window;
 
 // Deciding: pure functions over that data.

@@ -16,13 +16,14 @@ use jiff::{SignedDuration, Timestamp};
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineError};
 use crate::execute::{ExecuteError, Executor, Outcome, StepReport};
-use crate::exit::Exit;
+use crate::exit::{Exit, chain};
 use crate::floor::{Floor, Guarded};
 use crate::image::TagSource;
 use crate::manifest::{Partner, Repo};
 use crate::plan::{self, Deferral, Gate, Held, Idleness, Observed, Overrides, Plan, Policy};
 use crate::probe::{self, Probe};
-use crate::resolve::{self, CachedTags};
+use crate::resolve::{self, CachedTags, Desired};
+use crate::secret::{DirError, Keyring, SecretsDir};
 use crate::state::{StateDir, StateError};
 use crate::window::{Schedule, WindowState};
 
@@ -47,6 +48,10 @@ pub struct Target<'a> {
     /// berth's own directories this run uses (its state, its config), guarded by the floor
     /// besides `/etc/berth`.
     pub own_dirs: Vec<std::path::PathBuf>,
+    /// The host's age identities, to open the partner's secrets with.
+    pub keys: Option<&'a Keyring>,
+    /// Where secret files go, as checked; `None` for a run that writes none (`windows`).
+    pub secrets_dir: Option<&'a Result<SecretsDir, DirError>>,
 }
 
 impl Target<'_> {
@@ -228,7 +233,11 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     let partner = target.partner()?;
     let containers = fx.engine.list_managed(target.partner).await?;
     let tags = CachedTags::new(fx.sources);
-    let desired = resolve::desired(target.repo, partner, target.revision, &tags).await;
+    let mut desired =
+        resolve::desired(target.repo, partner, target.revision, &tags, target.keys).await;
+    if let Some(Err(why)) = target.secrets_dir {
+        without_secret_files(&mut desired, why);
+    }
     // Only host paths can break the floor: without any, the engine is not asked for its own.
     let floor = if desired.containers.iter().any(|d| !d.binds.is_empty()) {
         floor(fx.engine, &target.own_dirs).await?
@@ -247,10 +256,35 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     if let Some(idle) = &partner.idle
         && plan.wants_idle_probe()
     {
-        observed.idle = probe::idleness(fx.probe, idle).await;
+        observed.idle = match probe::idleness(fx.probe, idle).await {
+            Idleness::NotIdle(why) => Idleness::NotIdle(redactions(&desired).apply(&why)),
+            answer => answer,
+        };
         plan = plan::plan(&desired, &observed, &policy, now);
     }
     Ok(plan)
+}
+
+/// Without a usable secrets directory, the scripts with secret files cannot run: they are
+/// left as they are, like any script that cannot be resolved.
+fn without_secret_files(desired: &mut Desired, why: &DirError) {
+    let (blocked, fine) = std::mem::take(&mut desired.containers)
+        .into_iter()
+        .partition(|d| !d.spec.secret_files.is_empty());
+    desired.containers = fine;
+    for d in blocked {
+        desired.unresolved.insert(d.script, chain(why));
+    }
+}
+
+/// Every value error text about these containers must not show.
+fn redactions(desired: &Desired) -> crate::secret::Redact {
+    desired
+        .containers
+        .iter()
+        .fold(Default::default(), |all, d| {
+            all.union(&d.spec.unsealed.redact)
+        })
 }
 
 /// Recovers, plans and executes one pass.
@@ -268,6 +302,7 @@ pub async fn converge<E: Engine, T: TagSource, P: Probe, C: Clock>(
         clock: fx.clock,
         idle: partner.idle.as_ref(),
         state,
+        secrets: target.secrets_dir.and_then(|d| d.as_ref().ok()),
         stopping,
     };
     let recovered = executor

@@ -22,6 +22,10 @@ struct File {
     state_dir: Option<String>,
     #[serde(default)]
     listen: Option<Sp<String>>,
+    #[serde(default)]
+    age_identity: Option<PathBuf>,
+    #[serde(default)]
+    secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +66,10 @@ pub struct AgentConfig {
     pub listen: Option<SocketAddr>,
     /// The directory the config file is in: berth's own, guarded by the floor.
     pub config_dir: PathBuf,
+    /// The age identity file the partner's secrets are opened with.
+    pub age_identity: Option<PathBuf>,
+    /// The tmpfs directory secret files are mounted from: berth's own, guarded too.
+    pub secrets_dir: PathBuf,
 }
 
 /// Reads and checks the config; every problem is a diagnostic at its `path:line:col`.
@@ -167,6 +175,10 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             .state_dir
             .map_or_else(|| PathBuf::from("/var/lib/berth"), PathBuf::from),
         listen,
+        age_identity: file.age_identity,
+        secrets_dir: file
+            .secrets_dir
+            .unwrap_or_else(|| PathBuf::from("/run/berth/secrets")),
         config_dir: std::path::absolute(path)
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))

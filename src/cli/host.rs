@@ -14,6 +14,7 @@ use crate::plan::Overrides;
 use crate::probe::Http;
 use crate::reconcile::{self, Effects, Memory, Target};
 use crate::registry::Sources;
+use crate::secret::{DirError, Keyring, SecretsDir};
 use crate::state::StateDir;
 
 /// What every host command needs to know.
@@ -36,6 +37,33 @@ pub struct HostArgs {
     /// Run steps even when the partner's service is not idle.
     #[arg(long)]
     pub ignore_idle: bool,
+    /// The age identity file (`age-keygen` format) the partner's secrets are opened with.
+    #[arg(long)]
+    pub age_identity: Option<PathBuf>,
+    /// Where secret files are written for the containers to mount: a directory on tmpfs.
+    #[arg(long, default_value = "/run/berth/secrets")]
+    pub secrets_dir: PathBuf,
+}
+
+/// What this run opens secrets with and writes secret files to.
+struct Sealing {
+    keys: Option<Keyring>,
+    dir: Result<SecretsDir, DirError>,
+}
+
+impl Sealing {
+    /// An identity file that cannot be read is the host's mistake, not a script's: the run
+    /// stops before it changes anything.
+    fn of(args: &HostArgs) -> Result<Sealing, Exit> {
+        let keys = match &args.age_identity {
+            Some(path) => Some(Keyring::load(path).map_err(|e| cannot_run(&e))?),
+            None => None,
+        };
+        Ok(Sealing {
+            keys,
+            dir: SecretsDir::open(&args.secrets_dir),
+        })
+    }
 }
 
 /// A validated repo, or the exit code after printing why not.
@@ -81,7 +109,7 @@ fn on_host(now: Option<Timestamp>, f: impl AsyncFnOnce(&HostEffects<'_>) -> Exit
 }
 
 impl HostArgs {
-    fn target<'a>(&'a self, repo: &'a Repo) -> Target<'a> {
+    fn target<'a>(&'a self, repo: &'a Repo, sealing: &'a Sealing) -> Target<'a> {
         Target {
             repo,
             partner: &self.partner,
@@ -90,7 +118,9 @@ impl HostArgs {
                 ignore_window: self.ignore_window,
                 ignore_idle: self.ignore_idle,
             },
-            own_dirs: vec![self.state_dir.clone()],
+            own_dirs: vec![self.state_dir.clone(), self.secrets_dir.clone()],
+            keys: sealing.keys.as_ref(),
+            secrets_dir: Some(&sealing.dir),
         }
     }
 }
@@ -105,8 +135,12 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
         Ok(m) => m,
         Err(e) => return cannot_run(&e),
     };
+    let sealing = match Sealing::of(args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     on_host(args.now, async |fx| {
-        let plan = match reconcile::plan(fx, &args.target(&repo), memory).await {
+        let plan = match reconcile::plan(fx, &args.target(&repo, &sealing), memory).await {
             Ok(p) => p,
             Err(e) => return cannot_run(&e),
         };
@@ -131,8 +165,12 @@ pub fn apply(args: &HostArgs) -> Exit {
         Ok(s) => s,
         Err(e) => return cannot_run(&e),
     };
+    let sealing = match Sealing::of(args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     on_host(args.now, async |fx| {
-        let target = args.target(&repo);
+        let target = args.target(&repo, &sealing);
         match reconcile::converge(fx, &state, &target, &AtomicBool::new(false)).await {
             Ok(report) => {
                 for line in &report.recovered {

@@ -116,6 +116,8 @@ fn pending(repo: &Repo, partner: &str, now: Timestamp, state_dir: &std::path::Pa
             revision: "worktree",
             overrides: Overrides::default(),
             own_dirs: vec![state_dir.to_path_buf()],
+            keys: None,
+            secrets_dir: None,
         };
         match reconcile::plan(&fx, &target, memory).await {
             Ok(plan) => agenda::classify(&plan, notes),

@@ -390,9 +390,37 @@ fn differences(o: &ObservedContainer, d: &DesiredContainer) -> Vec<String> {
         ));
     }
     if o.spec_hash != d.spec_hash {
-        changed.push("container spec changed".to_owned());
+        changed.extend(secret_changes(o, d));
     }
     changed
+}
+
+/// A spec change named: each secret whose content changed (by name, from the keyed hashes
+/// on the container), and `container spec changed` unless the secrets explain it all.
+fn secret_changes(o: &ObservedContainer, d: &DesiredContainer) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, hash) in &d.spec.secrets {
+        match o.secrets.get(name) {
+            Some(old) if old != hash => out.push(format!("secret {name} changed")),
+            Some(_) => {}
+            None => out.push(format!("secret {name} added")),
+        }
+    }
+    for name in o
+        .secrets
+        .keys()
+        .filter(|n| !d.spec.secrets.contains_key(*n))
+    {
+        out.push(format!("secret {name} removed"));
+    }
+    let with_old_secrets = crate::container::ContainerSpec {
+        secrets: o.secrets.clone(),
+        ..d.spec.clone()
+    };
+    if out.is_empty() || with_old_secrets.hash() != o.spec_hash {
+        out.push("container spec changed".to_owned());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -441,6 +469,8 @@ mod tests {
             spec_hash: d.spec_hash.clone(),
             revision: "r1".into(),
             running: true,
+            secrets: d.spec.secrets.clone(),
+            secrets_dir: None,
         }
     }
 

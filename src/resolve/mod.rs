@@ -18,7 +18,9 @@ use crate::lock::{Lock, Pin};
 use crate::manifest::{OptIn, Partner, Repo, Script};
 
 pub use pick::{pick, tag_version};
-pub use spec::{EnvFiles, container_spec, health, host_binds, parse_env_file, resolve_host_path};
+pub use spec::{
+    EnvFiles, Secrets, container_spec, health, host_binds, parse_env_file, resolve_host_path,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -35,6 +37,10 @@ pub enum ResolveError {
     },
     #[error("env file {path} refused: {why}")]
     EnvFileRefused { path: String, why: String },
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    #[error("secret {name} refused: {why}")]
+    SecretRefused { name: String, why: String },
 }
 
 /// When a new container counts as working.
@@ -213,14 +219,21 @@ pub fn resolve_locked(
 }
 
 /// What a partner's host should run at this revision: locked versions when the repo has
-/// a `berth.lock`, live ones otherwise. Scripts that cannot be resolved are listed in
-/// `unresolved`, so their containers are left as they are.
+/// a `berth.lock`, live ones otherwise. Scripts that cannot be resolved (a secret that does
+/// not open with `keys` included) are listed in `unresolved`, so their containers are left
+/// as they are.
 pub async fn desired<S: TagSource>(
     repo: &Repo,
     partner: &Partner,
     revision: &str,
     tags: &CachedTags<'_, S>,
+    keys: Option<&crate::secret::Keyring>,
 ) -> Desired {
+    let secrets = Secrets::Open {
+        root: &repo.root,
+        partner: &partner.name,
+        keys,
+    };
     let mut containers = Vec::new();
     let mut unresolved = BTreeMap::new();
     for opt in &partner.scripts {
@@ -233,7 +246,8 @@ pub async fn desired<S: TagSource>(
             None => resolve_live(repo, opt, script, tags).await,
         };
         let built = resolved.and_then(|r| {
-            let spec = container_spec(script, opt, EnvFiles::Read).map_err(|e| chain(&e))?;
+            let spec =
+                container_spec(script, opt, EnvFiles::Read, secrets).map_err(|e| chain(&e))?;
             Ok(DesiredContainer {
                 script: script.name.value.clone(),
                 version: r.version,

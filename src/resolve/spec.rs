@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use std::path::{Path, PathBuf};
 
+use zeroize::Zeroizing;
+
 use super::{HealthCheck, ResolveError};
-use crate::container::{Bind, ContainerSpec, host_bind};
+use crate::container::{Bind, ContainerSpec, SecretMount, host_bind};
 use crate::manifest::{OptIn, Script, syntax};
+use crate::secret::{Keyring, Plaintext, Redact, Unsealed};
 
 /// When a new container counts as healthy.
 pub fn health(script: &Script) -> HealthCheck {
@@ -36,12 +39,49 @@ pub enum EnvFiles {
     PathsOnly,
 }
 
+/// Whether to open the partner's sealed secrets into the spec.
+#[derive(Debug, Clone, Copy)]
+pub enum Secrets<'a> {
+    /// On the host: decrypted with its identities; their keyed hashes count, so a rotated
+    /// secret rolls the container.
+    Open {
+        root: &'a Path,
+        partner: &'a str,
+        keys: Option<&'a Keyring>,
+    },
+    /// Away from the host (CI's `berth diff`): only their names count.
+    NamesOnly,
+}
+
+impl Secrets<'_> {
+    /// A secret's plaintext and keyed hash; `None` away from the host.
+    fn unseal(&self, name: &str) -> Result<Option<(Plaintext, String)>, ResolveError> {
+        let Secrets::Open {
+            root,
+            partner,
+            keys,
+        } = *self
+        else {
+            return Ok(None);
+        };
+        let plain = crate::secret::open(root, partner, name, keys)?;
+        let hash = keys.map(|k| k.hash(name, &plain)).unwrap_or_default();
+        Ok(Some((plain, hash)))
+    }
+}
+
+/// Manifest env values at least this long are redacted from error text too. They are public
+/// in the repo, but one this long may be a credential under a name that does not look like
+/// a secret; shorter ones (`info`, `KE`, `1`) would only make messages unreadable.
+const REDACT_MANIFEST_VALUES_FROM: usize = 8;
+
 /// The container spec: the script's settings, the partner's env on top, then the host's
-/// env files.
+/// env files, then the partner's env secrets; and its secret files.
 pub fn container_spec(
     script: &Script,
     opt: &OptIn,
     env_files: EnvFiles,
+    secrets: Secrets<'_>,
 ) -> Result<ContainerSpec, ResolveError> {
     let c = &script.container;
     let mut env: BTreeMap<String, String> = c
@@ -50,11 +90,49 @@ pub fn container_spec(
         .map(|(k, v)| (k.clone(), v.value.clone()))
         .collect();
     env.extend(opt.env.iter().map(|(k, v)| (k.clone(), v.value.clone())));
+    let mut redact = Redact::new(
+        env.values()
+            .filter(|v| v.len() >= REDACT_MANIFEST_VALUES_FROM)
+            .cloned(),
+    );
     if env_files == EnvFiles::Read {
         for file in &opt.env_files {
-            env.extend(parse_env_file(&read_env_file(&file.value)?));
+            let read = parse_env_file(&read_env_file(&file.value)?);
+            redact.extend(read.iter().map(|(_, v)| v.clone()));
+            env.extend(read);
         }
     }
+    let mut unsealed = Unsealed::default();
+    let mut hashes = BTreeMap::new();
+    for name in &opt.env_secrets {
+        let Some((plain, hash)) = secrets.unseal(name)? else {
+            hashes.insert(name.value.clone(), String::new());
+            continue;
+        };
+        hashes.insert(name.value.clone(), hash);
+        let text =
+            std::str::from_utf8(plain.as_bytes()).map_err(|_| ResolveError::SecretRefused {
+                name: name.value.clone(),
+                why: "an env secret must be UTF-8 text".into(),
+            })?;
+        for (key, value) in parse_env_file(text) {
+            env.remove(&key);
+            let value = Zeroizing::new(value);
+            redact.extend([value.to_string()]);
+            unsealed.env.insert(key, value);
+        }
+    }
+    for f in &opt.secret_files {
+        let Some((plain, hash)) = secrets.unseal(&f.secret)? else {
+            hashes.insert(f.secret.value.clone(), String::new());
+            continue;
+        };
+        hashes.insert(f.secret.value.clone(), hash);
+        let text = String::from_utf8_lossy(plain.as_bytes());
+        redact.extend([text.to_string(), text.trim().to_owned()]);
+        unsealed.files.insert(f.secret.value.clone(), plain);
+    }
+    unsealed.redact = redact;
     Ok(ContainerSpec {
         command: c.command.clone(),
         env,
@@ -72,6 +150,16 @@ pub fn container_spec(
         nano_cpus: c.cpus.as_ref().map(|n| (n.value * 1e9) as i64),
         read_only: c.read_only,
         user: c.user.as_ref().map(|u| u.value.clone()),
+        secrets: hashes,
+        secret_files: opt
+            .secret_files
+            .iter()
+            .map(|f| SecretMount {
+                secret: f.secret.value.clone(),
+                target: f.target.value.clone(),
+            })
+            .collect(),
+        unsealed,
     })
 }
 
