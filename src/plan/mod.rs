@@ -902,4 +902,45 @@ mod tests {
             Gate::Deferred(Deferral::Window { .. })
         ));
     }
+
+    #[test]
+    fn a_rotated_secret_is_named_never_shown() {
+        let with = |secrets: &[(&str, &str)], env: &str| {
+            let mut d = want("a", "1.0.0", env);
+            d.spec.secrets = secrets
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            d.spec_hash = d.spec.hash();
+            d
+        };
+        let old = with(&[("db.env", "h1"), ("tls.key", "h2")], "x");
+        let reason = |new: DesiredContainer| {
+            let p = at(
+                &desired(vec![new]),
+                &observed(vec![running(&old)]),
+                NOW_OPEN,
+            );
+            (p.steps[0].action(), p.steps[0].reason.clone())
+        };
+        assert_eq!(
+            reason(with(&[("db.env", "h9"), ("tls.key", "h2")], "x")),
+            (Action::Replace, "secret db.env changed".into())
+        );
+        assert_eq!(
+            reason(with(&[("db.env", "h9"), ("tls.key", "h2")], "y")),
+            (
+                Action::Replace,
+                "secret db.env changed, container spec changed".into()
+            )
+        );
+        assert_eq!(
+            reason(with(&[("tls.key", "h2"), ("new.env", "h3")], "x")),
+            (
+                Action::Replace,
+                "secret new.env added, secret db.env removed".into()
+            )
+        );
+        assert_eq!(reason(old.clone()).0, Action::Keep);
+    }
 }

@@ -12,6 +12,7 @@ mod ecr;
 mod floor;
 mod hostile;
 mod registry;
+mod secrets;
 mod source;
 mod validate;
 mod windows;
