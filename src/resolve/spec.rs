@@ -303,6 +303,100 @@ mod tests {
     }
 
     #[test]
+    fn env_secrets_come_last_and_every_host_value_is_redacted() {
+        use age::secrecy::ExposeSecret as _;
+        use std::io::Write as _;
+        let id = age::x25519::Identity::generate();
+        let repo = tempfile::tempdir().unwrap();
+        let seal = |name: &str, plain: &str| {
+            let recipient = id.to_public();
+            let enc =
+                age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                    .unwrap();
+            let path = repo.path().join(crate::secret::repo_path("p", name));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let mut w = enc
+                .wrap_output(std::fs::File::create(path).unwrap())
+                .unwrap();
+            w.write_all(plain.as_bytes()).unwrap();
+            w.finish().unwrap();
+        };
+        seal("db.env", "MODE=sealed\nDB_PASSWORD=pw1\n");
+        seal("tls.key", "key-bytes\n");
+        let env_file = repo.path().join("host.env");
+        std::fs::write(&env_file, "HOST_TOKEN=t0k\n").unwrap();
+        let key_file = repo.path().join("age.key");
+        std::fs::write(&key_file, id.to_string().expose_secret()).unwrap();
+        let keys = Keyring::load(&key_file).unwrap();
+        let script: Script = crate::manifest::parse(
+            "apiVersion: berth/v1\nkind: Script\nname: s\nimage: { source: local, repository: r }\n\
+             container: { env: { MODE: plain, URL: https://example.org/x } }\n",
+        )
+        .unwrap();
+        let opt: OptIn = crate::manifest::parse(&format!(
+            "script: s\nenv_files: [{}]\nenv_secrets: [db.env]\n\
+             secret_files: [{{ secret: tls.key, target: /run/k }}]\n",
+            env_file.display()
+        ))
+        .unwrap();
+        let open = Secrets::Open {
+            root: repo.path(),
+            partner: "p",
+            keys: Some(&keys),
+        };
+        let spec = container_spec(&script, &opt, EnvFiles::Read, open).unwrap();
+        assert_eq!(
+            spec.engine_env(),
+            [
+                "DB_PASSWORD=pw1",
+                "HOST_TOKEN=t0k",
+                "MODE=sealed",
+                "URL=https://example.org/x"
+            ]
+        );
+        assert!(!spec.env.contains_key("MODE"), "the secret's value wins");
+        assert_eq!(
+            spec.unsealed.files["tls.key"].as_bytes(),
+            b"key-bytes\n".as_slice()
+        );
+        assert_eq!(
+            spec.unsealed
+                .redact
+                .apply("pw1 t0k key-bytes sealed plain https://example.org/x"),
+            "[redacted] [redacted] [redacted] [redacted] plain [redacted]"
+        );
+        let shown = format!("{spec:?}");
+        assert!(
+            !shown.contains("pw1") && !shown.contains("key-bytes"),
+            "{shown}"
+        );
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(
+            !json.contains("pw1") && !json.contains("key-bytes"),
+            "{json}"
+        );
+        assert_eq!(spec.secrets.len(), 2);
+        assert!(spec.secrets.values().all(|h| h.len() == 64));
+
+        let names_only =
+            container_spec(&script, &opt, EnvFiles::PathsOnly, Secrets::NamesOnly).unwrap();
+        assert_eq!(
+            names_only.secrets,
+            [
+                ("db.env".into(), String::new()),
+                ("tls.key".into(), String::new())
+            ]
+            .into()
+        );
+        let none = Secrets::Open {
+            root: repo.path(),
+            partner: "p",
+            keys: None,
+        };
+        assert!(container_spec(&script, &opt, EnvFiles::Read, none).is_err());
+    }
+
+    #[test]
     fn host_paths_resolve_dot_dot_and_symlinks() {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().canonicalize().unwrap();
