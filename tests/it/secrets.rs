@@ -506,3 +506,26 @@ fn the_agent_opens_secrets_and_engine_errors_are_redacted() {
         "the failed container was removed"
     );
 }
+
+#[test]
+fn no_script_mounts_the_secrets_dir() {
+    let s = Sealed::new("guarded");
+    s.write("", "");
+    let script = s.host.repo().join("scripts/plain.yaml");
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(
+        &script,
+        text.replace(
+            "  network: host\n",
+            &format!(
+                "  network: host\n  volumes: [\"{}/x/../secrets:/stolen:ro\"]\n",
+                s.tmpfs.0.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let out = s.berth("apply", Some(&s.key), &[]);
+    out.assert_exit(1);
+    assert!(out.text().contains("REFUSED(policy)"), "{}", out.text());
+    assert!(s.get("plain", "{{.Id}}").is_empty(), "never created");
+}
