@@ -1020,6 +1020,90 @@ mod tests {
         }
     }
 
+    /// Replaces the old container (whose files are in `berth-p-s`) by one with a secret
+    /// file, from `image`; gives the reports and what the secrets dir holds then.
+    fn replace_with_secrets(image: &str) -> (Vec<StepReport>, Vec<(String, Vec<u8>)>, FakeEngine) {
+        let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm is a tmpfs");
+        let secrets = SecretsDir::open(&shm.path().join("s")).unwrap();
+        let file = |v: &str| {
+            [(
+                "tls.key".to_owned(),
+                crate::secret::Plaintext::new(v.into()),
+            )]
+            .into()
+        };
+        let old_dir = secrets.dir_for(NAME);
+        secrets.write(&old_dir, &file("k1")).unwrap();
+        let engine = FakeEngine::with_images(&[OLD, NEW]);
+        let mut old = old_container();
+        old.labels
+            .insert(label::SECRETS_DIR.into(), old_dir.display().to_string());
+        engine.insert(old);
+        let mut want = desired();
+        let d = &mut want.containers[0];
+        d.image = image.into();
+        d.spec.secret_files = vec![crate::container::SecretMount {
+            secret: "tls.key".into(),
+            target: "/run/k".into(),
+        }];
+        d.spec.unsealed.files = file("k2");
+        d.spec_hash = d.spec.hash();
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let clock = at("2026-11-21T02:00:00Z");
+        let executor = Executor {
+            engine: &engine,
+            sources: &NoRegistry,
+            probe: &Service("idle", Cell::new(0)),
+            clock: &clock,
+            idle: None,
+            state: &state,
+            secrets: Some(&secrets),
+            stopping: &AtomicBool::new(false),
+        };
+        let reports = block_on(async {
+            let observed = Observed {
+                containers: engine.list_managed("p").await.unwrap(),
+                held: vec![],
+                in_flight: Default::default(),
+                idle: Idleness::Unknown,
+            };
+            let plan = crate::plan::plan(&want, &observed, &policy(false), clock.now());
+            executor.execute(&plan).await
+        });
+        let mut left = Vec::new();
+        for e in std::fs::read_dir(secrets.path()).unwrap() {
+            let e = e.unwrap();
+            let content = std::fs::read(e.path().join("tls.key")).unwrap_or_default();
+            left.push((e.file_name().to_string_lossy().into_owned(), content));
+        }
+        (reports, left, engine)
+    }
+
+    #[test]
+    fn secret_files_come_and_go_with_their_containers() {
+        let (reports, left, engine) = replace_with_secrets(NEW);
+        assert_eq!(reports[0].outcome, Outcome::Done, "{reports:?}");
+        let [(dir, content)] = left.as_slice() else {
+            panic!("one directory, the new container's: {left:?}");
+        };
+        assert!(dir.starts_with(&format!("{NAME}.next-")), "{dir}");
+        assert_eq!(content, b"k2");
+        let new = &engine.containers()[0];
+        assert!(new.labels[label::SECRETS_DIR].ends_with(dir.as_str()));
+
+        let (reports, left, _) = replace_with_secrets("sha256:missing");
+        assert!(
+            matches!(reports[0].outcome, Outcome::RolledBack { .. }),
+            "{reports:?}"
+        );
+        assert_eq!(
+            left,
+            vec![(NAME.to_owned(), b"k1".to_vec())],
+            "the old container's files stay, the new one's went with it"
+        );
+    }
+
     proptest::proptest! {
         /// Crashes in the replace and again in its recovery, with flaky calls on the way,
         /// in any combination, still end with one container serving and then the new one.
