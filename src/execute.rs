@@ -1020,9 +1020,12 @@ mod tests {
         }
     }
 
+    /// A directory left in the secrets dir, with its `tls.key`.
+    type Left = (String, Vec<u8>);
+
     /// Replaces the old container (whose files are in `berth-p-s`) by one with a secret
     /// file, from `image`; gives the reports and what the secrets dir holds then.
-    fn replace_with_secrets(image: &str) -> (Vec<StepReport>, Vec<(String, Vec<u8>)>, FakeEngine) {
+    fn replace_with_secrets(image: &str) -> (Vec<StepReport>, Vec<Left>, FakeEngine) {
         let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm is a tmpfs");
         let secrets = SecretsDir::open(&shm.path().join("s")).unwrap();
         let file = |v: &str| {
