@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::secret::Unsealed;
+
 /// How the container runs; every field counts towards `berth.spec-hash`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContainerSpec {
@@ -23,9 +25,44 @@ pub struct ContainerSpec {
     pub nano_cpus: Option<i64>,
     pub read_only: bool,
     pub user: Option<String>,
+    /// The secrets it uses, each with the keyed hash of its content (empty away from the
+    /// host), so a rotated secret changes the spec hash without the hash revealing it.
+    /// Left out of the hash when empty, so a container without secrets keeps the hash it
+    /// had before berth knew of them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Secrets mounted read-only as files.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<SecretMount>,
+    /// The plaintexts: counted through `secrets`, never serialized.
+    #[serde(skip)]
+    pub unsealed: Unsealed,
+}
+
+/// A secret file in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretMount {
+    pub secret: String,
+    pub target: String,
 }
 
 impl ContainerSpec {
+    /// The environment the engine sets: `env`, with `env_secrets`' variables over it.
+    pub fn engine_env(&self) -> Vec<String> {
+        let mut env: BTreeMap<&str, &str> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        env.extend(
+            self.unsealed
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
     /// `sha256` of the spec's canonical JSON, as the `berth.spec-hash` label carries it.
     pub fn hash(&self) -> String {
         use sha2::Digest;
@@ -52,6 +89,9 @@ impl ContainerSpec {
             nano_cpus: None,
             read_only: false,
             user: None,
+            secrets: BTreeMap::new(),
+            secret_files: vec![],
+            unsealed: Unsealed::default(),
         }
     }
 }
@@ -65,6 +105,18 @@ pub mod label {
     pub const DIGEST: &str = "berth.digest";
     pub const SPEC_HASH: &str = "berth.spec-hash";
     pub const REVISION: &str = "berth.revision";
+    /// The keyed hash of each secret's content, as JSON: how the planner names the secret
+    /// that changed.
+    pub const SECRETS: &str = "berth.secrets";
+    /// The container's own directory of secret files, which a restart must fill again.
+    pub const SECRETS_DIR: &str = "berth.secrets-dir";
+}
+
+/// The secrets' hashes a `berth.secrets` label carries; none when it is absent or unreadable.
+pub fn secrets_label(value: Option<&String>) -> BTreeMap<String, String> {
+    value
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default()
 }
 
 /// The managed container name of a partner's script.
@@ -85,12 +137,14 @@ pub struct NewContainer<'a> {
     pub spec_hash: &'a str,
     pub revision: &'a str,
     pub spec: &'a ContainerSpec,
+    /// Where its secret files are, when it has any.
+    pub secrets_dir: Option<&'a str>,
 }
 
 impl NewContainer<'_> {
     /// The labels the container is created with.
-    pub fn labels(&self) -> [(&'static str, &str); 7] {
-        [
+    pub fn labels(&self) -> Vec<(&'static str, String)> {
+        let mut labels: Vec<(&'static str, String)> = [
             (label::MANAGED, "true"),
             (label::PARTNER, self.partner),
             (label::SCRIPT, self.script),
@@ -99,6 +153,29 @@ impl NewContainer<'_> {
             (label::SPEC_HASH, self.spec_hash),
             (label::REVISION, self.revision),
         ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_owned()))
+        .collect();
+        if !self.spec.secrets.is_empty() {
+            let hashes = serde_json::to_string(&self.spec.secrets).expect("a map serializes");
+            labels.push((label::SECRETS, hashes));
+        }
+        if let Some(dir) = self.secrets_dir {
+            labels.push((label::SECRETS_DIR, dir.to_owned()));
+        }
+        labels
+    }
+
+    /// Each secret file as a read-only bind mount: the host file and the container path.
+    pub fn secret_mounts(&self) -> Vec<(String, String)> {
+        let Some(dir) = self.secrets_dir else {
+            return Vec::new();
+        };
+        self.spec
+            .secret_files
+            .iter()
+            .map(|f| (format!("{dir}/{}", f.secret), f.target.clone()))
+            .collect()
     }
 }
 
@@ -113,6 +190,12 @@ pub struct ObservedContainer {
     pub spec_hash: String,
     pub revision: String,
     pub running: bool,
+    /// Its secrets' keyed hashes (`berth.secrets`).
+    #[serde(skip)]
+    pub secrets: BTreeMap<String, String>,
+    /// Its directory of secret files (`berth.secrets-dir`).
+    #[serde(skip)]
+    pub secrets_dir: Option<String>,
 }
 
 /// A published port, as `docker run -p` reads it.

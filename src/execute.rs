@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::clock::Clock;
-use crate::container::{NewContainer, container_name};
+use crate::container::{NewContainer, ObservedContainer, container_name};
 use crate::engine::{Engine, EngineError};
 use crate::exit::chain;
 use crate::image::{SourceError, TagSource};
@@ -20,6 +20,7 @@ use crate::manifest::Idle;
 use crate::plan::{Action, Change, Deferral, Gate, Held, Idleness, Plan, Step, gate};
 use crate::probe::{self, Probe, ProbeError};
 use crate::resolve::DesiredContainer;
+use crate::secret::{DirError, Redact, SecretsDir};
 use crate::state::{Phase, Record, StateDir, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,10 @@ pub enum ExecuteError {
     Unhealthy(String),
     #[error(transparent)]
     Source(SourceError),
+    #[error("cannot write the secret files")]
+    Secrets(#[source] DirError),
+    #[error("the container has secret files, but this run has no usable secrets directory")]
+    NoSecretsDir,
 }
 
 impl ExecuteError {
@@ -41,6 +46,7 @@ impl ExecuteError {
         match self {
             ExecuteError::Engine(e) => e.is_unreachable(),
             ExecuteError::State(StateError::Io { .. }) => true,
+            ExecuteError::Secrets(_) | ExecuteError::NoSecretsDir => true,
             _ => false,
         }
     }
@@ -85,6 +91,38 @@ impl Outcome {
         Outcome::Failed {
             error: chain(e),
             could_not_run: e.could_not_run(),
+        }
+    }
+
+    /// The outcome with every value of `redact` replaced in its text, as it goes to the
+    /// logs, the status and the output.
+    fn redacted(self, redact: &Redact) -> Outcome {
+        match self {
+            Outcome::Deferred { reason, detail } => Outcome::Deferred {
+                reason,
+                detail: redact.apply(&detail),
+            },
+            Outcome::Refused { detail } => Outcome::Refused {
+                detail: redact.apply(&detail),
+            },
+            Outcome::NotPulled { error } => Outcome::NotPulled {
+                error: redact.apply(&error),
+            },
+            Outcome::RolledBack {
+                error,
+                could_not_run,
+            } => Outcome::RolledBack {
+                error: redact.apply(&error),
+                could_not_run,
+            },
+            Outcome::Failed {
+                error,
+                could_not_run,
+            } => Outcome::Failed {
+                error: redact.apply(&error),
+                could_not_run,
+            },
+            other @ (Outcome::Done | Outcome::Unchanged) => other,
         }
     }
 
@@ -135,6 +173,9 @@ pub struct Executor<'a, E: Engine, T: TagSource, P: Probe, C: Clock> {
     /// The partner's idle probe, asked right before each idle-gated step.
     pub idle: Option<&'a Idle>,
     pub state: &'a StateDir,
+    /// Where secret files are written; `None` when this run has no usable one (the
+    /// scripts that need it were left unresolved).
+    pub secrets: Option<&'a SecretsDir>,
     /// Set when the process is asked to stop: the step in flight finishes, no new one
     /// starts.
     pub stopping: &'a AtomicBool,
@@ -194,6 +235,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                 );
             }
         }
+        let redact = plan_redactions(plan);
         let mut reports = Vec::new();
         for step in &plan.steps {
             let started = Instant::now();
@@ -218,7 +260,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                 script: step.script.clone(),
                 action: step.action(),
                 reason: step.reason.clone(),
-                outcome,
+                outcome: outcome.redacted(&redact),
                 millis: started.elapsed().as_millis(),
             };
             tracing::info!(
@@ -250,8 +292,8 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
     async fn run(&self, plan: &Plan, change: &Change) -> Outcome {
         let result = match change {
             Change::Create { to } => self.create(plan, to).await,
-            Change::Start { current, to } => self.start(&current.id, to).await,
-            Change::Remove { from } => self.remove(&from.id).await,
+            Change::Start { current, to } => self.start(current, to).await,
+            Change::Remove { from } => self.remove(from).await,
             Change::Replace { from, to } => {
                 return self.replace(plan, to, &from.id, from.running).await;
             }
@@ -265,7 +307,18 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
 
     async fn create(&self, plan: &Plan, d: &DesiredContainer) -> Result<(), ExecuteError> {
         let name = container_name(&plan.partner, &d.script);
-        let id = self.engine.create(&new_container(&name, plan, d)).await?;
+        let dir = self.write_secrets(&name, d)?;
+        let id = match self
+            .engine
+            .create(&new_container(&name, plan, d, dir.as_deref()))
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                self.discard_secrets(dir.as_deref());
+                return Err(e.into());
+            }
+        };
         let started = match self.engine.start(&id).await {
             Ok(()) => self.wait_healthy(&id, d).await,
             // A container that never ran is removed, env and all, not left `created`.
@@ -277,20 +330,66 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             }
             self.engine.stop(&id).await?;
             self.engine.remove(&id).await?;
+            self.discard_secrets(dir.as_deref());
             return Err(e);
         }
         Ok(())
     }
 
-    async fn start(&self, id: &str, d: &DesiredContainer) -> Result<(), ExecuteError> {
-        self.engine.start(id).await?;
-        self.wait_healthy(id, d).await
+    /// Starts a stopped container, its secret files written again first: after a reboot
+    /// the tmpfs they live on is empty.
+    async fn start(
+        &self,
+        current: &ObservedContainer,
+        d: &DesiredContainer,
+    ) -> Result<(), ExecuteError> {
+        if !d.spec.secret_files.is_empty() {
+            let secrets = self.secrets.ok_or(ExecuteError::NoSecretsDir)?;
+            let dir = current
+                .secrets_dir
+                .as_deref()
+                .ok_or(ExecuteError::NoSecretsDir)?;
+            secrets
+                .write(std::path::Path::new(dir), &d.spec.unsealed.files)
+                .map_err(ExecuteError::Secrets)?;
+        }
+        self.engine.start(&current.id).await?;
+        self.wait_healthy(&current.id, d).await
     }
 
-    async fn remove(&self, id: &str) -> Result<(), ExecuteError> {
-        self.engine.stop(id).await?;
-        self.engine.remove(id).await?;
+    async fn remove(&self, from: &ObservedContainer) -> Result<(), ExecuteError> {
+        self.engine.stop(&from.id).await?;
+        self.engine.remove(&from.id).await?;
+        self.discard_secrets(from.secrets_dir.as_deref());
         Ok(())
+    }
+
+    /// Writes the secret files of a container about to be created under `name`; returns
+    /// their directory, `None` when it has none.
+    fn write_secrets(
+        &self,
+        name: &str,
+        d: &DesiredContainer,
+    ) -> Result<Option<String>, ExecuteError> {
+        if d.spec.secret_files.is_empty() {
+            return Ok(None);
+        }
+        let secrets = self.secrets.ok_or(ExecuteError::NoSecretsDir)?;
+        let dir = secrets.dir_for(name);
+        secrets
+            .write(&dir, &d.spec.unsealed.files)
+            .map_err(ExecuteError::Secrets)?;
+        Ok(Some(dir.display().to_string()))
+    }
+
+    /// Removes the secret files of a container berth removed. A failure is logged: the
+    /// step itself is done, and the files are only on tmpfs.
+    fn discard_secrets(&self, dir: Option<&str>) {
+        if let (Some(secrets), Some(dir)) = (self.secrets, dir)
+            && let Err(e) = secrets.remove(std::path::Path::new(dir))
+        {
+            tracing::error!(error = %chain(&e), "cannot remove a container's secret files");
+        }
     }
 
     /// The new container under a temporary name first; then the swap; then health; then
@@ -321,9 +420,10 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         let cut_over = async {
             self.state.write_journal(&record)?;
             fault_point(1);
+            let dir = self.write_secrets(&record.next_name, d)?;
             let new_id = self
                 .engine
-                .create(&new_container(&record.next_name, plan, d))
+                .create(&new_container(&record.next_name, plan, d, dir.as_deref()))
                 .await?;
             fault_point(2);
             record.new_id = Some(new_id.clone());
@@ -386,6 +486,11 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             self.engine.stop(&new.id).await?;
             self.engine.remove(&new.id).await?;
         }
+        // Written before the create, so there may be files even when no container was made.
+        if let Some(secrets) = self.secrets {
+            let dir = secrets.dir_for(&record.next_name);
+            self.discard_secrets(Some(&dir.display().to_string()));
+        }
         if let Some(old) = self.engine.find(&record.old_id).await? {
             if old.name != record.name {
                 self.engine.rename(&old.id, &record.name).await?;
@@ -403,6 +508,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         if let Some(old) = self.engine.find(&record.old_id).await? {
             self.engine.stop(&old.id).await?;
             self.engine.remove(&old.id).await?;
+            self.discard_secrets(old.secrets_dir.as_deref());
         }
         fault_point(9);
         if let Some(new_id) = &record.new_id
@@ -547,8 +653,24 @@ async fn stopped(stopping: &AtomicBool) {
     }
 }
 
-/// A desired container as the engine creates it, under `name`.
-fn new_container<'a>(name: &'a str, plan: &'a Plan, d: &'a DesiredContainer) -> NewContainer<'a> {
+/// Every value of the plan's containers that error text must not show.
+fn plan_redactions(plan: &Plan) -> Redact {
+    plan.steps
+        .iter()
+        .filter_map(Step::desired)
+        .fold(Redact::default(), |all, d| {
+            all.union(&d.spec.unsealed.redact)
+        })
+}
+
+/// A desired container as the engine creates it, under `name`, with its secret files in
+/// `secrets_dir`.
+fn new_container<'a>(
+    name: &'a str,
+    plan: &'a Plan,
+    d: &'a DesiredContainer,
+    secrets_dir: Option<&'a str>,
+) -> NewContainer<'a> {
     NewContainer {
         name,
         image: &d.image,
@@ -559,6 +681,7 @@ fn new_container<'a>(name: &'a str, plan: &'a Plan, d: &'a DesiredContainer) -> 
         spec_hash: &d.spec_hash,
         revision: &plan.revision,
         spec: &d.spec,
+        secrets_dir,
     }
 }
 
@@ -721,6 +844,7 @@ mod tests {
             clock,
             idle: Some(&idle),
             state: &state,
+            secrets: None,
             stopping: &AtomicBool::new(false),
         };
         executor.recover("p").await?;
@@ -744,6 +868,7 @@ mod tests {
             clock: &at("2026-11-21T02:00:00Z"),
             idle: None,
             state: &state,
+            secrets: None,
             stopping: &AtomicBool::new(false),
         };
         executor.recover("p").await.map(|_| ())
@@ -896,6 +1021,93 @@ mod tests {
         for crash in 1..=calls {
             crash_and_recover(crash, None, &[]).unwrap_or_else(|e| panic!("crash at {crash}: {e}"));
         }
+    }
+
+    /// A directory left in the secrets dir, with its `tls.key`.
+    type Left = (String, Vec<u8>);
+
+    /// Replaces the old container (whose files are in `berth-p-s`) by one with a secret
+    /// file, from `image`; gives the reports and what the secrets dir holds then.
+    fn replace_with_secrets(image: &str) -> (Vec<StepReport>, Vec<Left>, FakeEngine) {
+        let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm is a tmpfs");
+        let secrets = SecretsDir::open(&shm.path().join("s")).unwrap();
+        let file = |v: &str| {
+            [(
+                "tls.key".to_owned(),
+                crate::secret::Plaintext::new(v.into()),
+            )]
+            .into()
+        };
+        let old_dir = secrets.dir_for(NAME);
+        secrets.write(&old_dir, &file("k1")).unwrap();
+        let engine = FakeEngine::with_images(&[OLD, NEW]);
+        let mut old = old_container();
+        old.labels
+            .insert(label::SECRETS_DIR.into(), old_dir.display().to_string());
+        engine.insert(old);
+        let mut want = desired();
+        let d = &mut want.containers[0];
+        d.image = image.into();
+        d.spec.secret_files = vec![crate::container::SecretMount {
+            secret: "tls.key".into(),
+            target: "/run/k".into(),
+        }];
+        d.spec.unsealed.files = file("k2");
+        d.spec_hash = d.spec.hash();
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let clock = at("2026-11-21T02:00:00Z");
+        let executor = Executor {
+            engine: &engine,
+            sources: &NoRegistry,
+            probe: &Service("idle", Cell::new(0)),
+            clock: &clock,
+            idle: None,
+            state: &state,
+            secrets: Some(&secrets),
+            stopping: &AtomicBool::new(false),
+        };
+        let reports = block_on(async {
+            let observed = Observed {
+                containers: engine.list_managed("p").await.unwrap(),
+                held: vec![],
+                in_flight: Default::default(),
+                idle: Idleness::Unknown,
+            };
+            let plan = crate::plan::plan(&want, &observed, &policy(false), clock.now());
+            executor.execute(&plan).await
+        });
+        let mut left = Vec::new();
+        for e in std::fs::read_dir(secrets.path()).unwrap() {
+            let e = e.unwrap();
+            let content = std::fs::read(e.path().join("tls.key")).unwrap_or_default();
+            left.push((e.file_name().to_string_lossy().into_owned(), content));
+        }
+        (reports, left, engine)
+    }
+
+    #[test]
+    fn secret_files_come_and_go_with_their_containers() {
+        let (reports, left, engine) = replace_with_secrets(NEW);
+        assert_eq!(reports[0].outcome, Outcome::Done, "{reports:?}");
+        let [(dir, content)] = left.as_slice() else {
+            panic!("one directory, the new container's: {left:?}");
+        };
+        assert!(dir.starts_with(&format!("{NAME}.next-")), "{dir}");
+        assert_eq!(content, b"k2");
+        let new = &engine.containers()[0];
+        assert!(new.labels[label::SECRETS_DIR].ends_with(dir.as_str()));
+
+        let (reports, left, _) = replace_with_secrets("sha256:missing");
+        assert!(
+            matches!(reports[0].outcome, Outcome::RolledBack { .. }),
+            "{reports:?}"
+        );
+        assert_eq!(
+            left,
+            vec![(NAME.to_owned(), b"k1".to_vec())],
+            "the old container's files stay, the new one's went with it"
+        );
     }
 
     proptest::proptest! {

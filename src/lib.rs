@@ -16,6 +16,7 @@ pub mod image;
 pub mod lock;
 pub mod manifest;
 pub mod policy;
+pub mod secret;
 pub mod window;
 
 // Deciding: pure functions over that data.

@@ -17,14 +17,15 @@ use jiff::{SignedDuration, Timestamp};
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineError};
 use crate::execute::{ExecuteError, Executor, Outcome, StepReport};
-use crate::exit::Exit;
+use crate::exit::{Exit, chain};
 use crate::floor::{Floor, Guarded};
 use crate::image::TagSource;
 use crate::manifest::{Partner, Repo};
 use crate::plan::{self, Deferral, Gate, Held, Idleness, Observed, Overrides, Plan, Policy};
 use crate::policy::{HostPolicy, Rules};
 use crate::probe::{self, Probe};
-use crate::resolve::{self, CachedTags};
+use crate::resolve::{self, CachedTags, Desired};
+use crate::secret::{DirError, Keyring, SecretsDir};
 use crate::state::{StateDir, StateError};
 use crate::window::{Schedule, WindowState};
 
@@ -51,11 +52,15 @@ pub struct Target<'a> {
     /// berth's configuration directories besides `/etc/berth` (the agent's `--config`
     /// directory): no container mounts them, and the files directly in them are no env files.
     pub config_dirs: Vec<std::path::PathBuf>,
-    /// berth's own files wherever they are (the git token, the SSH key, the policy): no
-    /// container mounts or reads them.
+    /// berth's own files and directories wherever they are (the git token, the SSH key, the
+    /// policy, the secrets dir): no container mounts or reads them.
     pub own_files: Vec<std::path::PathBuf>,
     /// The partner's host policy, if it has one.
     pub policy: Option<&'a HostPolicy>,
+    /// The host's age identities, to open the partner's secrets with.
+    pub keys: Option<&'a Keyring>,
+    /// Where secret files go, as checked; `None` for a run that writes none (`windows`).
+    pub secrets_dir: Option<&'a Result<SecretsDir, DirError>>,
 }
 
 impl Target<'_> {
@@ -111,7 +116,7 @@ fn guard(path: &Path, why: &str) -> Guarded {
 fn own_floor(target: &Target<'_>) -> Floor {
     let config = "berth's own configuration: its git token, SSH key and age identity";
     let state = "berth's own state";
-    let file = "one of berth's own files";
+    let file = "one of berth's own files: its credentials, policy or secret files";
     let config_dirs: Vec<Guarded> = std::iter::once(Path::new("/etc/berth"))
         .chain(target.config_dirs.iter().map(|d| d.as_path()))
         .map(|d| guard(d, config))
@@ -254,7 +259,18 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
         floor: own_floor(target),
         host: target.policy.cloned(),
     };
-    let desired = resolve::desired(target.repo, partner, target.revision, &tags, &rules).await;
+    let mut desired = resolve::desired(
+        target.repo,
+        partner,
+        target.revision,
+        &tags,
+        &rules,
+        target.keys,
+    )
+    .await;
+    if let Some(Err(why)) = target.secrets_dir {
+        without_secret_files(&mut desired, why);
+    }
     // Only host paths can mount the engine's: without any, the engine is not asked for them.
     if desired.containers.iter().any(|d| !d.binds.is_empty()) {
         for (path, why) in fx.engine.own_paths().await? {
@@ -273,10 +289,35 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     if let Some(idle) = &partner.idle
         && plan.wants_idle_probe()
     {
-        observed.idle = probe::idleness(fx.probe, idle).await;
+        observed.idle = match probe::idleness(fx.probe, idle).await {
+            Idleness::NotIdle(why) => Idleness::NotIdle(redactions(&desired).apply(&why)),
+            answer => answer,
+        };
         plan = plan::plan(&desired, &observed, &policy, now);
     }
     Ok(plan)
+}
+
+/// Without a usable secrets directory, the scripts with secret files cannot run: they are
+/// left as they are, like any script that cannot be resolved.
+fn without_secret_files(desired: &mut Desired, why: &DirError) {
+    let (blocked, fine) = std::mem::take(&mut desired.containers)
+        .into_iter()
+        .partition(|d| !d.spec.secret_files.is_empty());
+    desired.containers = fine;
+    for d in blocked {
+        desired.unresolved.insert(d.script, chain(why));
+    }
+}
+
+/// Every value error text about these containers must not show.
+fn redactions(desired: &Desired) -> crate::secret::Redact {
+    desired
+        .containers
+        .iter()
+        .fold(Default::default(), |all, d| {
+            all.union(&d.spec.unsealed.redact)
+        })
 }
 
 /// Recovers, plans and executes one pass.
@@ -294,6 +335,7 @@ pub async fn converge<E: Engine, T: TagSource, P: Probe, C: Clock>(
         clock: fx.clock,
         idle: partner.idle.as_ref(),
         state,
+        secrets: target.secrets_dir.and_then(|d| d.as_ref().ok()),
         stopping,
     };
     let recovered = executor

@@ -24,6 +24,10 @@ struct File {
     listen: Option<Sp<String>>,
     #[serde(default)]
     policy: Option<PathBuf>,
+    #[serde(default)]
+    age_identity: Option<PathBuf>,
+    #[serde(default)]
+    secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,22 +68,28 @@ pub struct AgentConfig {
     pub listen: Option<SocketAddr>,
     /// The directory the config file is in: berth's own, guarded by the floor.
     pub config_dir: PathBuf,
+    /// The age identity file the partner's secrets are opened with.
+    pub age_identity: Option<PathBuf>,
+    /// The tmpfs directory secret files are mounted from: berth's own, guarded too.
+    pub secrets_dir: PathBuf,
     /// The partner's host policy file, read at every pass so a change needs no restart.
     pub policy: Option<PathBuf>,
 }
 
 impl AgentConfig {
-    /// berth's own files, which no container may mount or read as an env file: its
-    /// credentials and its policy.
+    /// berth's own files and directories, which no container may mount or read as an env
+    /// file: its credentials, its policy and its secrets.
     pub fn own_files(&self) -> Vec<PathBuf> {
         [
             &self.repo.token_file,
             &self.repo.ssh_key,
             &self.repo.allowed_signers,
             &self.policy,
+            &self.age_identity,
         ]
         .into_iter()
         .flatten()
+        .chain([&self.secrets_dir])
         .cloned()
         .collect()
     }
@@ -188,6 +198,10 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             .state_dir
             .map_or_else(|| PathBuf::from("/var/lib/berth"), PathBuf::from),
         listen,
+        age_identity: file.age_identity,
+        secrets_dir: file
+            .secrets_dir
+            .unwrap_or_else(|| PathBuf::from("/run/berth/secrets")),
         config_dir: std::path::absolute(path)
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))

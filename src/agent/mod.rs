@@ -15,6 +15,7 @@ use crate::exit::{Exit, chain};
 use crate::probe::Http;
 use crate::reconcile::{self, Effects, Target, Wake};
 use crate::registry::Sources;
+use crate::secret::{Keyring, SecretsDir};
 use crate::source::{self, HeldBack};
 use crate::state::StateDir;
 use crate::window::WindowState;
@@ -154,6 +155,20 @@ async fn pass_once(
             return ended(Exit::Wrong);
         }
     };
+    // Read each pass, so a replaced identity file is used without a restart.
+    let keys = match config
+        .age_identity
+        .as_deref()
+        .map(Keyring::load)
+        .transpose()
+    {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %chain(&e), "cannot read the age identity");
+            return ended(Exit::CannotRun);
+        }
+    };
+    let secrets_dir = SecretsDir::open(&config.secrets_dir);
     let target = Target {
         repo: &repo,
         partner: &config.partner,
@@ -163,6 +178,8 @@ async fn pass_once(
         config_dirs: vec![config.config_dir.clone()],
         own_files: config.own_files(),
         policy: policy.as_ref(),
+        keys: keys.as_ref(),
+        secrets_dir: Some(&secrets_dir),
     };
     let report = match reconcile::converge(fx, state, &target, stopping).await {
         Ok(r) => r,

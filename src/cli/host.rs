@@ -15,6 +15,7 @@ use crate::policy::HostPolicy;
 use crate::probe::Http;
 use crate::reconcile::{self, Effects, Memory, Target};
 use crate::registry::Sources;
+use crate::secret::{DirError, Keyring, SecretsDir};
 use crate::state::StateDir;
 
 /// What every host command needs to know.
@@ -40,6 +41,33 @@ pub struct HostArgs {
     /// The partner's host policy (`kind: HostPolicy`): what any script may do on this host.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The age identity file (`age-keygen` format) the partner's secrets are opened with.
+    #[arg(long)]
+    pub age_identity: Option<PathBuf>,
+    /// Where secret files are written for the containers to mount: a directory on tmpfs.
+    #[arg(long, default_value = "/run/berth/secrets")]
+    pub secrets_dir: PathBuf,
+}
+
+/// What this run opens secrets with and writes secret files to.
+struct Sealing {
+    keys: Option<Keyring>,
+    dir: Result<SecretsDir, DirError>,
+}
+
+impl Sealing {
+    /// An identity file that cannot be read is the host's mistake, not a script's: the run
+    /// stops before it changes anything.
+    fn of(args: &HostArgs) -> Result<Sealing, Exit> {
+        let keys = match &args.age_identity {
+            Some(path) => Some(Keyring::load(path).map_err(|e| cannot_run(&e))?),
+            None => None,
+        };
+        Ok(Sealing {
+            keys,
+            dir: SecretsDir::open(&args.secrets_dir),
+        })
+    }
 }
 
 /// A validated repo, or the exit code after printing why not.
@@ -97,7 +125,12 @@ pub(super) fn load_policy(path: Option<&Path>) -> Result<Option<HostPolicy>, Exi
 }
 
 impl HostArgs {
-    fn target<'a>(&'a self, repo: &'a Repo, policy: Option<&'a HostPolicy>) -> Target<'a> {
+    fn target<'a>(
+        &'a self,
+        repo: &'a Repo,
+        policy: Option<&'a HostPolicy>,
+        sealing: &'a Sealing,
+    ) -> Target<'a> {
         Target {
             repo,
             partner: &self.partner,
@@ -108,8 +141,16 @@ impl HostArgs {
             },
             state_dir: &self.state_dir,
             config_dirs: vec![],
-            own_files: self.policy.iter().cloned().collect(),
+            own_files: self
+                .policy
+                .iter()
+                .chain(&self.age_identity)
+                .chain([&self.secrets_dir])
+                .cloned()
+                .collect(),
             policy,
+            keys: sealing.keys.as_ref(),
+            secrets_dir: Some(&sealing.dir),
         }
     }
 }
@@ -125,8 +166,14 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
         Ok(m) => m,
         Err(e) => return cannot_run(&e),
     };
+    let sealing = match Sealing::of(args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     on_host(args.now, async |fx| {
-        let plan = match reconcile::plan(fx, &args.target(&repo, policy.as_ref()), memory).await {
+        let plan = match reconcile::plan(fx, &args.target(&repo, policy.as_ref(), &sealing), memory)
+            .await
+        {
             Ok(p) => p,
             Err(e) => return cannot_run(&e),
         };
@@ -154,8 +201,12 @@ pub fn apply(args: &HostArgs) -> Exit {
         Ok(s) => s,
         Err(e) => return cannot_run(&e),
     };
+    let sealing = match Sealing::of(args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     on_host(args.now, async |fx| {
-        let target = args.target(&repo, policy.as_ref());
+        let target = args.target(&repo, policy.as_ref(), &sealing);
         match reconcile::converge(fx, &state, &target, &AtomicBool::new(false)).await {
             Ok(report) => {
                 for line in &report.recovered {

@@ -78,6 +78,8 @@ pub fn windows(args: &WindowsArgs) -> Exit {
                     config_dirs: vec![],
                     own_files: args.policy.iter().cloned().collect(),
                     policy: policy.as_ref(),
+                    keys: None,
+                    secrets_dir: None,
                 };
                 view.pending = Some(pending(&target, now));
             }

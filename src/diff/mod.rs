@@ -132,9 +132,11 @@ fn spec_fields(a: &ContainerSpec, b: &ContainerSpec) -> Vec<String> {
     ) else {
         return Vec::new();
     };
-    a.iter()
-        .filter(|(k, v)| b.get(*k) != Some(*v))
-        .map(|(k, _)| k.clone())
+    // A field left out when empty (the secrets) may be on one side only.
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
         .collect()
 }
 

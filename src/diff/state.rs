@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::{PartnerState, ScriptState, State};
 use crate::image::TagSource;
 use crate::manifest::{self, Repo};
-use crate::resolve::{self, CachedTags};
+use crate::resolve::{self, CachedTags, Secrets};
 
 /// Time zone, windows and blackouts in one line.
 fn schedule(repo: &Repo, partner: &manifest::Partner) -> String {
@@ -46,7 +46,8 @@ pub async fn state<S: TagSource>(repo: &Repo, tags: &CachedTags<'_, S>) -> State
                 Some(lock) => resolve::resolve_locked(&lock.doc, repo, name, opt, script),
                 None => resolve::resolve_live(repo, opt, script, tags).await,
             };
-            let spec = resolve::container_spec(script, opt);
+            let spec = resolve::container_spec(script, opt, Secrets::NamesOnly)
+                .expect("opening no secret cannot fail");
             scripts.insert(
                 opt.script.value.clone(),
                 ScriptState {

@@ -4,7 +4,8 @@
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions,
@@ -13,7 +14,7 @@ use bollard::query_parameters::{
 use std::collections::HashMap;
 
 use super::{Engine, EngineError, Found, PullAbandoned, PullLimits};
-use crate::container::{NewContainer, ObservedContainer, label, parse_port};
+use crate::container::{NewContainer, ObservedContainer, label, parse_port, secrets_label};
 use crate::image::Credentials;
 
 /// A managed container stopped, died or went away.
@@ -87,7 +88,20 @@ pub fn create_body(new: &NewContainer<'_>) -> ContainerCreateBody {
     let labels: HashMap<String, String> = new
         .labels()
         .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    // Mounts, not binds: a missing source then fails the create instead of the engine
+    // making an empty directory in its place.
+    let mounts: Vec<Mount> = new
+        .secret_mounts()
+        .into_iter()
+        .map(|(source, target)| Mount {
+            typ: Some(MountType::BIND),
+            source: Some(source),
+            target: Some(target),
+            read_only: Some(true),
+            ..Default::default()
+        })
         .collect();
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
@@ -108,7 +122,7 @@ pub fn create_body(new: &NewContainer<'_>) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(new.image.to_owned()),
         cmd: s.command.clone(),
-        env: Some(s.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(s.engine_env()),
         user: s.user.clone(),
         labels: Some(labels),
         stop_timeout: Some(s.stop_timeout_secs as i64),
@@ -116,6 +130,7 @@ pub fn create_body(new: &NewContainer<'_>) -> ContainerCreateBody {
         host_config: Some(HostConfig {
             init: Some(s.init),
             binds: (!s.volumes.is_empty()).then(|| s.volumes.clone()),
+            mounts: (!mounts.is_empty()).then_some(mounts),
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             network_mode: s.network.clone(),
             memory: s.memory,
@@ -207,6 +222,8 @@ impl Engine for DockerEngine {
                     digest: get(label::DIGEST),
                     spec_hash: get(label::SPEC_HASH),
                     revision: get(label::REVISION),
+                    secrets: secrets_label(labels.get(label::SECRETS)),
+                    secrets_dir: labels.get(label::SECRETS_DIR).cloned(),
                     running: matches!(
                         c.state,
                         Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
@@ -411,6 +428,7 @@ impl Engine for DockerEngine {
                     running: c.state.and_then(|s| s.running).unwrap_or(false),
                     restarts: c.restart_count.unwrap_or(0),
                     partner: labels.get(label::PARTNER).filter(|_| managed).cloned(),
+                    secrets_dir: labels.get(label::SECRETS_DIR).filter(|_| managed).cloned(),
                 }))
             }
             Err(e) if is_not_found(&e) => Ok(None),

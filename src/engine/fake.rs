@@ -162,6 +162,8 @@ impl Engine for FakeEngine {
                         spec_hash: get(label::SPEC_HASH),
                         revision: get(label::REVISION),
                         running: c.running,
+                        secrets: crate::container::secrets_label(c.labels.get(label::SECRETS)),
+                        secrets_dir: c.labels.get(label::SECRETS_DIR).cloned(),
                     }
                 })
                 .collect())
@@ -191,7 +193,7 @@ impl Engine for FakeEngine {
                     labels: new
                         .labels()
                         .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .map(|(k, v)| (k.to_owned(), v))
                         .collect(),
                     running: false,
                 },
@@ -252,6 +254,7 @@ impl Engine for FakeEngine {
                 running: c.running,
                 restarts: 0,
                 partner: c.labels.get(label::PARTNER).cloned(),
+                secrets_dir: c.labels.get(label::SECRETS_DIR).cloned(),
             }))
         })
     }

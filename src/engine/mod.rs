@@ -97,6 +97,8 @@ pub struct Found {
     pub restarts: i64,
     /// The `berth.partner` label, when the container is managed.
     pub partner: Option<String>,
+    /// The `berth.secrets-dir` label: its secret files, removed with it.
+    pub secrets_dir: Option<String>,
 }
 
 /// Everything berth asks of a container engine.

@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use semver::VersionReq;
 
 use super::syntax::*;
-use super::{API_VERSION, Container, Doc, Fleet, Partner, Pos, Repo, Script, Source, Sp, Window};
+use super::{
+    API_VERSION, Container, Doc, Fleet, OptIn, Partner, Pos, Repo, Script, Source, Sp, Window,
+};
 use crate::container::container_name;
 use crate::diag::{Diagnostic, Diagnostics};
 
@@ -429,6 +431,57 @@ fn check_partner(
                         f.value
                     ),
                 );
+            }
+        }
+        check_secrets(&mut c, &repo.root, stem, o);
+    }
+}
+
+/// Each secret an opt-in names is a plain name with a well-formed age file in the
+/// partner's own directory; each secret file's target is an absolute container path, once.
+fn check_secrets(c: &mut Checker, root: &std::path::Path, partner: &str, o: &OptIn) {
+    let names = o
+        .env_secrets
+        .iter()
+        .chain(o.secret_files.iter().map(|f| &f.secret));
+    for name in names {
+        let checked = crate::secret::check_name(name)
+            .and_then(|()| crate::secret::check_sealed(root, partner, name));
+        c.format(name, checked);
+    }
+    let mut targets = HashMap::new();
+    for f in &o.secret_files {
+        let t = &f.target;
+        let path = std::path::Path::new(t.as_str());
+        if !t.starts_with('/') || t.trim_end_matches('/').is_empty() {
+            c.error(
+                t.pos,
+                format!(
+                    "secret file target `{}` must be an absolute path in the container, not `/`",
+                    t.value
+                ),
+            );
+        } else if path
+            .components()
+            .any(|p| p == std::path::Component::ParentDir)
+        {
+            c.error(
+                t.pos,
+                format!("secret file target `{}` must not contain `..`", t.value),
+            );
+        } else {
+            match targets.entry(t.trim_end_matches('/')) {
+                Entry::Occupied(first) => c.error(
+                    t.pos,
+                    format!(
+                        "secret file target `{}` is used twice (first on line {})",
+                        t.value,
+                        first.get()
+                    ),
+                ),
+                Entry::Vacant(v) => {
+                    v.insert(t.pos.line);
+                }
             }
         }
     }

@@ -125,6 +125,26 @@ pub struct OptIn {
     /// Absolute paths of env files on the host, for secrets.
     #[serde(default)]
     pub env_files: Vec<Sp<String>>,
+    /// Sealed env files in the repo (`secrets/<partner>/<name>.age`), `KEY=value` lines set
+    /// over every other env. Env values show in `docker inspect`: prefer `secret_files`.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::secret_names")]
+    pub env_secrets: Vec<Sp<String>>,
+    /// Sealed files in the repo, mounted read-only into the container from tmpfs.
+    #[serde(default)]
+    pub secret_files: Vec<SecretFile>,
+}
+
+/// One of the partner's secrets, mounted as a file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretFile {
+    /// `<name>`: the repo's `secrets/<partner>/<name>.age`.
+    #[schemars(schema_with = "schema::secret_name")]
+    pub secret: Sp<String>,
+    /// The absolute path in the container.
+    #[schemars(schema_with = "schema::container_path")]
+    pub target: Sp<String>,
 }
 
 /// `scripts/<name>.yaml`: an analysis script published as semver-tagged images.
@@ -266,6 +286,15 @@ mod schema {
     }
     pub fn date(_: &mut SchemaGenerator) -> Schema {
         json_schema!({ "type": "string", "format": "date" })
+    }
+    pub fn secret_name(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": "^(?!.*\\.\\.)[A-Za-z0-9_-][A-Za-z0-9._-]*$" })
+    }
+    pub fn secret_names(g: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "array", "items": secret_name(g) })
+    }
+    pub fn container_path(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": "^/.*[^/]" })
     }
     pub fn duration(_: &mut SchemaGenerator) -> Schema {
         json_schema!({ "type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$" })

@@ -409,9 +409,37 @@ fn differences(o: &ObservedContainer, d: &DesiredContainer) -> Vec<String> {
         ));
     }
     if o.spec_hash != d.spec_hash {
-        changed.push("container spec changed".to_owned());
+        changed.extend(secret_changes(o, d));
     }
     changed
+}
+
+/// A spec change named: each secret whose content changed (by name, from the keyed hashes
+/// on the container), and `container spec changed` unless the secrets explain it all.
+fn secret_changes(o: &ObservedContainer, d: &DesiredContainer) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, hash) in &d.spec.secrets {
+        match o.secrets.get(name) {
+            Some(old) if old != hash => out.push(format!("secret {name} changed")),
+            Some(_) => {}
+            None => out.push(format!("secret {name} added")),
+        }
+    }
+    for name in o
+        .secrets
+        .keys()
+        .filter(|n| !d.spec.secrets.contains_key(*n))
+    {
+        out.push(format!("secret {name} removed"));
+    }
+    let with_old_secrets = crate::container::ContainerSpec {
+        secrets: o.secrets.clone(),
+        ..d.spec.clone()
+    };
+    if out.is_empty() || with_old_secrets.hash() != o.spec_hash {
+        out.push("container spec changed".to_owned());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -462,6 +490,8 @@ mod tests {
             spec_hash: d.spec_hash.clone(),
             revision: "r1".into(),
             running: true,
+            secrets: d.spec.secrets.clone(),
+            secrets_dir: None,
         }
     }
 
@@ -967,5 +997,46 @@ mod tests {
             !refused(&removal[0].2),
             "removing is never refused: {removal:?}"
         );
+    }
+
+    #[test]
+    fn a_rotated_secret_is_named_never_shown() {
+        let with = |secrets: &[(&str, &str)], env: &str| {
+            let mut d = want("a", "1.0.0", env);
+            d.spec.secrets = secrets
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            d.spec_hash = d.spec.hash();
+            d
+        };
+        let old = with(&[("db.env", "h1"), ("tls.key", "h2")], "x");
+        let reason = |new: DesiredContainer| {
+            let p = at(
+                &desired(vec![new]),
+                &observed(vec![running(&old)]),
+                NOW_OPEN,
+            );
+            (p.steps[0].action(), p.steps[0].reason.clone())
+        };
+        assert_eq!(
+            reason(with(&[("db.env", "h9"), ("tls.key", "h2")], "x")),
+            (Action::Replace, "secret db.env changed".into())
+        );
+        assert_eq!(
+            reason(with(&[("db.env", "h9"), ("tls.key", "h2")], "y")),
+            (
+                Action::Replace,
+                "secret db.env changed, container spec changed".into()
+            )
+        );
+        assert_eq!(
+            reason(with(&[("tls.key", "h2"), ("new.env", "h3")], "x")),
+            (
+                Action::Replace,
+                "secret new.env added, secret db.env removed".into()
+            )
+        );
+        assert_eq!(reason(old.clone()).0, Action::Keep);
     }
 }

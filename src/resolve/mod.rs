@@ -20,7 +20,7 @@ use crate::policy::{Candidate, Origin, Refusal, Rules};
 
 pub use pick::{pick, tag_version};
 pub use spec::{
-    container_spec, env_files, health, host_binds, origin, parse_env_file, read_env_files,
+    Secrets, container_spec, env_files, health, host_binds, origin, parse_env_file, read_env_files,
     resolve_host_path,
 };
 
@@ -39,6 +39,10 @@ pub enum ResolveError {
     },
     #[error("env file {path} refused: {why}")]
     EnvFileRefused { path: String, why: String },
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    #[error("secret {name} refused: {why}")]
+    SecretRefused { name: String, why: String },
 }
 
 /// When a new container counts as working.
@@ -238,16 +242,22 @@ pub fn resolve_locked(
 
 /// What a partner's host should run at this revision: locked versions when the repo has
 /// a `berth.lock`, live ones otherwise, with the policy's ceilings on containers without
-/// limits. Scripts that cannot be resolved are listed in `unresolved`, so their containers
-/// are left as they are.
+/// limits. Scripts that cannot be resolved (a secret that does not open with `keys`
+/// included) are listed in `unresolved`, so their containers are left as they are.
 pub async fn desired<S: TagSource>(
     repo: &Repo,
     partner: &Partner,
     revision: &str,
     tags: &CachedTags<'_, S>,
     rules: &Rules,
+    keys: Option<&crate::secret::Keyring>,
 ) -> Desired {
     let partner_path = partner_path(repo, partner);
+    let secrets = Secrets::Open {
+        root: &repo.root,
+        partner: &partner.name,
+        keys,
+    };
     let mut containers = Vec::new();
     let mut unresolved = BTreeMap::new();
     let mut refused = BTreeMap::new();
@@ -270,7 +280,7 @@ pub async fn desired<S: TagSource>(
             None => resolve_live(repo, opt, script, tags).await,
         };
         let built = resolved.and_then(|r| {
-            let mut spec = container_spec(script, opt);
+            let mut spec = container_spec(script, opt, secrets).map_err(|e| chain(&e))?;
             rules.apply_ceilings(&mut spec);
             let env_files = env_files(&spec);
             read_env_files(&mut spec, &env_files, &origin, rules).map_err(|e| chain(&e))?;
@@ -322,7 +332,9 @@ pub fn refusals(repo: &Repo, partner: &Partner, rules: &Rules) -> Vec<(String, R
             continue;
         };
         let image = image_repo(repo, opt, &doc.doc);
-        let mut spec = container_spec(&doc.doc, opt);
+        let Ok(mut spec) = container_spec(&doc.doc, opt, Secrets::NamesOnly) else {
+            continue;
+        };
         rules.apply_ceilings(&mut spec);
         let origin = origin(repo, partner_path, opt, doc);
         let (binds, env_files) = (host_binds(&spec), env_files(&spec));

@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use std::path::{Path, PathBuf};
 
+use zeroize::Zeroizing;
+
 use super::{HealthCheck, ResolveError};
-use crate::container::{Bind, ContainerSpec, EnvFile, FileKind, host_bind};
+use crate::container::{Bind, ContainerSpec, EnvFile, FileKind, SecretMount, host_bind};
 use crate::diag::{Loc, Pos};
 use crate::image::Source;
 use crate::manifest::{Doc, OptIn, Repo, Script, syntax};
 use crate::policy::{Origin, Rules};
+use crate::secret::{Keyring, Plaintext, Redact, Unsealed};
 
 /// When a new container counts as healthy.
 pub fn health(script: &Script) -> HealthCheck {
@@ -31,10 +34,51 @@ pub fn health(script: &Script) -> HealthCheck {
     }
 }
 
-/// The container spec: the script's settings and the partner's env on top. The host's env
-/// files are named but not read: [`read_env_files`] adds them once the floor and the
-/// policy allow each one; away from the host (CI's `berth diff`) only their paths count.
-pub fn container_spec(script: &Script, opt: &OptIn) -> ContainerSpec {
+/// Whether to open the partner's sealed secrets into the spec.
+#[derive(Debug, Clone, Copy)]
+pub enum Secrets<'a> {
+    /// On the host: decrypted with its identities; their keyed hashes count, so a rotated
+    /// secret rolls the container.
+    Open {
+        root: &'a Path,
+        partner: &'a str,
+        keys: Option<&'a Keyring>,
+    },
+    /// Away from the host (CI's `berth diff`): only their names count.
+    NamesOnly,
+}
+
+impl Secrets<'_> {
+    /// A secret's plaintext and keyed hash; `None` away from the host.
+    fn unseal(&self, name: &str) -> Result<Option<(Plaintext, String)>, ResolveError> {
+        let Secrets::Open {
+            root,
+            partner,
+            keys,
+        } = *self
+        else {
+            return Ok(None);
+        };
+        let plain = crate::secret::open(root, partner, name, keys)?;
+        let hash = keys.map(|k| k.hash(name, &plain)).unwrap_or_default();
+        Ok(Some((plain, hash)))
+    }
+}
+
+/// Manifest env values at least this long are redacted from error text too. They are public
+/// in the repo, but one this long may be a credential under a name that does not look like
+/// a secret; shorter ones (`info`, `KE`, `1`) would only make messages unreadable.
+const REDACT_MANIFEST_VALUES_FROM: usize = 8;
+
+/// The container spec: the script's settings, the partner's env on top, the partner's env
+/// secrets over both, and its secret files. The host's env files are named but not read:
+/// [`read_env_files`] adds them once the floor and the policy allow each one; away from the
+/// host (CI's `berth diff`) only their paths count.
+pub fn container_spec(
+    script: &Script,
+    opt: &OptIn,
+    secrets: Secrets<'_>,
+) -> Result<ContainerSpec, ResolveError> {
     let c = &script.container;
     let mut env: BTreeMap<String, String> = c
         .env
@@ -42,7 +86,43 @@ pub fn container_spec(script: &Script, opt: &OptIn) -> ContainerSpec {
         .map(|(k, v)| (k.clone(), v.value.clone()))
         .collect();
     env.extend(opt.env.iter().map(|(k, v)| (k.clone(), v.value.clone())));
-    ContainerSpec {
+    let mut redact = Redact::new(
+        env.values()
+            .filter(|v| v.len() >= REDACT_MANIFEST_VALUES_FROM)
+            .cloned(),
+    );
+    let mut unsealed = Unsealed::default();
+    let mut hashes = BTreeMap::new();
+    for name in &opt.env_secrets {
+        let Some((plain, hash)) = secrets.unseal(name)? else {
+            hashes.insert(name.value.clone(), String::new());
+            continue;
+        };
+        hashes.insert(name.value.clone(), hash);
+        let text =
+            std::str::from_utf8(plain.as_bytes()).map_err(|_| ResolveError::SecretRefused {
+                name: name.value.clone(),
+                why: "an env secret must be UTF-8 text".into(),
+            })?;
+        for (key, value) in parse_env_file(text) {
+            env.remove(&key);
+            let value = Zeroizing::new(value);
+            redact.extend([value.to_string()]);
+            unsealed.env.insert(key, value);
+        }
+    }
+    for f in &opt.secret_files {
+        let Some((plain, hash)) = secrets.unseal(&f.secret)? else {
+            hashes.insert(f.secret.value.clone(), String::new());
+            continue;
+        };
+        hashes.insert(f.secret.value.clone(), hash);
+        let text = String::from_utf8_lossy(plain.as_bytes());
+        redact.extend([text.to_string(), text.trim().to_owned()]);
+        unsealed.files.insert(f.secret.value.clone(), plain);
+    }
+    unsealed.redact = redact;
+    Ok(ContainerSpec {
         command: c.command.clone(),
         env,
         env_files: opt.env_files.iter().map(|f| f.value.clone()).collect(),
@@ -59,7 +139,17 @@ pub fn container_spec(script: &Script, opt: &OptIn) -> ContainerSpec {
         nano_cpus: c.cpus.as_ref().map(|n| (n.value * 1e9) as i64),
         read_only: c.read_only,
         user: c.user.as_ref().map(|u| u.value.clone()),
-    }
+        secrets: hashes,
+        secret_files: opt
+            .secret_files
+            .iter()
+            .map(|f| SecretMount {
+                secret: f.secret.value.clone(),
+                target: f.target.value.clone(),
+            })
+            .collect(),
+        unsealed,
+    })
 }
 
 /// Where each value of the spec is written: the script's file for what the script sets,
@@ -155,8 +245,11 @@ pub fn read_env_files(
                 };
                 rules.env_file_refusal(&now, at).map(|r| r.why)
             };
-            spec.env
-                .extend(parse_env_file(&read_env_file(&file.path, judge)?));
+            let read = parse_env_file(&read_env_file(&file.path, judge)?);
+            spec.unsealed
+                .redact
+                .extend(read.iter().map(|(_, v)| v.clone()));
+            spec.env.extend(read);
         }
     }
     Ok(())
@@ -297,6 +390,101 @@ mod tests {
             parsed,
             vec![("A".into(), "1".into()), ("B".into(), " x=y".into())]
         );
+    }
+
+    #[test]
+    fn env_secrets_come_last_and_every_host_value_is_redacted() {
+        use age::secrecy::ExposeSecret as _;
+        use std::io::Write as _;
+        let id = age::x25519::Identity::generate();
+        let repo = tempfile::tempdir().unwrap();
+        let seal = |name: &str, plain: &str| {
+            let recipient = id.to_public();
+            let enc =
+                age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                    .unwrap();
+            let path = repo.path().join(crate::secret::repo_path("p", name));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let mut w = enc
+                .wrap_output(std::fs::File::create(path).unwrap())
+                .unwrap();
+            w.write_all(plain.as_bytes()).unwrap();
+            w.finish().unwrap();
+        };
+        seal("db.env", "MODE=sealed\nDB_PASSWORD=pw1\n");
+        seal("tls.key", "key-bytes\n");
+        let env_file = repo.path().join("host.env");
+        std::fs::write(&env_file, "HOST_TOKEN=t0k\n").unwrap();
+        let key_file = repo.path().join("age.key");
+        std::fs::write(&key_file, id.to_string().expose_secret()).unwrap();
+        let keys = Keyring::load(&key_file).unwrap();
+        let script: Script = crate::manifest::parse(
+            "apiVersion: berth/v1\nkind: Script\nname: s\nimage: { source: local, repository: r }\n\
+             container: { env: { MODE: plain, URL: https://example.org/x } }\n",
+        )
+        .unwrap();
+        let opt: OptIn = crate::manifest::parse(&format!(
+            "script: s\nenv_files: [{}]\nenv_secrets: [db.env]\n\
+             secret_files: [{{ secret: tls.key, target: /run/k }}]\n",
+            env_file.display()
+        ))
+        .unwrap();
+        let open = Secrets::Open {
+            root: repo.path(),
+            partner: "p",
+            keys: Some(&keys),
+        };
+        let mut spec = container_spec(&script, &opt, open).unwrap();
+        let files = super::env_files(&spec);
+        read_env_files(&mut spec, &files, &Origin::default(), &Rules::default()).unwrap();
+        assert_eq!(
+            spec.engine_env(),
+            [
+                "DB_PASSWORD=pw1",
+                "HOST_TOKEN=t0k",
+                "MODE=sealed",
+                "URL=https://example.org/x"
+            ]
+        );
+        assert!(!spec.env.contains_key("MODE"), "the secret's value wins");
+        assert_eq!(
+            spec.unsealed.files["tls.key"].as_bytes(),
+            b"key-bytes\n".as_slice()
+        );
+        assert_eq!(
+            spec.unsealed
+                .redact
+                .apply("pw1 t0k key-bytes sealed plain https://example.org/x"),
+            "[redacted] [redacted] [redacted] [redacted] plain [redacted]"
+        );
+        let shown = format!("{spec:?}");
+        assert!(
+            !shown.contains("pw1") && !shown.contains("key-bytes"),
+            "{shown}"
+        );
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(
+            !json.contains("pw1") && !json.contains("key-bytes"),
+            "{json}"
+        );
+        assert_eq!(spec.secrets.len(), 2);
+        assert!(spec.secrets.values().all(|h| h.len() == 64));
+
+        let names_only = container_spec(&script, &opt, Secrets::NamesOnly).unwrap();
+        assert_eq!(
+            names_only.secrets,
+            [
+                ("db.env".into(), String::new()),
+                ("tls.key".into(), String::new())
+            ]
+            .into()
+        );
+        let none = Secrets::Open {
+            root: repo.path(),
+            partner: "p",
+            keys: None,
+        };
+        assert!(container_spec(&script, &opt, none).is_err());
     }
 
     #[test]

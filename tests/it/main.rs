@@ -13,6 +13,7 @@ mod floor;
 mod hostile;
 mod policy;
 mod registry;
+mod secrets;
 mod source;
 mod validate;
 mod windows;
