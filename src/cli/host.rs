@@ -59,14 +59,18 @@ impl Sealing {
     /// An identity file that cannot be read is the host's mistake, not a script's: the run
     /// stops before it changes anything.
     fn of(args: &HostArgs) -> Result<Sealing, Exit> {
-        let keys = match &args.age_identity {
-            Some(path) => Some(Keyring::load(path).map_err(|e| cannot_run(&e))?),
-            None => None,
-        };
         Ok(Sealing {
-            keys,
+            keys: load_keys(args.age_identity.as_deref())?,
             dir: SecretsDir::open(&args.secrets_dir),
         })
+    }
+}
+
+/// The age identities, or the exit code after printing why they cannot be read.
+pub(super) fn load_keys(path: Option<&Path>) -> Result<Option<Keyring>, Exit> {
+    match path {
+        Some(path) => Ok(Some(Keyring::load(path).map_err(|e| cannot_run(&e))?)),
+        None => Ok(None),
     }
 }
 

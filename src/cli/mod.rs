@@ -122,6 +122,9 @@ enum Command {
         /// The partner's host policy, so changes it refuses are not listed as pending.
         #[arg(long, value_name = "FILE", requires = "partner")]
         policy: Option<PathBuf>,
+        /// The age identity, so scripts that use secrets are planned (see `plan`).
+        #[arg(long, value_name = "FILE", requires = "partner")]
+        age_identity: Option<PathBuf>,
     },
     /// The partner agent: fetch the manifest repo and converge this host, once (for cron)
     /// or on an interval (as a daemon).
@@ -213,6 +216,7 @@ pub fn main() -> Exit {
             now,
             state_dir,
             policy,
+            age_identity,
         } => windows::windows(&windows::WindowsArgs {
             repo,
             partner,
@@ -221,6 +225,7 @@ pub fn main() -> Exit {
             now,
             state_dir,
             policy,
+            age_identity,
         }),
         Command::Agent { config, once } => agent::run(&config, once),
         Command::Status { state_dir, format } => agent::status(&state_dir, format),

@@ -35,13 +35,19 @@ pub struct WindowsArgs {
     pub now: Option<Timestamp>,
     pub state_dir: PathBuf,
     pub policy: Option<PathBuf>,
+    pub age_identity: Option<PathBuf>,
 }
 
 /// `berth windows`.
 pub fn windows(args: &WindowsArgs) -> Exit {
-    let (repo, policy) = match host::load(&args.repo)
-        .and_then(|r| Ok((r, host::load_policy(args.policy.as_deref())?)))
-    {
+    let loaded = host::load(&args.repo).and_then(|r| {
+        Ok((
+            r,
+            host::load_policy(args.policy.as_deref())?,
+            host::load_keys(args.age_identity.as_deref())?,
+        ))
+    });
+    let (repo, policy, keys) = match loaded {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -76,9 +82,14 @@ pub fn windows(args: &WindowsArgs) -> Exit {
                     overrides: Overrides::default(),
                     state_dir: &args.state_dir,
                     config_dirs: vec![],
-                    own_files: args.policy.iter().cloned().collect(),
+                    own_files: args
+                        .policy
+                        .iter()
+                        .chain(&args.age_identity)
+                        .cloned()
+                        .collect(),
                     policy: policy.as_ref(),
-                    keys: None,
+                    keys: keys.as_ref(),
                     secrets_dir: None,
                 };
                 view.pending = Some(pending(&target, now));
