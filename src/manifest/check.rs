@@ -433,13 +433,21 @@ fn check_partner(
                 );
             }
         }
-        check_secrets(&mut c, &repo.root, stem, o);
+        let volumes = script.map_or(&[][..], |s| s.doc.container.volumes.as_slice());
+        check_secrets(&mut c, &repo.root, stem, o, volumes);
     }
 }
 
 /// Each secret an opt-in names is a plain name with a well-formed age file in the
-/// partner's own directory; each secret file's target is an absolute container path, once.
-fn check_secrets(c: &mut Checker, root: &std::path::Path, partner: &str, o: &OptIn) {
+/// partner's own directory; each secret file's target is an absolute container path, once,
+/// and not where the script mounts a volume (the engine would refuse the container).
+fn check_secrets(
+    c: &mut Checker,
+    root: &std::path::Path,
+    partner: &str,
+    o: &OptIn,
+    volumes: &[Sp<String>],
+) {
     let names = o
         .env_secrets
         .iter()
@@ -470,6 +478,20 @@ fn check_secrets(c: &mut Checker, root: &std::path::Path, partner: &str, o: &Opt
                 format!("secret file target `{}` must not contain `..`", t.value),
             );
         } else {
+            let mounted = volumes.iter().find(|v| {
+                v.split(':').nth(1).map(|p| p.trim_end_matches('/'))
+                    == Some(t.trim_end_matches('/'))
+            });
+            if let Some(v) = mounted {
+                c.error(
+                    t.pos,
+                    format!(
+                        "secret file target `{}` is where script `{}` mounts `{}`",
+                        t.value, o.script.value, v.value
+                    ),
+                );
+                continue;
+            }
             match targets.entry(t.trim_end_matches('/')) {
                 Entry::Occupied(first) => c.error(
                     t.pos,

@@ -413,8 +413,19 @@ fn validate_checks_each_secret_at_its_name() {
         "DB_PASSWORD=not-encrypted\n",
     )
     .unwrap();
-    let opt = "    env_secrets: [db.env, missing.env, plain.env, ../other/x.env, a..b]\n    secret_files:\n      - { secret: db.env, target: /run/a }\n      - { secret: db.env, target: /run/a }\n      - { secret: db.env, target: / }\n";
+    let opt = "    env_secrets: [db.env, missing.env, plain.env, ../other/x.env, a..b]\n    secret_files:\n      - { secret: db.env, target: /run/a }\n      - { secret: db.env, target: /run/a }\n      - { secret: db.env, target: / }\n      - { secret: db.env, target: /data/ }\n";
     s.write(opt, "");
+    let svc = s.host.repo().join("scripts/svc.yaml");
+    let script = std::fs::read_to_string(&svc).unwrap();
+    std::fs::write(
+        &svc,
+        script.replacen(
+            "container:\n",
+            "container:\n  volumes: [\"cache:/data\"]\n",
+            1,
+        ),
+    )
+    .unwrap();
     let partner = format!("partners/{}.yaml", s.host.partner);
     let text = std::fs::read_to_string(s.host.repo().join(&partner)).unwrap();
     let at = |needle: &str, nth: usize| {
@@ -433,6 +444,7 @@ fn validate_checks_each_secret_at_its_name() {
         ("a..b", 0, "`..` is not allowed"),
         ("/run/a", 1, "is used twice"),
         ("/ }", 0, "not `/`"),
+        ("/data/", 0, "is where script `svc` mounts `cache:/data`"),
     ] {
         let line = format!("{}: error: ", at(needle, nth));
         assert!(
@@ -445,7 +457,7 @@ fn validate_checks_each_secret_at_its_name() {
     assert_absent("validate", text_out.as_bytes(), &["not-encrypted"]);
     assert_eq!(
         text_out.matches(": error: ").count(),
-        6,
+        7,
         "db.env is fine: {text_out}"
     );
 }
