@@ -258,7 +258,7 @@ pub struct Bind {
     /// The source with `..` and symlinks resolved, as far as it exists.
     pub real: String,
     pub read_only: bool,
-    /// The resolved source is a unix socket.
+    /// The resolved source is a unix socket, or a directory holding one.
     pub socket: bool,
 }
 

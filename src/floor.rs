@@ -1,9 +1,11 @@
 //! The floor: what no script may do to a partner's host, with or without a host policy.
 //! A container that bind-mounts the host's root, the kernel's and devices' filesystems, the
-//! container engine's socket or data (root on the host), `/etc` read-write, or berth's own
-//! configuration and state (the git token, the SSH key) is refused. Pure: the paths are
-//! resolved before they get here, so `..`, symlinks and a socket under another name are
-//! judged by what they are. Env files are judged the same way before they are read.
+//! host's runtime directory (its daemons' sockets), the container engine's socket or data
+//! (root on the host), a socket or a directory holding one, the system's programs and
+//! configuration read-write, or berth's own configuration and state (the git token, the
+//! SSH key) is refused. Pure: the paths are resolved before they get here, so `..`,
+//! symlinks and a socket under another name are judged by what they are. Env files are
+//! judged the same way before they are read.
 
 /// A host path no container may see, and why, in a person's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +28,9 @@ pub struct Floor {
     pub config_dirs: Vec<Guarded>,
 }
 
-/// The kernel's, the devices' and the boot loader's filesystems: guarded on every host.
-pub const SYSTEM: [(&str, &str); 4] = [
+/// The kernel's, the devices' and the boot loader's filesystems, and the runtime directory
+/// where the host's daemons keep their sockets: guarded on every host.
+pub const SYSTEM: [(&str, &str); 5] = [
     (
         "/proc",
         "the kernel's view of every process, the agent's environment included",
@@ -35,6 +38,27 @@ pub const SYSTEM: [(&str, &str); 4] = [
     ("/sys", "the kernel's settings"),
     ("/dev", "the host's devices"),
     ("/boot", "the host's kernel and boot loader"),
+    (
+        "/run",
+        "the host's runtime state: its daemons' sockets (systemd's and D-Bus's are root on the host)",
+    ),
+];
+
+/// What a root process in a container could take the host with if it could write there:
+/// its configuration, its programs and libraries, root's home, cron's spool. Read-only
+/// mounts of them are fine.
+const READ_ONLY: [&str; 11] = [
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/opt",
+    "/root",
+    "/var/spool",
 ];
 
 /// Host directories whose files are the kernel's or the devices', never a partner's
@@ -47,7 +71,7 @@ fn inside(path: &str, dir: &str) -> bool {
 }
 
 /// Where Docker and containerd keep their sockets and data unless told otherwise.
-const ENGINE_DEFAULTS: [(&str, &str); 5] = [
+pub const ENGINE_DEFAULTS: [(&str, &str); 5] = [
     ("/run/docker.sock", "the container engine's socket"),
     ("/var/run/docker.sock", "the container engine's socket"),
     ("/run/containerd", "containerd's socket and state"),
@@ -74,7 +98,10 @@ impl Floor {
                 .chain(&[config, state])
                 .map(guard)
                 .collect(),
-            unreadable: vec![guard(&state)],
+            unreadable: std::iter::once(&state)
+                .chain(&ENGINE_DEFAULTS)
+                .map(guard)
+                .collect(),
             config_dirs: vec![guard(&config)],
         }
     }
@@ -89,26 +116,34 @@ impl Floor {
         if bind.real == "/" {
             return Some(format!("{what}: the host's root"));
         }
-        // A guarded path is refused, and so is any directory above or inside it.
-        for g in &self.guarded {
-            if bind.real == g.path {
-                return Some(format!("{what}: {}", g.why));
-            }
-            if inside(&bind.real, &g.path) {
-                return Some(format!("{what}, inside {}: {}", g.path, g.why));
-            }
-            if inside(&g.path, &bind.real) {
-                return Some(format!("{what}, which holds {}: {}", g.path, g.why));
-            }
+        // A guarded path is refused, and so is any directory above or inside it; the most
+        // telling one is named: the path itself, then the nearest that holds it.
+        if let Some(g) = self.guarded.iter().find(|g| bind.real == g.path) {
+            return Some(format!("{what}: {}", g.why));
         }
-        if !bind.read_only && (inside(&bind.real, "/etc") || inside("/etc", &bind.real)) {
+        if let Some(g) = self
+            .guarded
+            .iter()
+            .filter(|g| inside(&bind.real, &g.path))
+            .max_by_key(|g| g.path.len())
+        {
+            return Some(format!("{what}, inside {}: {}", g.path, g.why));
+        }
+        if let Some(g) = self.guarded.iter().find(|g| inside(&g.path, &bind.real)) {
+            return Some(format!("{what}, which holds {}: {}", g.path, g.why));
+        }
+        if !bind.read_only
+            && let Some(dir) = READ_ONLY
+                .iter()
+                .find(|d| inside(&bind.real, d) || inside(d, &bind.real))
+        {
             return Some(format!(
-                "{what} read-write: /etc read-write is the host's configuration; mount it `:ro`"
+                "{what} read-write: {dir} read-write would let the container change the host's own programs or configuration; mount it `:ro`"
             ));
         }
         if bind.socket {
             return Some(format!(
-                "{what}: a socket (engines and agents listen on them; the container engine's is root on the host)"
+                "{what}: a socket, or a directory holding one (engines and agents listen on them; the container engine's is root on the host)"
             ));
         }
         None
@@ -197,8 +232,18 @@ mod tests {
     fn guarded_paths_their_parents_and_their_insides_are_refused() {
         let f = floor();
         assert_eq!(
-            f.refusal(&bind("/run", true)).unwrap(),
-            "it mounts /run, which holds /run/docker.sock: the container engine's socket"
+            f.refusal(&bind("/etc", true)).unwrap(),
+            "it mounts /etc, which holds /etc/berth: berth's configuration"
+        );
+        assert_eq!(
+            f.refusal(&bind("/run/docker.sock", true)).unwrap(),
+            "it mounts /run/docker.sock: the container engine's socket",
+            "the path itself is named before the directory holding it"
+        );
+        assert!(
+            f.refusal(&bind("/run/dbus", true))
+                .unwrap()
+                .starts_with("it mounts /run/dbus, inside /run: the host's runtime state")
         );
         assert_eq!(
             f.refusal(&bind("/proc/1/environ", true)).unwrap(),
@@ -223,6 +268,7 @@ mod tests {
             "/running",
             "/etcetera",
             "/devices",
+            "/usr/share/zoneinfo",
         ] {
             assert_eq!(f.refusal(&bind(allowed, true)), None, "{allowed}");
         }
@@ -238,6 +284,25 @@ mod tests {
                 .contains("/etc read-write")
         );
         assert!(f.refusal(&bind("/etc", false)).is_some());
+        for system in [
+            "/usr/local/bin",
+            "/root/.ssh",
+            "/var/spool/cron",
+            "/opt",
+            "/lib64",
+        ] {
+            assert!(
+                f.refusal(&bind(system, false))
+                    .unwrap()
+                    .contains("read-write would let the container change the host's own programs"),
+                "{system}"
+            );
+            assert_eq!(f.refusal(&bind(system, true)), None, "{system} read-only");
+        }
+        assert!(
+            f.refusal(&bind("/var", false)).is_some(),
+            "it holds /var/spool"
+        );
     }
 
     #[test]

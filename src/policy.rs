@@ -256,13 +256,14 @@ pub fn load(path: &Path) -> Result<HostPolicy, Diagnostics> {
             }
         }
         if let Some(c) = &l.cpus {
-            if c.value.is_finite() && c.value > 0.0 {
+            // Below a hundredth the engine's count rounds to 0: no limit at all.
+            if c.value.is_finite() && c.value >= 0.01 {
                 policy.nano_cpus = Some(Rule {
                     allows: (c.value * 1e9) as i64,
                     at: at(c.pos),
                 });
             } else {
-                error(c.pos, "cpus must be a number above 0".into());
+                error(c.pos, "cpus must be a number of at least 0.01".into());
             }
         }
     }
@@ -353,6 +354,12 @@ impl std::fmt::Display for Refusal {
         let (value, rest) = message.split_at(self.value.len());
         write!(f, "{value} at {}{rest}", self.value_at)
     }
+}
+
+/// Whether a `user:` is root: the name, or a uid the engine reads as 0 (`0`, `00`, `+0`).
+fn is_root(user: &str) -> bool {
+    let uid = user.split(':').next().unwrap_or_default();
+    uid == "root" || uid.trim_start_matches('+').parse::<u64>() == Ok(0)
 }
 
 /// Everything a container is judged by on this host: the floor, and the partner's policy
@@ -459,7 +466,9 @@ impl Rules {
         };
         if let Some(rule) = &host.networks {
             let network = c.spec.network.as_deref().unwrap_or("bridge");
-            if !rule.allows.iter().any(|n| n == network) {
+            // `private` names a script's own network, never an engine network of that name;
+            // only multi-component scripts will have one.
+            if !rule.allows.iter().any(|n| n == network && n != "private") {
                 let at = o.network.as_ref().unwrap_or(&o.script);
                 out.push(refusal(
                     "networks",
@@ -501,9 +510,7 @@ impl Rules {
                     "no user".to_owned(),
                     "without a user the image's own runs, often root; set `user:`".to_owned(),
                 )),
-                Some(u) if matches!(u.split(':').next(), Some("0" | "root")) => {
-                    Some((format!("user {u}"), "root".to_owned()))
-                }
+                Some(u) if is_root(u) => Some((format!("user {u}"), "root".to_owned())),
                 Some(_) => None,
             };
             if let Some((value, why)) = why {
@@ -518,7 +525,7 @@ impl Rules {
             }
         }
         if let (Some(rule), Some(m)) = (&host.memory, c.spec.memory)
-            && m > rule.allows
+            && (m > rule.allows || m <= 0)
         {
             out.push(refusal(
                 "limits.memory",
@@ -528,8 +535,9 @@ impl Rules {
                 format!("above the ceiling of {} bytes", rule.allows),
             ));
         }
+        // The engine reads 0 as no limit.
         if let (Some(rule), Some(n)) = (&host.nano_cpus, c.spec.nano_cpus)
-            && n > rule.allows
+            && (n > rule.allows || n <= 0)
         {
             out.push(refusal(
                 "limits.cpus",
@@ -639,7 +647,7 @@ pub(crate) mod tests {
             "4:17 `localhost` is not an IP address",
             "6:24 `https://r.example` is not a registry host",
             "5:19 invalid memory",
-            "5:31 cpus must be a number above 0",
+            "5:31 cpus must be a number of at least 0.01",
         ];
         assert_eq!(e.len(), want.len(), "{e:#?}");
         for (got, want) in e.iter().zip(want) {
@@ -840,7 +848,31 @@ pub(crate) mod tests {
         for fine in ["1000", "1000:0", "app", "rootless"] {
             assert_eq!(as_user(fine), 0, "{fine}");
         }
-        assert_eq!(as_user("root:root"), 1);
+        for root in ["root:root", "0", "00", "+0", "0000:1000"] {
+            assert_eq!(as_user(root), 1, "{root}");
+        }
+    }
+
+    #[test]
+    fn a_cpu_limit_the_engine_would_read_as_none_is_above_any_ceiling() {
+        let rules = Rules {
+            floor: Floor::default(),
+            host: Some(loaded(&format!("{HEAD}limits: {{ cpus: 1.0 }}\n"))),
+        };
+        let spec = ContainerSpec {
+            nano_cpus: Some(0),
+            ..ContainerSpec::minimal()
+        };
+        let origin = origin();
+        let c = Candidate {
+            spec: &spec,
+            binds: &[],
+            env_files: &[],
+            registry: None,
+            origin: &origin,
+        };
+        assert_eq!(rules.refusals(&c)[0].rule, "limits.cpus");
+        assert!(errors(&format!("{HEAD}limits: {{ cpus: 0.001 }}\n"))[0].contains("at least 0.01"));
     }
 
     #[test]

@@ -112,7 +112,8 @@ fn guard(path: &Path, why: &str) -> Guarded {
 }
 
 /// The floor as far as it is known without asking the engine: the system's filesystems,
-/// berth's own directories and files. Enough to judge env files.
+/// the engines' default paths, berth's own directories and files (its registry
+/// credentials too).
 fn own_floor(target: &Target<'_>) -> Floor {
     let config = "berth's own configuration: its git token, SSH key and age identity";
     let state = "berth's own state";
@@ -123,6 +124,16 @@ fn own_floor(target: &Target<'_>) -> Floor {
         .collect();
     let unreadable: Vec<Guarded> = std::iter::once(guard(target.state_dir, state))
         .chain(target.own_files.iter().map(|f| guard(f, file)))
+        .chain(
+            crate::registry::credential_paths()
+                .iter()
+                .map(|f| guard(f, "berth's registry credentials")),
+        )
+        .chain(
+            crate::floor::ENGINE_DEFAULTS
+                .iter()
+                .map(|(p, why)| guard(Path::new(p), why)),
+        )
         .collect();
     Floor {
         guarded: crate::floor::SYSTEM
@@ -134,6 +145,20 @@ fn own_floor(target: &Target<'_>) -> Floor {
         unreadable,
         config_dirs,
     }
+}
+
+/// Whether any of the partner's scripts bind-mounts a host path or reads an env file.
+fn names_host_paths(repo: &Repo, partner: &Partner) -> bool {
+    partner.scripts.iter().any(|opt| {
+        !opt.env_files.is_empty()
+            || repo.scripts.get(opt.script.as_str()).is_some_and(|s| {
+                s.doc
+                    .container
+                    .volumes
+                    .iter()
+                    .any(|v| crate::container::host_bind(v).is_some())
+            })
+    })
 }
 
 /// How soon a pass retries steps that waited for a busy service.
@@ -154,8 +179,8 @@ pub struct Wake {
 }
 
 impl PassReport {
-    /// 3 when a script could not be resolved or pulled, 1 when a step failed or was rolled
-    /// back, else 0 (deferred steps included).
+    /// 3 when a script could not be resolved or pulled, 1 when a step failed, was rolled
+    /// back or was refused by the floor or the policy, else 0 (deferred steps included).
     pub fn exit(&self) -> Exit {
         self.reports
             .iter()
@@ -259,6 +284,15 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
         floor: own_floor(target),
         host: target.policy.cloned(),
     };
+    // The engine's own paths (wherever its socket and data root are) matter only to
+    // scripts that name host paths: without any, the engine is not asked for them.
+    if names_host_paths(target.repo, partner) {
+        for (path, why) in fx.engine.own_paths().await? {
+            let g = guard(Path::new(&path), why);
+            rules.floor.guarded.push(g.clone());
+            rules.floor.unreadable.push(g);
+        }
+    }
     let mut desired = resolve::desired(
         target.repo,
         partner,
@@ -270,12 +304,6 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     .await;
     if let Some(Err(why)) = target.secrets_dir {
         without_secret_files(&mut desired, why);
-    }
-    // Only host paths can mount the engine's: without any, the engine is not asked for them.
-    if desired.containers.iter().any(|d| !d.binds.is_empty()) {
-        for (path, why) in fx.engine.own_paths().await? {
-            rules.floor.guarded.push(guard(Path::new(&path), why));
-        }
     }
     let policy = policy(target.repo, partner, target.overrides, rules);
     let now = fx.clock.now();

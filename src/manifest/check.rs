@@ -305,12 +305,16 @@ fn check_container(c: &mut Checker, k: &Container) {
     if let Some(m) = &k.memory {
         c.format(m, parse_memory(m));
     }
+    // Below a hundredth the engine's count rounds to 0, which it reads as no limit at all.
     if let Some(cpus) = &k.cpus
-        && !(cpus.value > 0.0 && cpus.value <= 1024.0)
+        && !(cpus.value >= 0.01 && cpus.value <= 1024.0)
     {
         c.error(
             cpus.pos,
-            format!("invalid cpus `{}`: expected a number above 0", cpus.value),
+            format!(
+                "invalid cpus `{}`: expected a number from 0.01 to 1024",
+                cpus.value
+            ),
         );
     }
     if let Some(u) = &k.user {

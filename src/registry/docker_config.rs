@@ -83,14 +83,18 @@ pub enum HelperError {
     },
 }
 
+/// The directory the Docker CLI keeps its `config.json` with registry credentials in.
+pub fn config_dir() -> Option<PathBuf> {
+    std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+}
+
 impl DockerConfig {
     /// Reads the config the Docker CLI would; a missing or unreadable file means no
     /// credentials (anonymous pulls), which is what the CLI does too.
     pub fn load() -> DockerConfig {
-        let path = std::env::var_os("DOCKER_CONFIG")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
-            .map(|d| d.join("config.json"));
+        let path = config_dir().map(|d| d.join("config.json"));
         let file = path
             .and_then(|p| std::fs::read(p).ok())
             .and_then(|bytes| match serde_json::from_slice(&bytes) {

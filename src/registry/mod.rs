@@ -22,6 +22,25 @@ pub fn registry_timeout() -> Duration {
         .map_or(Duration::from_secs(30), Duration::from_secs_f64)
 }
 
+/// Where this process finds its registry credentials: Docker's config directory and the
+/// AWS shared files. berth's own, so no container may mount them or read them as env files.
+pub fn credential_paths() -> Vec<std::path::PathBuf> {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let aws = |var: &str, file: &str| {
+        std::env::var_os(var)
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".aws").join(file)))
+    };
+    [
+        docker_config::config_dir(),
+        aws("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+        aws("AWS_CONFIG_FILE", "config"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("listing the local images failed")]

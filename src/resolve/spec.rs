@@ -265,10 +265,7 @@ pub fn host_binds(spec: &ContainerSpec) -> Vec<Bind> {
         .filter_map(|(entry, v)| host_bind(v).map(|(source, read_only)| (entry, source, read_only)))
         .map(|(entry, source, read_only)| {
             let real = resolve_host_path(source);
-            let socket = {
-                use std::os::unix::fs::FileTypeExt as _;
-                std::fs::metadata(&real).is_ok_and(|m| m.file_type().is_socket())
-            };
+            let socket = holds_socket(&real);
             Bind {
                 entry,
                 source: source.to_owned(),
@@ -278,6 +275,48 @@ pub fn host_binds(spec: &ContainerSpec) -> Vec<Bind> {
             }
         })
         .collect()
+}
+
+/// How far [`holds_socket`] looks into a mounted directory: deep and wide enough for the
+/// runtime directories daemons keep sockets in, bounded so a data directory of millions
+/// of files does not stall the pass.
+const SOCKET_SCAN_DEPTH: usize = 4;
+const SOCKET_SCAN_ENTRIES: usize = 20_000;
+
+/// Whether a path is a unix socket, or a directory holding one within
+/// [`SOCKET_SCAN_DEPTH`] levels and [`SOCKET_SCAN_ENTRIES`] entries (symlinks not followed:
+/// inside the container they lead elsewhere).
+fn holds_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt as _;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    if meta.file_type().is_socket() {
+        return true;
+    }
+    let mut todo = vec![(path.to_path_buf(), 0)];
+    let mut seen = 0;
+    while let Some((dir, depth)) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > SOCKET_SCAN_ENTRIES {
+                return false;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_socket() {
+                return true;
+            }
+            if kind.is_dir() && depth + 1 < SOCKET_SCAN_DEPTH {
+                todo.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    false
 }
 
 /// An absolute path as the kernel would walk it: each symlink replaced by its target
@@ -325,9 +364,9 @@ pub fn resolve_host_path(path: &str) -> PathBuf {
 const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 
 /// Reads one env file the rules allowed, judging the path it resolves to as it is opened
-/// (`judge` says why it is refused, if it is), and refusing what is not a plain file of
-/// settings: FIFOs, sockets and devices (they would block the pass), files over 1 MiB, and
-/// text with NUL bytes.
+/// (`judge` says why it is refused, if it is) and opening exactly that path, and refusing
+/// what is not a plain file of settings: FIFOs, sockets and devices (they would block the
+/// pass), files over 1 MiB, and text with NUL bytes.
 fn read_env_file(
     path: &str,
     judge: impl Fn(&Path) -> Option<String>,
@@ -353,7 +392,17 @@ fn read_env_file(
         }
     };
     regular(&std::fs::metadata(&real).map_err(io)?)?;
-    let file = std::fs::File::open(&real).map_err(io)?;
+    // The judged path has no symlinks; opening it refusing any means nothing swapped one
+    // in since, so the file read is the file judged.
+    let fd = rustix::fs::openat2(
+        rustix::fs::CWD,
+        &real,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NONBLOCK,
+        rustix::fs::Mode::empty(),
+        rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| io(e.into()))?;
+    let file = std::fs::File::from(fd);
     regular(&file.metadata().map_err(io)?)?;
     let mut bytes = Vec::new();
     file.take(MAX_ENV_FILE_BYTES + 1)
@@ -485,6 +534,18 @@ mod tests {
             keys: None,
         };
         assert!(container_spec(&script, &opt, none).is_err());
+    }
+
+    #[test]
+    fn a_directory_holding_a_socket_counts_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        assert!(!holds_socket(dir.path()));
+        let _listener = std::os::unix::net::UnixListener::bind(deep.join("engine")).unwrap();
+        assert!(holds_socket(dir.path()));
+        assert!(holds_socket(&deep.join("engine")));
+        assert!(!holds_socket(&dir.path().join("missing")));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The directory secret files are mounted from. It must be on tmpfs, so a plaintext lives
-//! in memory only: never on a disk, in a backup or past a reboot. Under it each container
+//! in memory only: never in a file on disk, in a backup or past a reboot (the kernel may
+//! still swap tmpfs pages out; a host that must exclude that encrypts its swap). Under it each container
 //! has a directory of its own (0700, so no other host user can read into it) with one
 //! file per secret (0444, so a container running as a user other than root can read the
 //! file it is given: the engine bind-mounts the file itself, past the 0700 directory).
@@ -40,7 +41,8 @@ pub struct SecretsDir {
 
 impl SecretsDir {
     /// Checks the directory without creating it: it, or the nearest directory above it
-    /// that exists, must be on tmpfs, and it must not be a symlink or a file.
+    /// that exists, must be on tmpfs, and it (its last component) must not be a symlink or
+    /// a file.
     pub fn open(path: &Path) -> Result<SecretsDir, DirError> {
         let path = std::path::absolute(path).map_err(|e| io(path, e))?;
         let mut existing = path.as_path();

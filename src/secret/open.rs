@@ -154,6 +154,17 @@ fn read_sealed(root: &Path, partner: &str, name: &str) -> Result<(PathBuf, Vec<u
             real.display()
         )));
     }
+    // A symlink to another partner's secret would hand it over: the file must be the
+    // partner's own, wherever its name leads.
+    let own = canonical_root.join(repo_path(partner, name).parent().unwrap_or(Path::new("")));
+    if !real.starts_with(&own) {
+        return Err(refused(format!(
+            "it leads out of secrets/{partner}/ (to {})",
+            real.strip_prefix(&canonical_root)
+                .unwrap_or(&real)
+                .display()
+        )));
+    }
     let file = std::fs::File::open(&real).map_err(io)?;
     if !file.metadata().map_err(io)?.is_file() {
         return Err(refused("not a regular file".into()));
@@ -279,6 +290,23 @@ mod tests {
         std::os::unix::fs::symlink("/etc/hostname", repo.path().join("secrets/p/out.age")).unwrap();
         let e = check_sealed(repo.path(), "p", "out").unwrap_err();
         assert!(e.contains("leads out of the repo"), "{e}");
+    }
+
+    #[test]
+    fn a_link_to_another_partners_secret_is_refused() {
+        let id = identity();
+        let repo = repo_with("b", "db.env", &seal(&id, b"B_PASSWORD=theirs\n"));
+        std::fs::create_dir_all(repo.path().join("secrets/a")).unwrap();
+        std::os::unix::fs::symlink("../b/db.env.age", repo.path().join("secrets/a/db.env.age"))
+            .unwrap();
+        let e = check_sealed(repo.path(), "a", "db.env").unwrap_err();
+        assert!(
+            e.contains("leads out of secrets/a/ (to secrets/b/db.env.age)"),
+            "{e}"
+        );
+        let keys = Keyring::load(keyring_file(&[&id]).path()).unwrap();
+        assert!(open(repo.path(), "a", "db.env", Some(&keys)).is_err());
+        assert!(open(repo.path(), "b", "db.env", Some(&keys)).is_ok());
     }
 
     #[test]

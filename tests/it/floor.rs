@@ -103,6 +103,21 @@ fn a_socket_under_another_name_is_refused() {
     out.assert_exit(1);
     assert!(out.text().contains("a socket"), "{}", out.text());
     assert!(host.containers().is_empty());
+    // The directory that holds it, a level up: the container would reach the socket inside.
+    let host = Host::new("floor-sock-dir");
+    host.write(&Setup {
+        idle: false,
+        ..Setup::default()
+    });
+    mounting(&host, &format!("{}:/srv:ro", dir.path().display()));
+    let out = host.berth("apply", &[]);
+    out.assert_exit(1);
+    assert!(
+        out.text().contains("a socket, or a directory holding one"),
+        "{}",
+        out.text()
+    );
+    assert!(host.containers().is_empty());
 }
 
 #[test]

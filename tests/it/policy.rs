@@ -384,3 +384,33 @@ fn the_agents_own_environment_and_state_are_never_env_files() {
         assert!(!status.contains("ghp_not_for_containers"), "{status}");
     }
 }
+
+#[test]
+fn a_policy_tightened_under_a_running_container_refuses_its_replace_and_leaves_it_serving() {
+    let p = policed("pol-tightened", "networks: [host, none]\n");
+    p.assert_allowed();
+    let (id, started) = (p.host.id(), inspect(&p.host.name(), "{{.State.StartedAt}}"));
+    std::fs::write(&p.policy, format!("{HEAD}networks: [bridge, none]\n")).unwrap();
+    // Unchanged, it is reported but kept; changed, its replace is refused.
+    let kept = p.run("apply");
+    kept.assert_exit(1);
+    assert!(
+        kept.text().contains("REFUSED(policy): network host"),
+        "{}",
+        kept.text()
+    );
+    p.edit("scripts/svc.yaml", |t| {
+        t.replacen("stop_timeout: 5s", "stop_timeout: 6s", 1)
+    });
+    let plan = p.run("plan");
+    plan.assert_exit(1);
+    assert!(
+        plan.text().contains("replace") && plan.text().contains("refused(policy): network host"),
+        "{}",
+        plan.text()
+    );
+    p.run("apply").assert_exit(1);
+    assert_eq!(p.host.id(), id, "the old container is untouched");
+    assert_eq!(inspect(&p.host.name(), "{{.State.StartedAt}}"), started);
+    assert!(p.host.served_version().is_some(), "and still serves");
+}
