@@ -29,6 +29,15 @@ pub struct ImageRepo {
 }
 
 impl ImageRepo {
+    /// The registry images come from, as a host policy judges it; `None` for the engine's
+    /// own (`local`) images.
+    pub fn remote_registry(&self) -> Option<&str> {
+        match self.source {
+            Source::Local => None,
+            _ => self.registry.as_deref(),
+        }
+    }
+
     /// The reference the engine pulls and runs: pinned by digest, never a mutable tag. For
     /// `local` images the digest is the image id, which the engine runs directly.
     pub fn reference(&self, digest: &str) -> String {

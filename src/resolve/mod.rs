@@ -82,7 +82,7 @@ impl DesiredContainer {
             spec: &self.spec,
             binds: &self.binds,
             env_files: &self.env_files,
-            registry: self.pull_from.as_ref().and_then(|r| r.registry.as_deref()),
+            registry: self.pull_from.as_ref().and_then(ImageRepo::remote_registry),
             origin: &self.origin,
         }
     }
@@ -268,10 +268,7 @@ pub async fn desired<S: TagSource>(
         let script = &doc.doc;
         let origin = origin(repo, partner_path, opt, doc);
         let image = image_repo(repo, opt, script);
-        let registry = (image.source != Source::Local)
-            .then_some(image.registry.as_deref())
-            .flatten();
-        if let Some(r) = rules.image_refusal(registry, &origin.image) {
+        if let Some(r) = rules.image_refusal(image.remote_registry(), &origin.image) {
             refused.insert(opt.script.value.clone(), vec![r]);
             continue;
         }
@@ -332,9 +329,8 @@ pub fn refusals(repo: &Repo, partner: &Partner, rules: &Rules) -> Vec<(String, R
             continue;
         };
         let image = image_repo(repo, opt, &doc.doc);
-        let Ok(mut spec) = container_spec(&doc.doc, opt, Secrets::NamesOnly) else {
-            continue;
-        };
+        let mut spec = container_spec(&doc.doc, opt, Secrets::NamesOnly)
+            .expect("opening no secret cannot fail");
         rules.apply_ceilings(&mut spec);
         let origin = origin(repo, partner_path, opt, doc);
         let (binds, env_files) = (host_binds(&spec), env_files(&spec));
@@ -342,9 +338,7 @@ pub fn refusals(repo: &Repo, partner: &Partner, rules: &Rules) -> Vec<(String, R
             spec: &spec,
             binds: &binds,
             env_files: &env_files,
-            registry: (image.source != Source::Local)
-                .then_some(image.registry.as_deref())
-                .flatten(),
+            registry: image.remote_registry(),
             origin: &origin,
         };
         out.extend(
