@@ -593,6 +593,14 @@ pub(crate) mod tests {
 
     const HEAD: &str = "apiVersion: berth/v1\nkind: HostPolicy\n";
 
+    /// The floor of no host, and a policy of these rules.
+    fn policy_rules(body: &str) -> Rules {
+        Rules {
+            floor: Floor::default(),
+            host: Some(loaded(&format!("{HEAD}{body}"))),
+        }
+    }
+
     /// A policy whose only rule is `networks`, written at line 3.
     pub(crate) fn allowing_networks(names: &[&str]) -> HostPolicy {
         HostPolicy {
@@ -789,12 +797,7 @@ pub(crate) mod tests {
 
     #[test]
     fn absent_rules_do_not_restrict_and_local_images_have_no_registry() {
-        let rules = Rules {
-            floor: Floor::default(),
-            host: Some(loaded(&format!(
-                "{HEAD}images: {{ registries: [r.example] }}\n"
-            ))),
-        };
+        let rules = policy_rules("images: { registries: [r.example] }\n");
         let (spec, binds, origin) = (spec(), binds(), origin());
         let c = Candidate {
             spec: &spec,
@@ -809,12 +812,7 @@ pub(crate) mod tests {
 
     #[test]
     fn no_user_is_root_and_ceilings_fill_missing_limits() {
-        let rules = Rules {
-            floor: Floor::default(),
-            host: Some(loaded(&format!(
-                "{HEAD}users: {{ root: false }}\nlimits: {{ memory: 512m, cpus: 0.5 }}\n"
-            ))),
-        };
+        let rules = policy_rules("users: { root: false }\nlimits: { memory: 512m, cpus: 0.5 }\n");
         let mut spec = ContainerSpec::minimal();
         rules.apply_ceilings(&mut spec);
         assert_eq!(
@@ -855,10 +853,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_cpu_limit_the_engine_would_read_as_none_is_above_any_ceiling() {
-        let rules = Rules {
-            floor: Floor::default(),
-            host: Some(loaded(&format!("{HEAD}limits: {{ cpus: 1.0 }}\n"))),
-        };
+        let rules = policy_rules("limits: { cpus: 1.0 }\n");
         let spec = ContainerSpec {
             nano_cpus: Some(0),
             ..ContainerSpec::minimal()

@@ -24,18 +24,12 @@ fn mounting(host: &Host, volume: &str) {
 /// A second script of the partner, with nothing to refuse.
 fn with_a_harmless_script(host: &Host) -> String {
     let port = free_port();
-    std::fs::write(
-        host.repo().join("scripts/other.yaml"),
-        format!(
-            "apiVersion: berth/v1\nkind: Script\nname: other\nimage:\n  source: local\n  repository: {IMAGE_REPO}\n\
-             versions: \"^1\"\ncontainer:\n  env: {{ PORT: \"{port}\" }}\n  network: host\nhealth:\n  http: http://127.0.0.1:{port}/health\n"
+    host.add_script(
+        "other",
+        &format!(
+            "container:\n  env: {{ PORT: \"{port}\" }}\n  network: host\nhealth:\n  http: http://127.0.0.1:{port}/health\n"
         ),
     )
-    .unwrap();
-    let partner = host.repo().join(format!("partners/{}.yaml", host.partner));
-    let text = std::fs::read_to_string(&partner).unwrap();
-    std::fs::write(&partner, format!("{text}  - script: other\n")).unwrap();
-    format!("berth-{}-other", host.partner)
 }
 
 #[test]

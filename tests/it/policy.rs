@@ -24,20 +24,9 @@ fn policed(tag: &str, rules: &str) -> Policed {
         idle: false,
         ..Setup::default()
     });
-    std::fs::write(
-        host.repo().join("scripts/other.yaml"),
-        format!(
-            "apiVersion: berth/v1\nkind: Script\nname: other\nimage:\n  source: local\n  repository: {IMAGE_REPO}\n\
-             versions: \"^1\"\ncontainer:\n  network: none\n  user: \"1000\"\n"
-        ),
-    )
-    .unwrap();
-    let partner = host.repo().join(format!("partners/{}.yaml", host.partner));
-    let text = std::fs::read_to_string(&partner).unwrap();
-    std::fs::write(&partner, format!("{text}  - script: other\n")).unwrap();
+    let other = host.add_script("other", "container:\n  network: none\n  user: \"1000\"\n");
     let policy = host.dir.path().join("policy.yaml");
     std::fs::write(&policy, format!("{HEAD}{rules}")).unwrap();
-    let other = format!("berth-{}-other", host.partner);
     Policed {
         host,
         policy,

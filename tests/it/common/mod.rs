@@ -278,6 +278,24 @@ impl Host {
         std::fs::write(self.repo().join("scripts/svc.yaml"), script).unwrap();
     }
 
+    /// Adds a script `name` running the test image at `^1`, with these lines after
+    /// `versions:` (its `container:` block, say), and opts the partner into it; returns its
+    /// container's name.
+    pub fn add_script(&self, name: &str, body: &str) -> String {
+        std::fs::write(
+            self.repo().join(format!("scripts/{name}.yaml")),
+            format!(
+                "apiVersion: berth/v1\nkind: Script\nname: {name}\nimage:\n  source: local\n  repository: {IMAGE_REPO}\n\
+                 versions: \"^1\"\n{body}"
+            ),
+        )
+        .unwrap();
+        let partner = self.repo().join(format!("partners/{}.yaml", self.partner));
+        let text = std::fs::read_to_string(&partner).unwrap();
+        std::fs::write(&partner, format!("{text}  - script: {name}\n")).unwrap();
+        format!("berth-{}-{name}", self.partner)
+    }
+
     /// Writes `agent.yaml` for this host's partner and state dir (interval 1h), with the
     /// given `repo:` lines and any other lines; returns its path.
     pub fn agent_config(&self, repo_lines: &str, extra: &str) -> PathBuf {
