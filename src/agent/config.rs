@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub interval: Duration,
     pub state_dir: PathBuf,
     pub listen: Option<SocketAddr>,
+    /// The config file itself, for the fetch child to read.
+    pub path: PathBuf,
     /// The directory the config file is in: berth's own, guarded by the floor.
     pub config_dir: PathBuf,
     /// The age identity file the partner's secrets are opened with.
@@ -202,6 +204,7 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
         secrets_dir: file
             .secrets_dir
             .unwrap_or_else(|| PathBuf::from("/run/berth/secrets")),
+        path: path.to_owned(),
         config_dir: std::path::absolute(path)
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))

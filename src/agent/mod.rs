@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod fetch;
 pub mod serve;
 pub mod status;
 
@@ -90,18 +91,13 @@ async fn pass_once(
 ) -> PassEnd {
     let ended = |exit| PassEnd { exit, wake: None };
     let now = fx.clock.now();
-    let synced = source::sync_off_thread(&config.repo, &config.state_dir, now, stopping).await;
-    let checkout = match synced {
+    let checkout = match fetch::sync(config, now, stopping).await {
         Ok(c) => c,
         Err(e) => {
             let message = chain(&e);
             tracing::error!(error = %message, "cannot get the manifests");
             status.source = Some(message);
-            return ended(match e {
-                source::SourceError::Verify(_)
-                | source::SourceError::RefusedWithNothingToStayAt(_) => Exit::Wrong,
-                _ => Exit::CannotRun,
-            });
+            return ended(e.exit());
         }
     };
     status.source = checkout.held_back.as_ref().map(|h| match h {

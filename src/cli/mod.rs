@@ -135,6 +135,14 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// The agent's fetch of its manifest repo, run by the agent in a child process.
+    #[command(name = "agent-fetch", hide = true)]
+    AgentFetch {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        now: jiff::Timestamp,
+    },
     /// What the agent last did on this host, from its state dir.
     Status {
         #[arg(long, default_value = "/var/lib/berth")]
@@ -184,7 +192,9 @@ pub fn main() -> Exit {
         }
     };
     init_logging(match cli.command {
-        Command::Agent { .. } | Command::Apply { .. } => tracing::Level::INFO,
+        Command::Agent { .. } | Command::AgentFetch { .. } | Command::Apply { .. } => {
+            tracing::Level::INFO
+        }
         _ => tracing::Level::WARN,
     });
     match cli.command {
@@ -228,6 +238,7 @@ pub fn main() -> Exit {
             age_identity,
         }),
         Command::Agent { config, once } => agent::run(&config, once),
+        Command::AgentFetch { config, now } => crate::agent::fetch::answer(&config, now),
         Command::Status { state_dir, format } => agent::status(&state_dir, format),
         Command::Schema { kind } => {
             outln!("{}", schema_json(kind));

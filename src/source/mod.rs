@@ -6,7 +6,6 @@
 pub mod verify;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -37,7 +36,7 @@ pub struct RepoSpec {
 }
 
 /// The manifests of one revision, ready to load.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkout {
     pub root: PathBuf,
     /// Commit id, or `worktree` for a plain directory.
@@ -47,7 +46,7 @@ pub struct Checkout {
 }
 
 /// Why the host stays at an older revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HeldBack {
     /// The remote could not be fetched: a passing condition.
     Unreachable(String),
@@ -70,16 +69,6 @@ pub enum SourceError {
         #[source]
         source: git2::Error,
     },
-    #[error("asked to stop while fetching {url}")]
-    Stopped { url: String },
-    #[error("cannot start fetching {url}")]
-    Thread {
-        url: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("fetching {url} ended without an answer")]
-    Lost { url: String },
     #[error("the manifest repo mirror in {path} is unusable")]
     Mirror {
         path: PathBuf,
@@ -154,40 +143,6 @@ fn bound_git_io() {
             tracing::warn!(error = %e, "cannot bound git's network timeouts");
         }
     });
-}
-
-/// [`sync`] on a thread of its own, so that the caller's runtime keeps answering `/status`
-/// and handling signals while git waits on the network. Once `stopping` is set the pass
-/// stops waiting; the thread ends by itself within the git timeout, or with the process.
-pub async fn sync_off_thread(
-    spec: &RepoSpec,
-    state_dir: &Path,
-    now: jiff::Timestamp,
-    stopping: &AtomicBool,
-) -> Result<Checkout, SourceError> {
-    let (tx, mut rx) = tokio::sync::oneshot::channel();
-    let (owned, dir) = (spec.clone(), state_dir.to_owned());
-    std::thread::Builder::new()
-        .name("berth-source".into())
-        .spawn(move || {
-            let _ = tx.send(sync(&owned, &dir, now));
-        })
-        .map_err(|source| SourceError::Thread {
-            url: spec.url.clone(),
-            source,
-        })?;
-    loop {
-        tokio::select! {
-            answer = &mut rx => {
-                return answer.unwrap_or_else(|_| Err(SourceError::Lost { url: spec.url.clone() }));
-            }
-            () = tokio::time::sleep(Duration::from_millis(100)) => {
-                if stopping.load(Ordering::SeqCst) {
-                    return Err(SourceError::Stopped { url: spec.url.clone() });
-                }
-            }
-        }
-    }
 }
 
 /// Brings the mirror up to date and picks the revision to apply. An unreachable remote

@@ -322,11 +322,25 @@ fn sigterm_during_a_hanging_fetch_stops_the_daemon_promptly() {
     let host = Host::new("gitterm");
     let remote = silent_remote();
     let listen = free_port();
-    let mut daemon = Daemon::spawn(&host, &hanging_git_config(&host, &remote, listen), &[]);
+    let config = hanging_git_config(&host, &remote, listen);
+    let mut daemon = Daemon::spawn(&host, &config, &[]);
     until("the fetch connecting", Duration::from_secs(10), || {
         remote.accepted.load(Ordering::SeqCst) >= 1
     });
     std::thread::sleep(Duration::from_millis(300));
+    // The fetch runs in a child of the daemon, which must not outlive it.
+    let fetching = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .filter(|c| {
+                let c = String::from_utf8_lossy(c);
+                c.contains("agent-fetch") && c.contains(&*config.to_string_lossy())
+            })
+            .count()
+    };
+    assert_eq!(fetching(), 1, "one fetch child while the remote hangs");
     let asked = Instant::now();
     assert_eq!(
         daemon.terminate(Duration::from_secs(3)),
@@ -336,6 +350,9 @@ fn sigterm_during_a_hanging_fetch_stops_the_daemon_promptly() {
     );
     assert!(asked.elapsed() < Duration::from_secs(3));
     assert!(daemon.log().contains("asked to stop"), "{}", daemon.log());
+    until("the fetch child gone", Duration::from_secs(2), || {
+        fetching() == 0
+    });
 }
 
 fn executable(path: &Path, text: &str) {
