@@ -94,6 +94,8 @@ pub enum SourceError {
     },
     #[error("{0}; there is no earlier accepted revision to stay at")]
     NothingToStayAt(String),
+    #[error("`{0}` is not a full commit id")]
+    NotACommit(String),
     #[error("{0}; there is no earlier accepted revision to stay at")]
     RefusedWithNothingToStayAt(String),
     #[error(transparent)]
@@ -212,19 +214,20 @@ pub fn sync(
 
 /// Records a revision whose manifests validated as the last accepted one: later heads must
 /// descend from it, and the host stays at it when the remote is unreachable or refused.
+/// Written as a plain loose ref, without libgit2: the agent daemon calls this, and keeps
+/// libgit2 (and the TLS stack it starts) to its fetch child.
 pub fn accept(state_dir: &Path, revision: &str) -> Result<(), SourceError> {
     let dir = state_dir.join("source");
-    let mirror_path = dir.join("mirror.git");
-    let mirror_err = |source| SourceError::Mirror {
-        path: mirror_path.clone(),
-        source,
-    };
-    let mirror = git2::Repository::open_bare(&mirror_path).map_err(mirror_err)?;
-    let oid = git2::Oid::from_str(revision).map_err(mirror_err)?;
+    let refs = dir.join("mirror.git").join("refs").join("berth");
+    if revision.len() != 40 || !revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SourceError::NotACommit(revision.to_owned()));
+    }
+    let state = |path: PathBuf| move |source| SourceError::State { path, source };
+    std::fs::create_dir_all(&refs).map_err(state(refs.clone()))?;
     // Keeps the accepted commit reachable when the branch is rewritten later.
-    mirror
-        .reference("refs/berth/accepted", oid, true, "berth: accepted")
-        .map_err(mirror_err)?;
+    let accepted = refs.join("accepted");
+    crate::durable::write(&accepted, format!("{revision}\n").as_bytes())
+        .map_err(state(accepted))?;
     write_memory(
         &dir,
         &Memory {

@@ -56,6 +56,12 @@ fn converged_on_git(tag: &str, range: &str) -> (Host, String, PathBuf) {
     let first = commit_all(&host, "first");
     let config = host.agent_config(&file_url(&host), "");
     agent_once(&config).assert_exit(0);
+    let mirror = host.state_dir().join("source/mirror.git");
+    assert_eq!(
+        git(&mirror, &["rev-parse", "refs/berth/accepted"]),
+        first,
+        "git itself reads the accepted revision the agent recorded"
+    );
     (host, first, config)
 }
 
