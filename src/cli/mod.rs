@@ -36,7 +36,7 @@ mod windows;
 #[derive(Parser)]
 #[command(
     name = "berth",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BERTH_COMMIT"), ")"),
     about = "Keeps container hosts in the state a git repo of YAML manifests declares"
 )]
 struct Cli {
@@ -135,14 +135,6 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// The agent's fetch of its manifest repo, run by the agent in a child process.
-    #[command(name = "agent-fetch", hide = true)]
-    AgentFetch {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        now: jiff::Timestamp,
-    },
     /// What the agent last did on this host, from its state dir.
     Status {
         #[arg(long, default_value = "/var/lib/berth")]
@@ -178,8 +170,34 @@ pub enum SchemaKind {
     Fleet,
 }
 
+/// The agent's fetch child (`berth agent-fetch`, see [`crate::agent::fetch`]): an interface
+/// between the agent and itself, kept out of the help, the man pages and the completions.
+#[derive(Parser)]
+#[command(name = "berth agent-fetch")]
+struct FetchCli {
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    now: jiff::Timestamp,
+}
+
 /// Parses the arguments, runs the command and returns the process exit code.
 pub fn main() -> Exit {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == crate::agent::fetch::COMMAND)
+    {
+        return match FetchCli::try_parse_from(std::env::args_os().skip(1)) {
+            Ok(args) => {
+                init_logging(tracing::Level::INFO);
+                crate::agent::fetch::answer(&args.config, args.now)
+            }
+            Err(e) => {
+                let _ = e.print();
+                Exit::CannotRun
+            }
+        };
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -192,9 +210,7 @@ pub fn main() -> Exit {
         }
     };
     init_logging(match cli.command {
-        Command::Agent { .. } | Command::AgentFetch { .. } | Command::Apply { .. } => {
-            tracing::Level::INFO
-        }
+        Command::Agent { .. } | Command::Apply { .. } => tracing::Level::INFO,
         _ => tracing::Level::WARN,
     });
     match cli.command {
@@ -238,7 +254,6 @@ pub fn main() -> Exit {
             age_identity,
         }),
         Command::Agent { config, once } => agent::run(&config, once),
-        Command::AgentFetch { config, now } => crate::agent::fetch::answer(&config, now),
         Command::Status { state_dir, format } => agent::status(&state_dir, format),
         Command::Schema { kind } => {
             outln!("{}", schema_json(kind));
@@ -364,4 +379,71 @@ fn partner_refusals(
 fn cannot_run(e: &dyn std::error::Error) -> Exit {
     eprintln!("berth: {}", chain(e));
     Exit::CannotRun
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// Every file in a directory, by name.
+    fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, std::fs::read(e.path()).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// The man pages (`man/`) and shell completions (`completions/`) a package installs are
+    /// generated from the command line's definitions, so they cannot drift from it:
+    /// `BERTH_BLESS=1 cargo test --lib cli::tests` writes them afresh. The version in the
+    /// pages is the crate's, without the commit, so a commit alone changes none of them.
+    #[test]
+    fn man_pages_and_completions_match_the_command_line() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let command = || Cli::command().version(env!("CARGO_PKG_VERSION"));
+        let pages = tempfile::tempdir().unwrap();
+        clap_mangen::generate_to(command(), pages.path()).unwrap();
+        let completions = tempfile::tempdir().unwrap();
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            clap_complete::generate_to(shell, &mut command(), "berth", completions.path()).unwrap();
+        }
+        for (generated, kept) in [(pages.path(), "man"), (completions.path(), "completions")] {
+            let (want, have) = (files(generated), files(&root.join(kept)));
+            if std::env::var_os("BERTH_BLESS").is_some() {
+                let _ = std::fs::remove_dir_all(root.join(kept));
+                std::fs::create_dir_all(root.join(kept)).unwrap();
+                for (name, bytes) in &want {
+                    std::fs::write(root.join(kept).join(name), bytes).unwrap();
+                }
+                continue;
+            }
+            let stale: Vec<&String> = want
+                .keys()
+                .chain(have.keys())
+                .filter(|n| want.get(*n) != have.get(*n))
+                .collect();
+            assert!(
+                stale.is_empty(),
+                "{kept}/ is out of date with the command line ({stale:?}); regenerate it with\n  \
+                 BERTH_BLESS=1 cargo test --lib cli::tests"
+            );
+        }
+        assert!(
+            files(&root.join("man")).contains_key("berth-plan.1"),
+            "a page per command"
+        );
+    }
 }

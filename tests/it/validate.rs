@@ -818,3 +818,18 @@ proptest! {
         validate_and_render(repo.path());
     }
 }
+
+#[test]
+fn the_version_names_the_commit_berth_was_built_from() {
+    let out = Berth::new("--version").run();
+    out.assert_exit(0);
+    let commit = if root().join(".git").exists() {
+        crate::common::git(&root(), &["rev-parse", "--short=12", "HEAD"])
+    } else {
+        "unknown commit".to_owned()
+    };
+    assert_eq!(
+        out.stdout(),
+        format!("berth {} ({commit})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
