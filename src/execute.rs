@@ -275,9 +275,23 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         reports
     }
 
-    /// The planner's gate asked again now: the window first, and for a step that stops a
-    /// running container, a fresh answer from the partner's service.
+    /// The planner's gate asked again now: the host paths the step mounts, resolved again
+    /// (a pre-pull or an earlier step's health wait gave time to swap one for a symlink), the
+    /// window, and for a step that stops a running container, a fresh answer from the
+    /// partner's service.
     async fn gate(&self, plan: &Plan, step: &Step) -> Gate {
+        if let Some(to) = step.desired() {
+            let binds = crate::resolve::host_binds(&to.spec);
+            if binds != to.binds {
+                let refusals = plan.policy.rules.refusals(&crate::policy::Candidate {
+                    binds: &binds,
+                    ..to.candidate()
+                });
+                if !refusals.is_empty() {
+                    return Gate::Deferred(Deferral::Refused { refusals });
+                }
+            }
+        }
         let now = self.clock.now();
         let first = gate::decide(&plan.policy, &step.change, now, &Idleness::Unknown);
         match (first, self.idle) {
@@ -893,6 +907,65 @@ mod tests {
             NEW => Ok("new"),
             other => Err(format!("{NAME} runs {other}")),
         }
+    }
+
+    #[test]
+    fn a_mount_swapped_for_a_symlink_after_planning_is_refused_before_the_cut_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for d in ["allowed", "private"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+        }
+        let link = root.join("link");
+        std::os::unix::fs::symlink(root.join("allowed"), &link).unwrap();
+        let mut want = desired();
+        let d = &mut want.containers[0];
+        d.spec.volumes = vec![format!("{}:/data:ro", link.display())];
+        d.spec_hash = d.spec.hash();
+        d.binds = crate::resolve::host_binds(&d.spec);
+        let mut policy = policy(true);
+        policy.rules.floor.guarded.push(crate::floor::Guarded {
+            path: root.join("private").display().to_string(),
+            why: "the partner's private data".into(),
+        });
+        let engine = host();
+        let state_dir = tempfile::tempdir().unwrap();
+        let reports = block_on(async {
+            let state = StateDir::open(state_dir.path()).unwrap();
+            let clock = at("2026-11-21T02:00:00Z");
+            let service = Service("idle", Cell::new(0));
+            let idle = idle();
+            let executor = Executor {
+                engine: &engine,
+                sources: &NoRegistry,
+                probe: &service,
+                clock: &clock,
+                idle: Some(&idle),
+                state: &state,
+                secrets: None,
+                stopping: &AtomicBool::new(false),
+            };
+            let observed = Observed {
+                containers: engine.list_managed("p").await.unwrap(),
+                held: vec![],
+                in_flight: Default::default(),
+                idle: Idleness::Unknown,
+            };
+            let plan = crate::plan::plan(&want, &observed, &policy, clock.now());
+            assert_eq!(plan.steps[0].gate, Gate::Allowed, "{:?}", plan.steps);
+            std::fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink(root.join("private"), &link).unwrap();
+            executor.execute(&plan).await
+        });
+        let Outcome::Refused { detail } = &reports[0].outcome else {
+            panic!("{reports:?}");
+        };
+        assert!(detail.contains("the partner's private data"), "{detail}");
+        assert_eq!(
+            one_serving(&engine),
+            Ok("old"),
+            "the old container is untouched"
+        );
     }
 
     fn host() -> FakeEngine {
