@@ -849,6 +849,19 @@ mod tests {
         service: &Service,
         policy: &Policy,
     ) -> Result<Vec<StepReport>, ExecuteError> {
+        pass_with(engine, root, clock, service, policy, &desired(), || {}).await
+    }
+
+    /// [`pass`] towards `want`, with `between` run after the plan and before the executor.
+    async fn pass_with(
+        engine: &FakeEngine,
+        root: &std::path::Path,
+        clock: &impl Clock,
+        service: &Service,
+        policy: &Policy,
+        want: &Desired,
+        between: impl FnOnce(),
+    ) -> Result<Vec<StepReport>, ExecuteError> {
         let state = StateDir::open(root)?;
         let idle = idle();
         let executor = Executor {
@@ -868,7 +881,8 @@ mod tests {
             in_flight: Default::default(),
             idle: Idleness::Unknown,
         };
-        let plan = crate::plan::plan(&desired(), &observed, policy, clock.now());
+        let plan = crate::plan::plan(want, &observed, policy, clock.now());
+        between();
         Ok(executor.execute(&plan).await)
     }
 
@@ -930,33 +944,24 @@ mod tests {
         });
         let engine = host();
         let state_dir = tempfile::tempdir().unwrap();
-        let reports = block_on(async {
-            let state = StateDir::open(state_dir.path()).unwrap();
-            let clock = at("2026-11-21T02:00:00Z");
-            let service = Service("idle", Cell::new(0));
-            let idle = idle();
-            let executor = Executor {
-                engine: &engine,
-                sources: &NoRegistry,
-                probe: &service,
-                clock: &clock,
-                idle: Some(&idle),
-                state: &state,
-                secrets: None,
-                stopping: &AtomicBool::new(false),
-            };
-            let observed = Observed {
-                containers: engine.list_managed("p").await.unwrap(),
-                held: vec![],
-                in_flight: Default::default(),
-                idle: Idleness::Unknown,
-            };
-            let plan = crate::plan::plan(&want, &observed, &policy, clock.now());
-            assert_eq!(plan.steps[0].gate, Gate::Allowed, "{:?}", plan.steps);
+        let swap = || {
             std::fs::remove_file(&link).unwrap();
             std::os::unix::fs::symlink(root.join("private"), &link).unwrap();
-            executor.execute(&plan).await
-        });
+        };
+        let unswap = || {
+            std::fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink(root.join("allowed"), &link).unwrap();
+        };
+        let reports = block_on(pass_with(
+            &engine,
+            state_dir.path(),
+            &at("2026-11-21T02:00:00Z"),
+            &Service("idle", Cell::new(0)),
+            &policy,
+            &want,
+            swap,
+        ))
+        .unwrap();
         let Outcome::Refused { detail } = &reports[0].outcome else {
             panic!("{reports:?}");
         };
@@ -966,6 +971,22 @@ mod tests {
             Ok("old"),
             "the old container is untouched"
         );
+        // Unswapped, the same plan is carried out: the refusal above was the executor's own
+        // look at the mount, not the planner's.
+        unswap();
+        let engine = host();
+        let reports = block_on(pass_with(
+            &engine,
+            tempfile::tempdir().unwrap().path(),
+            &at("2026-11-21T02:00:00Z"),
+            &Service("idle", Cell::new(0)),
+            &policy,
+            &want,
+            || {},
+        ))
+        .unwrap();
+        assert_eq!(reports[0].outcome, Outcome::Done, "{reports:?}");
+        assert_eq!(one_serving(&engine), Ok("new"));
     }
 
     fn host() -> FakeEngine {
