@@ -37,6 +37,16 @@ pub struct ContainerSpec {
     /// The plaintexts: counted through `secrets`, never serialized.
     #[serde(skip)]
     pub unsealed: Unsealed,
+    /// The name other components reach it by on the script's network. This and the
+    /// fields below are left out of the hash when unset, so a v1 container keeps its hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_alias: Option<String>,
+    /// `health.exec`: the engine's healthcheck command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Vec<String>>,
+    /// A one-shot: never restarted by the engine.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub job: bool,
 }
 
 /// A secret file in the container.
@@ -92,6 +102,9 @@ impl ContainerSpec {
             secrets: BTreeMap::new(),
             secret_files: vec![],
             unsealed: Unsealed::default(),
+            network_alias: None,
+            healthcheck: None,
+            job: false,
         }
     }
 }
@@ -110,6 +123,10 @@ pub mod label {
     pub const SECRETS: &str = "berth.secrets";
     /// The container's own directory of secret files, which a restart must fill again.
     pub const SECRETS_DIR: &str = "berth.secrets-dir";
+    /// The component of a multi-component script; absent on a single-container script's.
+    pub const COMPONENT: &str = "berth.component";
+    /// On a named volume: the name the script declares it by.
+    pub const VOLUME: &str = "berth.volume";
 }
 
 /// The secrets' hashes a `berth.secrets` label carries; none when it is absent or unreadable.
@@ -119,9 +136,79 @@ pub fn secrets_label(value: Option<&String>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// The managed container name of a partner's script.
+/// The managed container name of a partner's script; also the name of a multi-component
+/// script's network.
 pub fn container_name(partner: &str, script: &str) -> String {
     format!("berth-{partner}-{script}")
+}
+
+/// The managed container name of a script's component (`None`: a single-container script,
+/// which keeps its v1 name).
+pub fn part_name(partner: &str, script: &str, component: Option<&str>) -> String {
+    match component {
+        Some(c) => format!("berth-{partner}-{script}-{c}"),
+        None => container_name(partner, script),
+    }
+}
+
+/// A named volume berth creates for a script, and never deletes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    /// `berth-<partner>-<script>-<volume>`.
+    pub name: String,
+    pub partner: String,
+    pub script: String,
+    /// The name the script declares it by.
+    pub volume: String,
+}
+
+impl Volume {
+    pub fn new(partner: &str, script: &str, volume: &str) -> Volume {
+        Volume {
+            name: format!("berth-{partner}-{script}-{volume}"),
+            partner: partner.to_owned(),
+            script: script.to_owned(),
+            volume: volume.to_owned(),
+        }
+    }
+
+    /// The labels it is created with and recognised by.
+    pub fn labels(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (label::MANAGED, "true".to_owned()),
+            (label::PARTNER, self.partner.clone()),
+            (label::SCRIPT, self.script.clone()),
+            (label::VOLUME, self.volume.clone()),
+        ]
+    }
+}
+
+/// The bridge network of a multi-component script, on which each component answers to
+/// its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// `berth-<partner>-<script>`.
+    pub name: String,
+    pub partner: String,
+    pub script: String,
+}
+
+impl Network {
+    pub fn new(partner: &str, script: &str) -> Network {
+        Network {
+            name: container_name(partner, script),
+            partner: partner.to_owned(),
+            script: script.to_owned(),
+        }
+    }
+
+    pub fn labels(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (label::MANAGED, "true".to_owned()),
+            (label::PARTNER, self.partner.clone()),
+            (label::SCRIPT, self.script.clone()),
+        ]
+    }
 }
 
 /// Everything the engine needs to create a managed container.
@@ -132,6 +219,7 @@ pub struct NewContainer<'a> {
     pub image: &'a str,
     pub partner: &'a str,
     pub script: &'a str,
+    pub component: Option<&'a str>,
     pub version: &'a str,
     pub digest: &'a str,
     pub spec_hash: &'a str,
@@ -156,6 +244,9 @@ impl NewContainer<'_> {
         .into_iter()
         .map(|(k, v)| (k, v.to_owned()))
         .collect();
+        if let Some(c) = self.component {
+            labels.push((label::COMPONENT, c.to_owned()));
+        }
         if !self.spec.secrets.is_empty() {
             let hashes = serde_json::to_string(&self.spec.secrets).expect("a map serializes");
             labels.push((label::SECRETS, hashes));
@@ -185,6 +276,8 @@ pub struct ObservedContainer {
     pub id: String,
     pub name: String,
     pub script: String,
+    /// `berth.component`; `None` on a single-container script's container.
+    pub component: Option<String>,
     pub version: String,
     pub digest: String,
     pub spec_hash: String,

@@ -9,7 +9,7 @@ pub mod fake;
 
 pub use docker::{ContainerEvent, DockerEngine};
 
-use crate::container::{NewContainer, ObservedContainer};
+use crate::container::{Network, NewContainer, ObservedContainer, Volume};
 use crate::image::Credentials;
 
 /// The engine's own failure, boxed so every engine implementation can report its own.
@@ -99,6 +99,21 @@ pub struct Found {
     pub partner: Option<String>,
     /// The `berth.secrets-dir` label: its secret files, removed with it.
     pub secrets_dir: Option<String>,
+    /// The engine's healthcheck verdict (`starting`, `healthy`, `unhealthy`), when the
+    /// container has a healthcheck.
+    pub health: Option<String>,
+    /// How it exited, once it has.
+    pub exit_code: Option<i64>,
+}
+
+/// A named volume the engine holds with berth's labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundVolume {
+    pub name: String,
+    pub partner: String,
+    pub script: String,
+    /// The name the script declares it by.
+    pub volume: String,
 }
 
 /// Everything berth asks of a container engine.
@@ -124,6 +139,17 @@ pub trait Engine {
     /// The engine's own paths on the host, which no container may mount: its socket and
     /// its data root, with why.
     async fn own_paths(&self) -> Result<Vec<(String, &'static str)>, EngineError>;
+    /// Creates a named volume with its labels unless it exists with them. A volume of that
+    /// name that berth did not create for this partner's script is refused, never used.
+    async fn ensure_volume(&self, volume: &Volume) -> Result<(), EngineError>;
+    /// The managed named volumes, of one partner or all.
+    async fn list_volumes(&self, partner: Option<&str>) -> Result<Vec<FoundVolume>, EngineError>;
+    /// Creates a script's bridge network unless it exists with its labels; one of that
+    /// name berth did not create is refused.
+    async fn ensure_network(&self, network: &Network) -> Result<(), EngineError>;
+    /// Removes a script's network if it exists and carries its labels; gone counts as
+    /// removed.
+    async fn remove_network(&self, network: &Network) -> Result<(), EngineError>;
     /// Pulls `registry/repository@digest`, showing progress on a terminal.
     async fn pull(
         &self,

@@ -4,6 +4,7 @@
 mod check;
 mod load;
 mod model;
+mod part;
 pub mod range;
 mod span;
 pub mod syntax;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use load::{LoadError, MAX_FILE_BYTES, parse};
 pub use model::*;
+pub use part::{OwnImage, Part, cycle};
 pub use span::{Pos, Sp};
 
 use crate::diag::Diagnostics;

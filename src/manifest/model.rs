@@ -173,10 +173,64 @@ pub struct Script {
     /// Whether pre-release tags may be chosen.
     #[serde(default)]
     pub prerelease: bool,
+    /// A single-container script: how its one container runs.
+    #[serde(default)]
+    pub container: Option<Container>,
+    #[serde(default)]
+    pub health: Option<Health>,
+    /// Named volumes its components mount, created as `berth-<partner>-<script>-<volume>`
+    /// and never deleted by berth.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, Sp<VolumeDecl>>,
+    /// A multi-component script (instead of `container:`): component name -> component.
+    #[serde(default)]
+    pub components: Option<Sp<BTreeMap<String, Sp<Component>>>>,
+}
+
+/// A named volume a multi-component script declares. No settings yet: the map entry is the
+/// declaration.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDecl {}
+
+/// One container of a multi-component script (design §10).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    /// Its own image; without one it runs the script's, at the script's version.
+    #[serde(default)]
+    pub image: Option<Image>,
+    /// Semver requirement over its own image's tags.
+    #[serde(default)]
+    pub versions: Option<Sp<String>>,
+    #[serde(default)]
+    pub prerelease: bool,
+    /// Holds data: replaced stop-first, so two processes never share its volumes.
+    #[serde(default)]
+    pub stateful: bool,
+    /// A one-shot that runs to completion from the new version before its dependents.
+    #[serde(default)]
+    pub job: bool,
+    /// How long a job may run, e.g. `10m` (the default).
+    #[serde(default)]
+    #[schemars(schema_with = "schema::duration")]
+    pub timeout: Option<Sp<String>>,
     #[serde(default)]
     pub container: Container,
     #[serde(default)]
     pub health: Option<Health>,
+    /// Components that must be `started`, `healthy` or (jobs) `completed` first.
+    #[serde(default)]
+    pub depends_on: BTreeMap<String, Sp<Condition>>,
+}
+
+/// What a dependency must have reached before its dependent starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    Started,
+    Healthy,
+    Completed,
 }
 
 pub use crate::image::Source;
@@ -249,6 +303,9 @@ pub struct Health {
     /// URL that must answer 2xx.
     #[serde(default)]
     pub http: Option<Sp<String>>,
+    /// A command run inside the container as its engine healthcheck; exit 0 is healthy.
+    #[serde(default)]
+    pub exec: Option<Sp<Vec<String>>>,
     /// How long the new container has to pass, e.g. `60s`.
     #[serde(default)]
     #[schemars(schema_with = "schema::duration")]
