@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::clock::Clock;
-use crate::container::{NewContainer, ObservedContainer, container_name};
+use crate::container::{NewContainer, ObservedContainer};
 use crate::engine::{Engine, EngineError};
 use crate::exit::chain;
 use crate::image::{SourceError, TagSource};
@@ -21,7 +21,7 @@ use crate::plan::{Action, Change, Deferral, Gate, Held, Idleness, Plan, Step, ga
 use crate::probe::{self, Probe, ProbeError};
 use crate::resolve::DesiredContainer;
 use crate::secret::{DirError, Redact, SecretsDir};
-use crate::state::{Phase, Record, StateDir, StateError};
+use crate::state::{PartRecord, Phase, Record, StateDir, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
@@ -142,6 +142,8 @@ impl Outcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
     pub script: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
     pub action: Action,
     pub reason: String,
     #[serde(flatten)]
@@ -149,10 +151,13 @@ pub struct StepReport {
     pub millis: u128,
 }
 
-/// Aborts the process after the n-th destructive point of a replace when
+/// Aborts the process at the n-th destructive point of its updates when
 /// `BERTH_ABORT_AFTER=n` is set: the real-engine crash-recovery tests' way to stop a run
-/// at an exact point between two engine calls.
-fn fault_point(n: u32) {
+/// at an exact point between two engine calls. A single replace passes points 1 to 9; a
+/// multi-component update passes more, counted on.
+fn fault_point() {
+    static PASSED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PASSED.fetch_add(1, Ordering::SeqCst) + 1;
     if std::env::var("BERTH_ABORT_AFTER").is_ok_and(|v| v == n.to_string()) {
         std::process::abort();
     }
@@ -191,16 +196,13 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                 Phase::Creating | Phase::CutOver => {
                     self.roll_back(&record).await?;
                     done.push(format!(
-                        "{}: rolled back an interrupted replace",
+                        "{}: rolled back an interrupted update",
                         record.script
                     ));
                 }
                 Phase::Verified => {
                     self.roll_forward(&record).await?;
-                    done.push(format!(
-                        "{}: finished an interrupted replace",
-                        record.script
-                    ));
+                    done.push(format!("{}: finished an interrupted update", record.script));
                 }
             }
         }
@@ -208,7 +210,8 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
     }
 
     /// Pulls every image the plan needs, then runs every allowed step; one step's failure
-    /// does not stop the others.
+    /// does not stop the others. A multi-component script's allowed changes run together,
+    /// as one update.
     pub async fn execute(&self, plan: &Plan) -> Vec<StepReport> {
         let mut not_pulled = std::collections::BTreeMap::new();
         for step in plan.steps.iter().filter(|s| s.pre_pull()) {
@@ -225,39 +228,61 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                     .as_ref()
                     .map(|r| r.display())
                     .unwrap_or_default();
-                not_pulled.insert(
-                    step.script.clone(),
-                    format!(
-                        "from {from}, after {:.1} s: {}",
-                        started.elapsed().as_secs_f64(),
-                        chain(&e)
-                    ),
-                );
+                not_pulled.entry(step.script.clone()).or_insert(format!(
+                    "{} from {from}, after {:.1} s: {}",
+                    step.label(),
+                    started.elapsed().as_secs_f64(),
+                    chain(&e)
+                ));
             }
         }
         let redact = plan_redactions(plan);
         let mut reports = Vec::new();
-        for step in &plan.steps {
+        let mut unit_outcomes: std::collections::BTreeMap<usize, Outcome> = Default::default();
+        let mut removed_all: std::collections::BTreeMap<&str, bool> = Default::default();
+        for (i, step) in plan.steps.iter().enumerate() {
             let started = Instant::now();
             let outcome = match &step.gate {
+                _ if unit_outcomes.contains_key(&i) => unit_outcomes.remove(&i).expect("present"),
                 Gate::Allowed if step.is_change() && self.stopping.load(Ordering::SeqCst) => {
                     Outcome::Deferred {
                         reason: "shutdown".into(),
                         detail: "berth is stopping; the next run takes it up".into(),
                     }
                 }
-                _ if not_pulled.contains_key(&step.script) => Outcome::NotPulled {
-                    error: not_pulled[&step.script].clone(),
-                },
+                _ if step.is_change() && not_pulled.contains_key(&step.script) => {
+                    Outcome::NotPulled {
+                        error: not_pulled[&step.script].clone(),
+                    }
+                }
                 Gate::Deferred(d) => Outcome::deferred(d),
                 Gate::Allowed if !step.is_change() => Outcome::Unchanged,
-                Gate::Allowed => match self.gate(plan, step).await {
-                    Gate::Allowed => self.run(plan, &step.change).await,
+                Gate::Allowed if in_unit(step) => {
+                    let members: Vec<usize> = (i..plan.steps.len())
+                        .filter(|&j| {
+                            let s = &plan.steps[j];
+                            s.script == step.script && s.gate == Gate::Allowed && in_unit(s)
+                        })
+                        .collect();
+                    let steps: Vec<&Step> = members.iter().map(|&j| &plan.steps[j]).collect();
+                    let mut outcomes = self.update(plan, &steps).await.into_iter();
+                    for &j in &members {
+                        unit_outcomes.insert(j, outcomes.next().expect("one per step"));
+                    }
+                    unit_outcomes.remove(&i).expect("present")
+                }
+                Gate::Allowed => match self.gate(plan, &[step], true).await {
+                    Gate::Allowed => self.run(plan, step).await,
                     Gate::Deferred(d) => Outcome::deferred(&d),
                 },
             };
+            if step.action() == Action::Remove {
+                *removed_all.entry(step.script.as_str()).or_insert(true) &=
+                    outcome == Outcome::Done;
+            }
             let report = StepReport {
                 script: step.script.clone(),
+                component: step.component.clone(),
                 action: step.action(),
                 reason: step.reason.clone(),
                 outcome: outcome.redacted(&redact),
@@ -265,6 +290,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             };
             tracing::info!(
                 script = %report.script,
+                component = report.component.as_deref().unwrap_or(""),
                 action = report.action.as_str(),
                 outcome = ?report.outcome,
                 millis = report.millis as u64,
@@ -272,15 +298,23 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             );
             reports.push(report);
         }
+        for network in &plan.networks_to_remove {
+            if removed_all.get(network.script.as_str()) == Some(&false) {
+                continue;
+            }
+            if let Err(e) = self.engine.remove_network(network).await {
+                tracing::error!(network = %network.name, error = %chain(&e), "cannot remove a script's network");
+            }
+        }
         reports
     }
 
-    /// The planner's gate asked again now: the host paths the step mounts, resolved again
-    /// (a pre-pull or an earlier step's health wait gave time to swap one for a symlink), the
-    /// window, and for a step that stops a running container, a fresh answer from the
-    /// partner's service.
-    async fn gate(&self, plan: &Plan, step: &Step) -> Gate {
-        if let Some(to) = step.desired() {
+    /// The planner's gate asked again now, for one step or a unit's steps together: the
+    /// host paths they mount, resolved again (a pre-pull or an earlier step's health wait
+    /// gave time to swap one for a symlink), the window, and, when `ask_idle` and a step
+    /// stops a running container, a fresh answer from the partner's service.
+    async fn gate(&self, plan: &Plan, steps: &[&Step], ask_idle: bool) -> Gate {
+        for to in steps.iter().filter_map(|s| s.desired()) {
             let binds = crate::resolve::host_binds(&to.spec);
             if binds != to.binds {
                 let refusals = plan.policy.rules.refusals(&crate::policy::Candidate {
@@ -292,24 +326,30 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                 }
             }
         }
+        let changes: Vec<&Change> = steps.iter().map(|s| &s.change).collect();
         let now = self.clock.now();
-        let first = gate::decide(&plan.policy, &step.change, now, &Idleness::Unknown);
+        let first = gate::decide(&plan.policy, &changes, now, &Idleness::Unknown);
+        let gated = changes.iter().any(|c| plan.policy.idle_gated(c));
         match (first, self.idle) {
-            (Gate::Allowed, Some(idle)) if plan.policy.idle_gated(&step.change) => {
+            (Gate::Allowed, Some(idle)) if ask_idle && gated => {
                 let answer = probe::idleness(self.probe, idle).await;
-                gate::decide(&plan.policy, &step.change, now, &answer)
+                gate::decide(&plan.policy, &changes, now, &answer)
             }
             (gate, _) => gate,
         }
     }
 
-    async fn run(&self, plan: &Plan, change: &Change) -> Outcome {
-        let result = match change {
+    async fn run(&self, plan: &Plan, step: &Step) -> Outcome {
+        let result = match &step.change {
             Change::Create { to } => self.create(plan, to).await,
             Change::Start { current, to } => self.start(current, to).await,
             Change::Remove { from } => self.remove(from).await,
-            Change::Replace { from, to } => {
-                return self.replace(plan, to, &from.id, from.running).await;
+            Change::Replace { .. } => {
+                return self
+                    .update(plan, &[step])
+                    .await
+                    .pop()
+                    .expect("one outcome per step");
             }
             Change::Keep { .. } => return Outcome::Unchanged,
         };
@@ -320,7 +360,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
     }
 
     async fn create(&self, plan: &Plan, d: &DesiredContainer) -> Result<(), ExecuteError> {
-        let name = container_name(&plan.partner, &d.script);
+        let name = d.name(&plan.partner);
         let dir = self.write_secrets(&name, d)?;
         let id = match self
             .engine
@@ -406,137 +446,311 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         }
     }
 
-    /// The new container under a temporary name first; then the swap; then health; then
-    /// the old one goes, or comes back.
-    async fn replace(
-        &self,
-        plan: &Plan,
-        d: &DesiredContainer,
-        old_id: &str,
-        old_running: bool,
-    ) -> Outcome {
-        let name = container_name(&plan.partner, &d.script);
+    /// An update carried out as one journaled unit: a single-container script's replace,
+    /// or a multi-component script's changes, in the plan's (dependency) order, with its
+    /// removed components last. Each changed container must prove itself before the next
+    /// is touched; the idle gate is asked right before the first running container stops.
+    /// If anything fails, every container changed so far goes back, in reverse order, and
+    /// the digests are held when a new version failed. One outcome per step.
+    async fn update(&self, plan: &Plan, steps: &[&Step]) -> Vec<Outcome> {
+        let Some(first) = steps.first() else {
+            return Vec::new();
+        };
+        let script = first.script.clone();
+        let multi = steps.iter().any(|s| in_unit(s));
+        if multi && let Gate::Deferred(d) = self.gate(plan, steps, false).await {
+            return steps.iter().map(|_| Outcome::deferred(&d)).collect();
+        }
+        let (removes, changes): (Vec<&Step>, Vec<&Step>) =
+            steps.iter().partition(|s| s.action() == Action::Remove);
         // Unique per attempt: a killed run's create request can still land after the next
-        // run rolled it back, and must not block this one's name. Such a leftover is
+        // run rolled it back, and must not block this one's names. Such a leftover is
         // removed by a later plan.
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros());
         let mut record = Record {
             partner: plan.partner.clone(),
-            script: d.script.clone(),
+            script: script.clone(),
+            phase: Phase::Creating,
+            parts: Vec::new(),
+        };
+        let mut asked_idle = !multi;
+        let mut failed_at = None;
+        let mut result = Ok(());
+        for (i, step) in changes.iter().enumerate() {
+            if !asked_idle && step.change.stops_running() {
+                asked_idle = true;
+                if let Gate::Deferred(d) = self.gate(plan, steps, true).await {
+                    result = Err(Failure::Deferred(d));
+                    failed_at = Some(i);
+                    break;
+                }
+            }
+            if let Err(e) = self.change_part(plan, step, &mut record, nonce).await {
+                result = Err(Failure::Error(e));
+                failed_at = Some(i);
+                break;
+            }
+        }
+        if result.is_ok()
+            && !asked_idle
+            && removes.iter().any(|s| s.change.stops_running())
+            && let Gate::Deferred(d) = self.gate(plan, steps, true).await
+        {
+            failed_at = Some(changes.len());
+            result = Err(Failure::Deferred(d));
+        }
+        if result.is_ok() && !record.parts.is_empty() {
+            record.phase = Phase::Verified;
+            result = self
+                .state
+                .write_journal(&record)
+                .map_err(|e| Failure::Error(e.into()));
+            fault_point();
+        }
+        match result {
+            Ok(()) => {
+                if let Err(e) = self.roll_forward(&record).await {
+                    let failed = Outcome::failed(&e);
+                    return steps.iter().map(|_| failed.clone()).collect();
+                }
+                let mut removed = Vec::new();
+                for step in &removes {
+                    let Change::Remove { from } = &step.change else {
+                        continue;
+                    };
+                    removed.push(match self.remove(from).await {
+                        Ok(()) => Outcome::Done,
+                        Err(e) => Outcome::failed(&e),
+                    });
+                }
+                let mut removed = removed.into_iter();
+                steps
+                    .iter()
+                    .map(|s| {
+                        if s.action() == Action::Remove {
+                            removed.next().expect("one per removal")
+                        } else {
+                            Outcome::Done
+                        }
+                    })
+                    .collect()
+            }
+            Err(failure) => {
+                let failed_at = failed_at.unwrap_or(changes.len());
+                let held = match (&failure, multi, changes.first().and_then(|s| s.desired())) {
+                    (Failure::Error(ExecuteError::Unhealthy(_)), true, _) => {
+                        self.hold_unit(plan, &changes)
+                    }
+                    (Failure::Error(ExecuteError::Unhealthy(_)), false, Some(d)) => {
+                        self.hold(plan, d)
+                    }
+                    _ => Ok(()),
+                };
+                if let Err(e) = held {
+                    tracing::error!(error = %chain(&e), "cannot remember the failed digests");
+                }
+                let rolled = self.roll_back(&record).await;
+                let culprit = changes.get(failed_at).map(|s| s.label());
+                steps
+                    .iter()
+                    .map(|s| match (&failure, &rolled) {
+                        (_, Err(e)) => Outcome::failed(e),
+                        (Failure::Deferred(d), Ok(())) => Outcome::deferred(d),
+                        (Failure::Error(e), Ok(())) => Outcome::RolledBack {
+                            error: match &culprit {
+                                Some(c) if multi && *c != s.label() => {
+                                    format!("{c}: {}", chain(e))
+                                }
+                                _ => chain(e),
+                            },
+                            could_not_run: e.could_not_run(),
+                        },
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Replaces, adds or starts one container of an update, journaling it before each
+    /// destructive call. A stateless container is created before the old one stops; a
+    /// stateful one only after, so two processes never share its volumes (nor does the
+    /// engine copy image content into a volume still in use). Either way the new one
+    /// starts only once the old one has stopped. A job runs to completion instead of being
+    /// health-checked, and keeps its temporary name until the update is verified.
+    async fn change_part(
+        &self,
+        plan: &Plan,
+        step: &Step,
+        record: &mut Record,
+        nonce: u128,
+    ) -> Result<(), ExecuteError> {
+        let (old, d) = match &step.change {
+            Change::Replace { from, to } => (Some(from), to),
+            Change::Create { to } => (None, to),
+            Change::Start { current, to } => return self.start(current, to).await,
+            Change::Remove { .. } | Change::Keep { .. } => return Ok(()),
+        };
+        if let Some(c) = &d.component {
+            if let Some(network) = &c.network {
+                self.engine.ensure_network(network).await?;
+            }
+            for volume in &c.volumes {
+                self.engine.ensure_volume(volume).await?;
+            }
+        }
+        let name = d.name(&plan.partner);
+        let job = d.component.as_ref().and_then(|c| c.job);
+        let stateful = d.component.as_ref().is_some_and(|c| c.stateful);
+        let part = record.parts.len();
+        record.parts.push(PartRecord {
             next_name: format!("{name}{NEXT_SUFFIX}-{nonce:x}"),
             name: name.clone(),
-            old_id: old_id.to_owned(),
+            old_id: old.map(|o| o.id.clone()),
             new_id: None,
-            phase: Phase::Creating,
-        };
-        let cut_over = async {
-            self.state.write_journal(&record)?;
-            fault_point(1);
-            let dir = self.write_secrets(&record.next_name, d)?;
-            let new_id = self
-                .engine
-                .create(&new_container(&record.next_name, plan, d, dir.as_deref()))
-                .await?;
-            fault_point(2);
-            record.new_id = Some(new_id.clone());
-            record.phase = Phase::CutOver;
-            self.state.write_journal(&record)?;
-            fault_point(3);
-            if !old_running {
+            job: job.is_some(),
+        });
+        self.state.write_journal(record)?;
+        fault_point();
+        if stateful && let Some(old) = old {
+            self.engine.stop(&old.id).await?;
+            fault_point();
+        }
+        let next_name = record.parts[part].next_name.clone();
+        let dir = self.write_secrets(&next_name, d)?;
+        let new_id = self
+            .engine
+            .create(&new_container(&next_name, plan, d, dir.as_deref()))
+            .await?;
+        fault_point();
+        record.parts[part].new_id = Some(new_id.clone());
+        record.phase = Phase::CutOver;
+        self.state.write_journal(record)?;
+        fault_point();
+        if let Some(timeout) = job {
+            self.engine.start(&new_id).await?;
+            fault_point();
+            return self.wait_job(&new_id, timeout).await;
+        }
+        if let Some(old) = old {
+            if !old.running {
                 // A crash-looping container cannot be renamed by some engines (Docker
                 // 20.10: "sandbox not found"); it serves nothing, so it stops first.
-                self.engine.stop(old_id).await?;
+                self.engine.stop(&old.id).await?;
             }
             self.engine
-                .rename(old_id, &format!("{name}{OLD_SUFFIX}"))
+                .rename(&old.id, &format!("{name}{OLD_SUFFIX}"))
                 .await?;
-            fault_point(4);
-            self.engine.rename(&new_id, &name).await?;
-            fault_point(5);
-            self.engine.stop(old_id).await?;
-            fault_point(6);
-            self.engine.start(&new_id).await?;
-            fault_point(7);
-            self.wait_healthy(&new_id, d).await?;
-            record.phase = Phase::Verified;
-            self.state.write_journal(&record)?;
-            fault_point(8);
-            Ok::<_, ExecuteError>(())
-        };
-        let result = cut_over.await;
-        let result = match result {
-            Ok(()) => self.roll_forward(&record).await.map(|()| Outcome::Done),
-            Err(failure) => {
-                let error = chain(&failure);
-                let could_not_run = failure.could_not_run();
-                if matches!(failure, ExecuteError::Unhealthy(_))
-                    && let Err(e) = self.hold(plan, d)
-                {
-                    tracing::error!(error = %chain(&e), "cannot remember the failed digest");
-                }
-                self.roll_back(&record).await.map(|()| Outcome::RolledBack {
-                    error,
-                    could_not_run,
-                })
-            }
-        };
-        result.unwrap_or_else(|e| Outcome::failed(&e))
-    }
-
-    /// Removes the new container if any, puts the old one back under its name, running.
-    async fn roll_back(&self, record: &Record) -> Result<(), ExecuteError> {
-        let new = match &record.new_id {
-            Some(id) => self.engine.find(id).await?,
-            // Created but not yet journaled: find it by its temporary name.
-            None => self
-                .engine
-                .find(&record.next_name)
-                .await?
-                .filter(|f| f.partner.as_deref() == Some(record.partner.as_str())),
-        };
-        if let Some(new) = new {
-            self.engine.stop(&new.id).await?;
-            self.engine.remove(&new.id).await?;
+            fault_point();
         }
-        // Written before the create, so there may be files even when no container was made.
-        if let Some(secrets) = self.secrets {
-            let dir = secrets.dir_for(&record.next_name);
-            self.discard_secrets(Some(&dir.display().to_string()));
-        }
-        if let Some(old) = self.engine.find(&record.old_id).await? {
-            if old.name != record.name {
-                self.engine.rename(&old.id, &record.name).await?;
-            }
-            if !old.running {
-                self.engine.start(&old.id).await?;
-            }
-        }
-        self.state.clear_journal(&record.partner, &record.script)?;
-        Ok(())
-    }
-
-    /// Removes the old container once the new one has proven itself.
-    async fn roll_forward(&self, record: &Record) -> Result<(), ExecuteError> {
-        if let Some(old) = self.engine.find(&record.old_id).await? {
+        self.engine.rename(&new_id, &name).await?;
+        fault_point();
+        if let Some(old) = old {
             self.engine.stop(&old.id).await?;
-            self.engine.remove(&old.id).await?;
-            self.discard_secrets(old.secrets_dir.as_deref());
+            fault_point();
         }
-        fault_point(9);
-        if let Some(new_id) = &record.new_id
-            && let Some(new) = self.engine.find(new_id).await?
-        {
-            if new.name != record.name {
-                self.engine.rename(&new.id, &record.name).await?;
+        self.engine.start(&new_id).await?;
+        fault_point();
+        self.wait_healthy(&new_id, d).await
+    }
+
+    /// Puts every container of the update back, last changed first: removes each new one,
+    /// gives the old one its name again and starts it (a job's stays as it ended).
+    async fn roll_back(&self, record: &Record) -> Result<(), ExecuteError> {
+        for part in record.parts.iter().rev() {
+            let new = match &part.new_id {
+                Some(id) => self.engine.find(id).await?,
+                // Created but not yet journaled: find it by its temporary name.
+                None => self
+                    .engine
+                    .find(&part.next_name)
+                    .await?
+                    .filter(|f| f.partner.as_deref() == Some(record.partner.as_str())),
+            };
+            if let Some(new) = new {
+                self.engine.stop(&new.id).await?;
+                self.engine.remove(&new.id).await?;
             }
-            if !new.running {
-                self.engine.start(&new.id).await?;
+            // Written before the create, so there may be files even when no container was
+            // made.
+            if let Some(secrets) = self.secrets {
+                let dir = secrets.dir_for(&part.next_name);
+                self.discard_secrets(Some(&dir.display().to_string()));
+            }
+            let Some(old_id) = &part.old_id else { continue };
+            if let Some(old) = self.engine.find(old_id).await? {
+                if old.name != part.name {
+                    self.engine.rename(&old.id, &part.name).await?;
+                }
+                if !old.running && !part.job {
+                    self.engine.start(&old.id).await?;
+                }
             }
         }
         self.state.clear_journal(&record.partner, &record.script)?;
         Ok(())
+    }
+
+    /// Removes the old containers once every new one has proven itself, and gives each
+    /// new one its managed name.
+    async fn roll_forward(&self, record: &Record) -> Result<(), ExecuteError> {
+        for part in &record.parts {
+            if let Some(old_id) = &part.old_id
+                && let Some(old) = self.engine.find(old_id).await?
+            {
+                self.engine.stop(&old.id).await?;
+                self.engine.remove(&old.id).await?;
+                self.discard_secrets(old.secrets_dir.as_deref());
+            }
+            fault_point();
+            if let Some(new_id) = &part.new_id
+                && let Some(new) = self.engine.find(new_id).await?
+            {
+                if new.name != part.name {
+                    self.engine.rename(&new.id, &part.name).await?;
+                }
+                if !new.running && !part.job {
+                    self.engine.start(&new.id).await?;
+                }
+            }
+        }
+        if !record.parts.is_empty() {
+            self.state.clear_journal(&record.partner, &record.script)?;
+        }
+        Ok(())
+    }
+
+    /// A job's run: done when it exits 0 within its timeout; a non-zero exit or a run
+    /// past the timeout (the job is then stopped) fails the update, like a failed health
+    /// check.
+    async fn wait_job(&self, id: &str, timeout: Duration) -> Result<(), ExecuteError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.engine.find(id).await? {
+                Some(f) if !f.running && f.exit_code == Some(0) => return Ok(()),
+                Some(f) if !f.running && f.exit_code.is_some() => {
+                    return Err(ExecuteError::Unhealthy(format!(
+                        "the job exited with code {}",
+                        f.exit_code.unwrap_or_default()
+                    )));
+                }
+                None => {
+                    return Err(ExecuteError::Unhealthy(
+                        "the job's container disappeared".into(),
+                    ));
+                }
+                Some(_) => {}
+            }
+            if Instant::now() >= deadline {
+                self.engine.stop(id).await?;
+                return Err(ExecuteError::Unhealthy(format!(
+                    "the job did not finish within {}s",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Pulls a registry image unless the engine has it. Credentials that the registry
@@ -570,12 +784,25 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         }
     }
 
+    /// Remembers a digest and spec that failed, so they are not retried.
     fn hold(&self, plan: &Plan, d: &DesiredContainer) -> Result<(), StateError> {
         self.state.hold(Held {
             partner: plan.partner.clone(),
             script: d.script.clone(),
             digest: d.digest.clone(),
             spec_hash: d.spec_hash.clone(),
+        })
+    }
+
+    /// Remembers a multi-component update that failed as the fingerprint of its changes,
+    /// as the planner looks it up.
+    fn hold_unit(&self, plan: &Plan, steps: &[&Step]) -> Result<(), StateError> {
+        let changes: Vec<&Change> = steps.iter().map(|s| &s.change).collect();
+        self.state.hold(Held {
+            partner: plan.partner.clone(),
+            script: steps.first().map(|s| s.script.clone()).unwrap_or_default(),
+            digest: crate::plan::unit_fingerprint(&changes),
+            spec_hash: String::new(),
         })
     }
 
@@ -604,7 +831,22 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                     "health check failed: the container restarted (it is crash-looping)".into(),
                 ));
             }
+            // With `health.exec` the engine's own verdict decides, before any probe.
+            let engine_healthy = match found.as_ref().and_then(|f| f.health.as_deref()) {
+                _ if d.spec.healthcheck.is_none() => true,
+                Some("healthy") => true,
+                Some(verdict) => {
+                    last = format!("the engine reports it {verdict}");
+                    false
+                }
+                None => {
+                    last = "the engine reports no health yet".into();
+                    false
+                }
+            };
             match &d.health.http {
+                _ if !engine_healthy => {}
+                None if d.spec.healthcheck.is_some() => return Ok(()),
                 None if started.elapsed() >= stable => return Ok(()),
                 None => {}
                 Some(url) => {
@@ -644,6 +886,20 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
+}
+
+/// Why an update stopped before it was verified.
+enum Failure {
+    /// A gate asked again mid-update said wait: what was changed so far goes back.
+    Deferred(Deferral),
+    Error(ExecuteError),
+}
+
+/// Whether a step is one of a multi-component script's changes, carried out together.
+fn in_unit(step: &Step) -> bool {
+    step.is_change()
+        && !step.is_leftover()
+        && (step.component.is_some() || step.desired().is_some_and(|d| d.component.is_some()))
 }
 
 /// How long a container must stay up after its health probe answered, for the answer to
@@ -690,6 +946,7 @@ fn new_container<'a>(
         image: &d.image,
         partner: &plan.partner,
         script: &d.script,
+        component: d.component_name(),
         version: &d.version,
         digest: &d.digest,
         spec_hash: &d.spec_hash,
@@ -793,6 +1050,8 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             running: true,
+            job: false,
+            exit_code: None,
         }
     }
 
@@ -803,6 +1062,7 @@ mod tests {
             revision: "r2".into(),
             containers: vec![DesiredContainer {
                 script: "s".into(),
+                component: None,
                 version: "2.0.0".into(),
                 digest: NEW.into(),
                 image: NEW.into(),

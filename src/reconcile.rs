@@ -152,11 +152,12 @@ fn names_host_paths(repo: &Repo, partner: &Partner) -> bool {
     partner.scripts.iter().any(|opt| {
         !opt.env_files.is_empty()
             || repo.scripts.get(opt.script.as_str()).is_some_and(|s| {
-                s.doc
-                    .container
-                    .volumes
-                    .iter()
-                    .any(|v| crate::container::host_bind(v).is_some())
+                s.doc.parts().iter().any(|p| {
+                    p.container
+                        .volumes
+                        .iter()
+                        .any(|v| crate::container::host_bind(v).is_some())
+                })
             })
     })
 }
@@ -408,11 +409,13 @@ mod tests {
                 now: "2026-11-21T00:00:00Z".parse().unwrap(),
                 steps: vec![],
                 policy: crate::plan::gate::saturday_mornings(),
+                networks_to_remove: vec![],
             },
             reports: outcomes
                 .into_iter()
                 .map(|(action, outcome)| StepReport {
                     script: "s".into(),
+                    component: None,
                     action,
                     reason: String::new(),
                     outcome,

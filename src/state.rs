@@ -26,30 +26,103 @@ pub enum StateError {
     },
 }
 
-/// How far a replace got; each phase is on disk before the step it guards.
+/// How far an update got; each phase is on disk before the step it guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
-    /// The new container is being created under the temporary name.
+    /// A new container is being created under its temporary name.
     Creating,
     /// Names and running states are being swapped; roll back if interrupted.
     CutOver,
-    /// The new container passed health; only removing the old one remains.
+    /// Every new container passed health; only removing the old ones remains.
     Verified,
 }
 
-/// One replace in flight.
+/// One update in flight: a single-container script's replace, or a multi-component
+/// script's whole update, which is finished or rolled back as one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "OnDisk")]
 pub struct Record {
     pub partner: String,
     pub script: String,
-    /// The managed name both containers take turns under.
+    pub phase: Phase,
+    /// Each container the update replaces or adds, in the order it does so.
+    pub parts: Vec<PartRecord>,
+}
+
+/// One container of an update in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// The managed name the old and the new container take turns under.
     pub name: String,
     /// The new container's temporary name until it takes `name`.
     pub next_name: String,
-    pub old_id: String,
+    /// `None` for a component the update adds.
+    pub old_id: Option<String>,
     pub new_id: Option<String>,
-    pub phase: Phase,
+    /// A one-shot: neither the old nor the new one is started again.
+    #[serde(default)]
+    pub job: bool,
+}
+
+/// A record as written by this berth, or by one that replaced one container per record
+/// (read so that an upgrade mid-replace still finishes or rolls it back).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OnDisk {
+    Unit {
+        partner: String,
+        script: String,
+        phase: Phase,
+        parts: Vec<PartRecord>,
+    },
+    Single {
+        partner: String,
+        script: String,
+        name: String,
+        next_name: String,
+        old_id: String,
+        new_id: Option<String>,
+        phase: Phase,
+    },
+}
+
+impl From<OnDisk> for Record {
+    fn from(d: OnDisk) -> Record {
+        match d {
+            OnDisk::Unit {
+                partner,
+                script,
+                phase,
+                parts,
+            } => Record {
+                partner,
+                script,
+                phase,
+                parts,
+            },
+            OnDisk::Single {
+                partner,
+                script,
+                name,
+                next_name,
+                old_id,
+                new_id,
+                phase,
+            } => Record {
+                partner,
+                script,
+                phase,
+                parts: vec![PartRecord {
+                    name,
+                    next_name,
+                    old_id: Some(old_id),
+                    new_id,
+                    job: false,
+                }],
+            },
+        }
+    }
 }
 
 /// An open, locked state directory.
@@ -217,11 +290,14 @@ mod tests {
         let rec = Record {
             partner: "p".into(),
             script: "s".into(),
-            name: "berth-p-s".into(),
-            next_name: "berth-p-s.next-1".into(),
-            old_id: "old".into(),
-            new_id: None,
             phase: Phase::Creating,
+            parts: vec![PartRecord {
+                name: "berth-p-s".into(),
+                next_name: "berth-p-s.next-1".into(),
+                old_id: Some("old".into()),
+                new_id: None,
+                job: false,
+            }],
         };
         state.write_journal(&rec).unwrap();
         assert_eq!(state.journals("p").unwrap(), vec![rec]);
@@ -230,6 +306,23 @@ mod tests {
         assert!(state.journals("p").unwrap().is_empty());
         drop(state);
         assert!(StateDir::open(dir.path()).is_ok(), "lock released on drop");
+    }
+
+    #[test]
+    fn a_single_replace_journaled_by_an_earlier_berth_is_read_as_a_unit_of_one() {
+        let old = r#"{"partner":"p","script":"s","name":"berth-p-s","next_name":"berth-p-s.next-1","old_id":"o1","new_id":"n1","phase":"cut-over"}"#;
+        let rec: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(rec.phase, Phase::CutOver);
+        assert_eq!(
+            rec.parts,
+            vec![PartRecord {
+                name: "berth-p-s".into(),
+                next_name: "berth-p-s.next-1".into(),
+                old_id: Some("o1".into()),
+                new_id: Some("n1".into()),
+                job: false,
+            }]
+        );
     }
 
     #[test]

@@ -42,19 +42,23 @@ pub async fn state<S: TagSource>(repo: &Repo, tags: &CachedTags<'_, S>) -> State
                 continue;
             };
             let script = &script.doc;
-            let resolved = match &repo.lock {
-                Some(lock) => resolve::resolve_locked(&lock.doc, repo, name, opt, script),
-                None => resolve::resolve_live(repo, opt, script, tags).await,
-            };
-            let spec = resolve::container_spec(script, opt, Secrets::NamesOnly)
-                .expect("opening no secret cannot fail");
-            scripts.insert(
-                opt.script.value.clone(),
-                ScriptState {
-                    resolved: resolved.map(|r| (r.version, r.digest)),
-                    spec,
-                },
-            );
+            let resolved = resolve::resolve_parts(repo, name, opt, script, tags).await;
+            for (i, part) in script.parts().iter().enumerate() {
+                let spec = resolve::container_spec(name, script, part, opt, Secrets::NamesOnly)
+                    .expect("opening no secret cannot fail");
+                scripts.insert(
+                    resolve::pin_key(&opt.script, part.component),
+                    ScriptState {
+                        resolved: match &resolved {
+                            Ok(parts) => {
+                                Ok((parts[i].1.version.clone(), parts[i].1.digest.clone()))
+                            }
+                            Err(why) => Err(why.clone()),
+                        },
+                        spec,
+                    },
+                );
+            }
         }
         out.insert(
             name.clone(),

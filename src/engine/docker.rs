@@ -4,17 +4,20 @@
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions,
-    RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
+    ListVolumesOptions, RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
 };
 use std::collections::HashMap;
 
-use super::{Engine, EngineError, Found, PullAbandoned, PullLimits};
-use crate::container::{NewContainer, ObservedContainer, label, parse_port, secrets_label};
+use super::{Engine, EngineError, Found, FoundVolume, PullAbandoned, PullLimits};
+use crate::container::{
+    Network, NewContainer, ObservedContainer, Volume, label, parse_port, secrets_label,
+};
 use crate::image::Credentials;
 
 /// A managed container stopped, died or went away.
@@ -119,8 +122,41 @@ pub fn create_body(new: &NewContainer<'_>) -> ContainerCreateBody {
                 });
         }
     }
+    // On the script's network the component answers to its name.
+    let networking_config = match (&s.network, &s.network_alias) {
+        (Some(net), Some(alias)) => Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                net.clone(),
+                EndpointSettings {
+                    aliases: Some(vec![alias.clone()]),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        _ => None,
+    };
+    // Checked often, so a healthy component is seen healthy within a second; failures
+    // only make the engine say `unhealthy`, and berth waits out the health timeout.
+    let healthcheck = s.healthcheck.as_ref().map(|cmd| HealthConfig {
+        test: Some(
+            std::iter::once("CMD".to_owned())
+                .chain(cmd.iter().cloned())
+                .collect(),
+        ),
+        interval: Some(HEALTH_INTERVAL.as_nanos() as i64),
+        timeout: Some(HEALTH_CHECK_TIMEOUT.as_nanos() as i64),
+        retries: Some(3),
+        ..Default::default()
+    });
+    let restart = if s.job {
+        RestartPolicyNameEnum::NO
+    } else {
+        RestartPolicyNameEnum::UNLESS_STOPPED
+    };
     ContainerCreateBody {
         image: Some(new.image.to_owned()),
+        healthcheck,
+        networking_config,
         cmd: s.command.clone(),
         env: Some(s.engine_env()),
         user: s.user.clone(),
@@ -137,12 +173,38 @@ pub fn create_body(new: &NewContainer<'_>) -> ContainerCreateBody {
             nano_cpus: s.nano_cpus,
             readonly_rootfs: Some(s.read_only),
             restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                name: Some(restart),
                 maximum_retry_count: None,
             }),
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// How often the engine runs a `health.exec` check, and how long one check may take.
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+const HEALTH_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The label filter that finds what berth manages, of one partner or all.
+fn managed_filter(partner: Option<&str>) -> HashMap<String, Vec<String>> {
+    let mut labels = vec![format!("{}=true", label::MANAGED)];
+    labels.extend(partner.map(|p| format!("{}={p}", label::PARTNER)));
+    HashMap::from([("label".to_owned(), labels)])
+}
+
+/// Whether an object's labels are exactly the ones berth gave it, so berth uses only what
+/// it created.
+fn labelled(found: &HashMap<String, String>, wanted: &[(&'static str, String)]) -> bool {
+    wanted
+        .iter()
+        .all(|(k, v)| found.get(*k).is_some_and(|f| f == v))
+}
+
+fn refused(what: String, why: String) -> EngineError {
+    EngineError::Engine {
+        what,
+        source: why.into(),
     }
 }
 
@@ -218,6 +280,7 @@ impl Engine for DockerEngine {
                     id: c.id?,
                     name: c.names?.first()?.trim_start_matches('/').to_owned(),
                     script: get(label::SCRIPT),
+                    component: labels.get(label::COMPONENT).cloned(),
                     version: get(label::VERSION),
                     digest: get(label::DIGEST),
                     spec_hash: get(label::SPEC_HASH),
@@ -413,11 +476,118 @@ impl Engine for DockerEngine {
         Ok(())
     }
 
+    async fn ensure_volume(&self, volume: &Volume) -> Result<(), EngineError> {
+        let wanted = volume.labels();
+        match self.docker.inspect_volume(&volume.name).await {
+            Ok(v) if labelled(&v.labels, &wanted) => Ok(()),
+            Ok(_) => Err(refused(
+                format!("use volume {}", volume.name),
+                "a volume of that name exists that berth did not create for this script; \
+                 berth leaves it alone"
+                    .into(),
+            )),
+            Err(e) if is_not_found(&e) => self
+                .docker
+                .create_volume(VolumeCreateRequest {
+                    name: Some(volume.name.clone()),
+                    labels: Some(wanted.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+                .map_err(engine(format!("create volume {}", volume.name))),
+            Err(e) => Err(engine(format!("inspect volume {}", volume.name))(e)),
+        }
+    }
+
+    async fn list_volumes(&self, partner: Option<&str>) -> Result<Vec<FoundVolume>, EngineError> {
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(managed_filter(partner)),
+            }))
+            .await
+            .map_err(engine("list volumes"))?;
+        let mut out: Vec<FoundVolume> = list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| {
+                let get = |k: &str| v.labels.get(k).cloned();
+                (get(label::MANAGED)? == "true").then_some(())?;
+                Some(FoundVolume {
+                    partner: get(label::PARTNER)?,
+                    script: get(label::SCRIPT)?,
+                    volume: get(label::VOLUME)?,
+                    name: v.name,
+                })
+            })
+            .filter(|v| partner.is_none_or(|p| v.partner == p))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn ensure_network(&self, network: &Network) -> Result<(), EngineError> {
+        let wanted = network.labels();
+        match self.docker.inspect_network(&network.name, None).await {
+            Ok(n) if n.labels.as_ref().is_some_and(|l| labelled(l, &wanted)) => Ok(()),
+            Ok(_) => Err(refused(
+                format!("use network {}", network.name),
+                "a network of that name exists that berth did not create for this script; \
+                 berth leaves it alone"
+                    .into(),
+            )),
+            Err(e) if is_not_found(&e) => self
+                .docker
+                .create_network(NetworkCreateRequest {
+                    name: network.name.clone(),
+                    driver: Some("bridge".into()),
+                    labels: Some(wanted.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+                .map_err(engine(format!("create network {}", network.name))),
+            Err(e) => Err(engine(format!("inspect network {}", network.name))(e)),
+        }
+    }
+
+    async fn remove_network(&self, network: &Network) -> Result<(), EngineError> {
+        match self.docker.inspect_network(&network.name, None).await {
+            Ok(n)
+                if n.labels
+                    .as_ref()
+                    .is_some_and(|l| labelled(l, &network.labels())) =>
+            {
+                match self.docker.remove_network(&network.name).await {
+                    Err(e) if !is_not_found(&e) => {
+                        Err(engine(format!("remove network {}", network.name))(e))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(engine(format!("inspect network {}", network.name))(e)),
+        }
+    }
+
     async fn find(&self, name_or_id: &str) -> Result<Option<Found>, EngineError> {
         match self.docker.inspect_container(name_or_id, None).await {
             Ok(c) => {
                 let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
                 let managed = labels.get(label::MANAGED).is_some_and(|v| v == "true");
+                let state = c.state.unwrap_or_default();
+                let health = state
+                    .health
+                    .and_then(|h| h.status)
+                    .map(|s| s.to_string())
+                    .filter(|s| !s.is_empty() && s != "none");
+                let exit_code = match state.status {
+                    Some(bollard::models::ContainerStateStatusEnum::EXITED) => state.exit_code,
+                    _ => None,
+                };
                 Ok(Some(Found {
                     id: c.id.unwrap_or_default(),
                     name: c
@@ -425,8 +595,10 @@ impl Engine for DockerEngine {
                         .unwrap_or_default()
                         .trim_start_matches('/')
                         .to_owned(),
-                    running: c.state.and_then(|s| s.running).unwrap_or(false),
+                    running: state.running.unwrap_or(false),
                     restarts: c.restart_count.unwrap_or(0),
+                    health,
+                    exit_code,
                     partner: labels.get(label::PARTNER).filter(|_| managed).cloned(),
                     secrets_dir: labels.get(label::SECRETS_DIR).filter(|_| managed).cloned(),
                 }))

@@ -7,8 +7,8 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Engine, EngineError, Found};
-use crate::container::{NewContainer, ObservedContainer, label};
+use super::{Engine, EngineError, Found, FoundVolume};
+use crate::container::{Network, NewContainer, ObservedContainer, Volume, label};
 use crate::image::Credentials;
 
 /// One container as the fake keeps it.
@@ -19,6 +19,9 @@ pub struct FakeContainer {
     pub image: String,
     pub labels: BTreeMap<String, String>,
     pub running: bool,
+    /// A one-shot, which exits as soon as it starts, with the world's `job_exit`.
+    pub job: bool,
+    pub exit_code: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +33,10 @@ struct World {
     crash_at: Option<u64>,
     /// Call numbers that fail without effect, as a flaky engine's would.
     fail_at: BTreeSet<u64>,
+    /// How every job exits.
+    job_exit: i64,
+    volumes: BTreeMap<String, BTreeMap<String, String>>,
+    networks: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +103,16 @@ impl FakeEngine {
         self.world.borrow().calls
     }
 
+    /// Every job started from now on exits with `code`.
+    pub fn set_job_exit(&self, code: i64) {
+        self.world.borrow_mut().job_exit = code;
+    }
+
+    /// The names of the volumes it holds.
+    pub fn volumes(&self) -> Vec<String> {
+        self.world.borrow().volumes.keys().cloned().collect()
+    }
+
     pub fn containers(&self) -> Vec<FakeContainer> {
         self.world.borrow().containers.values().cloned().collect()
     }
@@ -157,6 +174,7 @@ impl Engine for FakeEngine {
                         id: c.id.clone(),
                         name: c.name.clone(),
                         script: get(label::SCRIPT),
+                        component: c.labels.get(label::COMPONENT).cloned(),
                         version: get(label::VERSION),
                         digest: get(label::DIGEST),
                         spec_hash: get(label::SPEC_HASH),
@@ -196,6 +214,8 @@ impl Engine for FakeEngine {
                         .map(|(k, v)| (k.to_owned(), v))
                         .collect(),
                     running: false,
+                    job: new.spec.job,
+                    exit_code: None,
                 },
             );
             Ok(id)
@@ -203,12 +223,19 @@ impl Engine for FakeEngine {
     }
 
     async fn start(&self, id: &str) -> Result<(), EngineError> {
-        self.call(&format!("start {id}"), |w| match lookup(w, id) {
-            Some(c) => {
-                c.running = true;
-                Ok(())
+        self.call(&format!("start {id}"), |w| {
+            let exit = w.job_exit;
+            match lookup(w, id) {
+                Some(c) if c.job => {
+                    c.exit_code = Some(exit);
+                    Ok(())
+                }
+                Some(c) => {
+                    c.running = true;
+                    Ok(())
+                }
+                None => Err(format!("404: no such container {id}")),
             }
-            None => Err(format!("404: no such container {id}")),
         })
     }
 
@@ -255,6 +282,8 @@ impl Engine for FakeEngine {
                 restarts: 0,
                 partner: c.labels.get(label::PARTNER).cloned(),
                 secrets_dir: c.labels.get(label::SECRETS_DIR).cloned(),
+                health: None,
+                exit_code: c.exit_code,
             }))
         })
     }
@@ -262,6 +291,61 @@ impl Engine for FakeEngine {
     async fn has_image(&self, reference: &str) -> Result<bool, EngineError> {
         self.call(&format!("inspect image {reference}"), |w| {
             Ok(w.images.contains(reference))
+        })
+    }
+
+    async fn ensure_volume(&self, volume: &Volume) -> Result<(), EngineError> {
+        self.call(&format!("create volume {}", volume.name), |w| {
+            let labels: BTreeMap<String, String> = volume
+                .labels()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            match w.volumes.get(&volume.name) {
+                Some(found) if *found == labels => Ok(()),
+                Some(_) => Err(format!("volume {} is not berth's", volume.name)),
+                None => {
+                    w.volumes.insert(volume.name.clone(), labels);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    async fn list_volumes(&self, partner: Option<&str>) -> Result<Vec<FoundVolume>, EngineError> {
+        self.call("list volumes", |w| {
+            Ok(w.volumes
+                .iter()
+                .filter_map(|(name, l)| {
+                    let get = |k: &str| l.get(k).cloned();
+                    Some(FoundVolume {
+                        name: name.clone(),
+                        partner: get(label::PARTNER)?,
+                        script: get(label::SCRIPT)?,
+                        volume: get(label::VOLUME)?,
+                    })
+                })
+                .filter(|v| partner.is_none_or(|p| v.partner == p))
+                .collect())
+        })
+    }
+
+    async fn ensure_network(&self, network: &Network) -> Result<(), EngineError> {
+        self.call(&format!("create network {}", network.name), |w| {
+            let labels: BTreeMap<String, String> = network
+                .labels()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            w.networks.entry(network.name.clone()).or_insert(labels);
+            Ok(())
+        })
+    }
+
+    async fn remove_network(&self, network: &Network) -> Result<(), EngineError> {
+        self.call(&format!("remove network {}", network.name), |w| {
+            w.networks.remove(&network.name);
+            Ok(())
         })
     }
 

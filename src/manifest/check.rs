@@ -264,7 +264,7 @@ fn check_script(
         }
         None => Some(VersionReq::STAR),
     };
-    check_container(&mut c, &s.container);
+    check_container(&mut c, s.container());
     if let Some(h) = &s.health {
         if let Some(u) = &h.http {
             c.format(u, check_http_url(u));
@@ -437,7 +437,7 @@ fn check_partner(
                 );
             }
         }
-        let volumes = script.map_or(&[][..], |s| s.doc.container.volumes.as_slice());
+        let volumes = script.map_or(&[][..], |s| s.doc.container().volumes.as_slice());
         check_secrets(&mut c, &repo.root, stem, o, volumes);
     }
 }
@@ -528,14 +528,14 @@ impl<'a> Claims<'a> {
     fn of(doc: &'a Doc<Script>) -> Self {
         let s = &doc.doc;
         let host_network = s
-            .container
+            .container()
             .network
             .as_ref()
             .is_some_and(|n| n.value == "host");
         let ports = if host_network {
             Vec::new()
         } else {
-            s.container
+            s.container()
                 .ports
                 .iter()
                 .filter_map(|p| Some((Published::parse(p)?, p)))

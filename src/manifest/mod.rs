@@ -57,11 +57,10 @@ impl Repo {
     }
 
     /// The registry a script's images come from, after fleet defaults.
-    pub fn registry<'a>(&'a self, script: &'a Script) -> Option<&'a str> {
-        match script.image.source.value {
+    pub fn registry<'a>(&'a self, image: &'a Image) -> Option<&'a str> {
+        match image.source.value {
             Source::Local => None,
-            _ => script
-                .image
+            _ => image
                 .registry
                 .as_deref()
                 .or_else(|| self.fleet.as_ref()?.doc.registry.as_deref())

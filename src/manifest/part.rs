@@ -104,9 +104,7 @@ fn component_part<'a>(name: &'a str, c: &'a Component) -> Part<'a> {
 
 /// Kahn's order over `depends_on`, the smallest name first among the ready ones; unknown
 /// dependencies are ignored (validation reports them).
-fn dependency_order(
-    components: &BTreeMap<String, Sp<Component>>,
-) -> Vec<(&str, &Component)> {
+fn dependency_order(components: &BTreeMap<String, Sp<Component>>) -> Vec<(&str, &Component)> {
     let mut placed: BTreeSet<&str> = BTreeSet::new();
     let mut out = Vec::new();
     loop {

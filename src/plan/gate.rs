@@ -130,23 +130,31 @@ pub enum Gate {
 /// Safety margin on top of the stop and health timeouts when fitting a step in a window.
 pub const WINDOW_MARGIN: Duration = Duration::from_secs(30);
 
-/// The longest a step can take: the old container's stop, the new one's health check and
-/// a margin. A step is only started if this fits before the window closes.
-fn cut_over_time(change: &Change) -> Option<jiff::SignedDuration> {
+/// The longest a change can take: the old container's stop, the new one's health check
+/// (or a job's run), with nothing for a removal.
+fn cut_over_time(change: &Change) -> Duration {
     let (stop, to) = match change {
         Change::Replace { to, .. } => (Duration::from_secs(to.spec.stop_timeout_secs), to),
         Change::Create { to } | Change::Start { to, .. } => (Duration::ZERO, to),
-        Change::Remove { .. } | Change::Keep { .. } => return None,
+        Change::Remove { .. } | Change::Keep { .. } => return Duration::ZERO,
     };
-    let total = stop + to.health.timeout + WINDOW_MARGIN;
-    Some(jiff::SignedDuration::try_from(total).unwrap_or(jiff::SignedDuration::MAX))
+    match to.component.as_ref().and_then(|c| c.job) {
+        Some(job) => job,
+        None => stop + to.health.timeout,
+    }
 }
 
-/// Whether a change may run at `now`: the window (and blackouts), then whether it fits
-/// before the window closes, then the idle answer for steps that stop a running container.
-/// `Idleness::Unknown` lets a step through: the executor asks the service before it acts.
-pub fn decide(policy: &Policy, change: &Change, now: Timestamp, idle: &Idleness) -> Gate {
-    if matches!(change, Change::Keep { .. }) {
+/// Whether changes that run together (one step, or a multi-component script's whole
+/// update) may run at `now`: the window (and blackouts), then whether they all fit before
+/// the window closes, with a margin, then the idle answer if any stops a running
+/// container. `Idleness::Unknown` lets them through: the executor asks the service before
+/// it stops anything.
+pub fn decide(policy: &Policy, changes: &[&Change], now: Timestamp, idle: &Idleness) -> Gate {
+    let changes: Vec<&&Change> = changes
+        .iter()
+        .filter(|c| !matches!(c, Change::Keep { .. }))
+        .collect();
+    if changes.is_empty() {
         return Gate::Allowed;
     }
     if !policy.overrides.ignore_window {
@@ -161,22 +169,30 @@ pub fn decide(policy: &Policy, change: &Change, now: Timestamp, idle: &Idleness)
                     until: until.to_string(),
                 });
             }
-            WindowState::Open { closes } => {
-                if let Some(needed) = cut_over_time(change)
-                    && now + needed > closes
-                {
+            // A removal alone has nothing to fit: it only ends what is no longer declared.
+            WindowState::Open { closes }
+                if changes.iter().any(|c| !matches!(c, Change::Remove { .. })) =>
+            {
+                let total: Duration =
+                    changes.iter().map(|c| cut_over_time(c)).sum::<Duration>() + WINDOW_MARGIN;
+                let needed =
+                    jiff::SignedDuration::try_from(total).unwrap_or(jiff::SignedDuration::MAX);
+                if now + needed > closes {
                     return Gate::Deferred(Deferral::WindowEnding {
                         closes: closes.to_string(),
                         opens: policy.schedule.next_open(closes).map(|t| t.to_string()),
                     });
                 }
             }
+            WindowState::Open { .. } => {}
         }
     }
     match idle {
-        Idleness::NotIdle(why) if policy.idle_gated(change) => Gate::Deferred(Deferral::Busy {
-            detail: why.clone(),
-        }),
+        Idleness::NotIdle(why) if changes.iter().any(|c| policy.idle_gated(c)) => {
+            Gate::Deferred(Deferral::Busy {
+                detail: why.clone(),
+            })
+        }
         _ => Gate::Allowed,
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::container::{ObservedContainer, container_name};
+use crate::container::{Network, ObservedContainer, container_name, part_name};
 use crate::image::short;
 use crate::resolve::{Desired, DesiredContainer};
 
@@ -140,12 +140,28 @@ impl Change {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub script: String,
+    /// The component it changes, for a multi-component script.
+    pub component: Option<String>,
     pub change: Change,
     pub reason: String,
     pub gate: Gate,
 }
 
 impl Step {
+    /// A step of `script`, named after the component its change is about.
+    pub fn new(script: &str, change: Change, reason: String, gate: Gate) -> Step {
+        Step {
+            script: script.to_owned(),
+            component: change
+                .desired()
+                .and_then(|d| d.component_name().map(str::to_owned))
+                .or_else(|| change.observed().and_then(|o| o.component.clone())),
+            change,
+            reason,
+            gate,
+        }
+    }
+
     pub fn action(&self) -> Action {
         self.change.action()
     }
@@ -160,6 +176,29 @@ impl Step {
 
     pub fn is_change(&self) -> bool {
         self.action() != Action::Keep
+    }
+
+    /// A removal of what an interrupted update left under a temporary name (a managed
+    /// name ends in `-<script>` or `-<script>-<component>`; a temporary one does not).
+    pub fn is_leftover(&self) -> bool {
+        match &self.change {
+            Change::Remove { from } => {
+                let managed = match &from.component {
+                    Some(c) => format!("-{}-{c}", from.script),
+                    None => format!("-{}", from.script),
+                };
+                !from.name.ends_with(&managed)
+            }
+            _ => false,
+        }
+    }
+
+    /// `script`, or `script/component`: how people and reports name what it changes.
+    pub fn label(&self) -> String {
+        match &self.component {
+            Some(c) => format!("{}/{c}", self.script),
+            None => self.script.clone(),
+        }
     }
 
     /// The new image comes from a registry and is fetched before the gates are checked, so
@@ -185,6 +224,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The gates the plan was decided under, for the executor to ask again.
     pub policy: Policy,
+    /// Networks of multi-component scripts that go once their containers are removed.
+    pub networks_to_remove: Vec<Network>,
 }
 
 impl Plan {
@@ -202,7 +243,9 @@ impl Plan {
 }
 
 /// Plans one pass for one partner. Pure: the same inputs always give the same plan, sorted
-/// by script, with a script's leftovers before its own step (one may hold its port).
+/// by script, with a script's leftovers before its own steps (one may hold its port), a
+/// multi-component script's components in dependency order and its removed components
+/// last. A multi-component script's changes are one unit: one gate decides them all.
 pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timestamp) -> Plan {
     let held: BTreeSet<(&str, &str, &str)> = observed
         .held
@@ -214,81 +257,59 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
     for c in &observed.containers {
         by_script.entry(c.script.as_str()).or_default().push(c);
     }
-    let gated = |script: String, change: Change, reason: String| {
-        let is_held = matches!(change, Change::Create { .. } | Change::Replace { .. })
-            && change.desired().is_some_and(|d| {
-                held.contains(&(script.as_str(), d.digest.as_str(), d.spec_hash.as_str()))
-            });
-        // A container in sync is judged too: a policy tightened since it was created refuses
-        // it (it keeps running; the refusal is reported until the manifests or policy agree).
-        let refusals = match &change {
-            Change::Create { to }
-            | Change::Replace { to, .. }
-            | Change::Start { to, .. }
-            | Change::Keep {
-                to: Some(to),
-                current: Some(_),
-            } => policy.rules.refusals(&to.candidate()),
-            Change::Remove { .. } | Change::Keep { .. } => vec![],
-        };
-        let gate = if !refusals.is_empty() {
-            Gate::Deferred(Deferral::Refused { refusals })
-        } else if is_held {
-            Gate::Deferred(Deferral::FailedHealth)
-        } else {
-            gate::decide(policy, &change, now, &observed.idle)
-        };
-        Step {
-            script,
-            change,
-            reason,
-            gate,
-        }
-    };
+    let mut wanted: BTreeMap<&str, Vec<&DesiredContainer>> = BTreeMap::new();
+    for d in &desired.containers {
+        wanted.entry(d.script.as_str()).or_default().push(d);
+    }
+    let found = |script: &str| by_script.get(script).map_or(&[][..], Vec::as_slice);
 
     let mut steps = Vec::new();
     for script in &observed.in_flight {
-        let name = container_name(&desired.partner, script);
-        steps.push(Step {
-            script: script.clone(),
-            change: Change::Keep {
-                current: by_script
-                    .get(script.as_str())
-                    .and_then(|v| v.iter().find(|c| c.name == name))
-                    .map(|c| (*c).clone()),
-                to: desired
-                    .containers
-                    .iter()
-                    .find(|d| &d.script == script)
-                    .cloned(),
-            },
-            reason: "a replace is in flight".into(),
-            gate: Gate::Deferred(Deferral::InFlight),
-        });
-    }
-    for d in desired
-        .containers
-        .iter()
-        .filter(|d| !observed.in_flight.contains(&d.script))
-    {
-        let found = by_script
-            .get(d.script.as_str())
-            .map_or(&[][..], Vec::as_slice);
-        for (change, reason) in declared(&desired.partner, d, found) {
-            steps.push(gated(d.script.clone(), change, reason));
+        let parts = wanted.get(script.as_str()).map_or(&[][..], Vec::as_slice);
+        let keep = |d: Option<&DesiredContainer>, name: String| {
+            let current = found(script)
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| (*c).clone());
+            Step::new(
+                script,
+                Change::Keep {
+                    current,
+                    to: d.cloned(),
+                },
+                "a replace is in flight".into(),
+                Gate::Deferred(Deferral::InFlight),
+            )
+        };
+        if parts.is_empty() {
+            steps.push(keep(None, container_name(&desired.partner, script)));
+        }
+        for d in parts {
+            steps.push(keep(Some(d), d.name(&desired.partner)));
         }
     }
-    let left = |script: &String, deferral: Deferral| Step {
-        script: script.clone(),
-        change: Change::Keep {
-            current: by_script
-                .get(script.as_str())
-                .and_then(|v| v.first())
-                .map(|c| (*c).clone()),
-            to: None,
-        },
-        reason: "left as it is".into(),
-        gate: Gate::Deferred(deferral),
+    for (script, parts) in wanted
+        .iter()
+        .filter(|(s, _)| !observed.in_flight.contains(**s))
+    {
+        let multi = parts.iter().any(|d| d.component.is_some());
+        let mut unit = declared(&desired.partner, parts, found(script));
+        for s in &mut unit {
+            s.gate = judge(&s.change, &s.script, policy, &held, now, &observed.idle);
+        }
+        if multi {
+            gate_unit(&mut unit, policy, &held, now, &observed.idle);
+        }
+        steps.extend(unit);
+    }
+    let left = |script: &String, deferral: Deferral| {
+        let current = found(script).first().map(|c| (*c).clone());
+        Step::new(
+            script,
+            Change::Keep { current, to: None },
+            "left as it is".into(),
+            Gate::Deferred(deferral),
+        )
     };
     let not_in_flight = |s: &&String| !observed.in_flight.contains(*s);
     for (script, why) in desired.unresolved.iter().filter(|(s, _)| not_in_flight(s)) {
@@ -307,22 +328,41 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
             },
         ));
     }
-    let declared: BTreeSet<&str> = desired
-        .containers
-        .iter()
-        .map(|d| d.script.as_str())
+    let declared: BTreeSet<&str> = wanted
+        .keys()
+        .copied()
         .chain(desired.unresolved.keys().map(String::as_str))
         .chain(desired.refused.keys().map(String::as_str))
         .chain(observed.in_flight.iter().map(String::as_str))
         .collect();
+    let mut networks = Vec::new();
     for (script, containers) in by_script.iter().filter(|(s, _)| !declared.contains(*s)) {
-        for o in containers {
-            let change = Change::Remove { from: (*o).clone() };
-            steps.push(gated(
-                (*script).to_owned(),
-                change,
-                "no longer declared for this partner".into(),
-            ));
+        let mut unit: Vec<Step> = containers
+            .iter()
+            .map(|o| {
+                let change = Change::Remove { from: (*o).clone() };
+                let gate = judge(&change, script, policy, &held, now, &observed.idle);
+                Step::new(
+                    script,
+                    change,
+                    "no longer declared for this partner".into(),
+                    gate,
+                )
+            })
+            .collect();
+        if containers.iter().any(|c| c.component.is_some()) {
+            gate_unit(&mut unit, policy, &held, now, &observed.idle);
+            networks.push(Network::new(&desired.partner, script));
+        }
+        steps.extend(unit);
+    }
+    // A script that went from components back to one container leaves its network too.
+    for (script, parts) in &wanted {
+        if !observed.in_flight.contains(*script)
+            && parts.iter().all(|d| d.component.is_none())
+            && found(script).iter().any(|c| c.component.is_some())
+        {
+            networks.push(Network::new(&desired.partner, script));
         }
     }
 
@@ -333,22 +373,137 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
         now,
         steps,
         policy: policy.clone(),
+        networks_to_remove: networks,
     }
 }
 
-/// The changes for one declared script, given the partner's containers of that script:
-/// leftovers of interrupted updates go first, then the script's own change.
-fn declared(
-    partner: &str,
-    d: &DesiredContainer,
-    found: &[&ObservedContainer],
-) -> Vec<(Change, String)> {
-    let name = container_name(partner, &d.script);
-    let mut out: Vec<(Change, String)> = found
+/// One step's own gate: the floor and the policy, a held digest, then the window and the
+/// idle answer.
+fn judge(
+    change: &Change,
+    script: &str,
+    policy: &Policy,
+    held: &BTreeSet<(&str, &str, &str)>,
+    now: Timestamp,
+    idle: &Idleness,
+) -> Gate {
+    let is_held = matches!(change, Change::Create { .. } | Change::Replace { .. })
+        && change
+            .desired()
+            .is_some_and(|d| held.contains(&(script, d.digest.as_str(), d.spec_hash.as_str())));
+    // A container in sync is judged too: a policy tightened since it was created refuses
+    // it (it keeps running; the refusal is reported until the manifests or policy agree).
+    let refusals = match change {
+        Change::Create { to }
+        | Change::Replace { to, .. }
+        | Change::Start { to, .. }
+        | Change::Keep {
+            to: Some(to),
+            current: Some(_),
+        } => policy.rules.refusals(&to.candidate()),
+        Change::Remove { .. } | Change::Keep { .. } => vec![],
+    };
+    if !refusals.is_empty() {
+        Gate::Deferred(Deferral::Refused { refusals })
+    } else if is_held {
+        Gate::Deferred(Deferral::FailedHealth)
+    } else {
+        gate::decide(policy, &[change], now, idle)
+    }
+}
+
+/// The gate of a multi-component script's update, given to each of its changes: a refused
+/// component refuses the unit, a held set of digests holds it, and the window must fit
+/// every changed component's stop, health and job time together. Leftovers of an
+/// interrupted update keep their own gates.
+fn gate_unit(
+    unit: &mut [Step],
+    policy: &Policy,
+    held: &BTreeSet<(&str, &str, &str)>,
+    now: Timestamp,
+    idle: &Idleness,
+) {
+    let members = |s: &&Step| !s.is_leftover();
+    let refusals: Vec<_> = unit
         .iter()
-        .filter(|c| c.name != name)
+        .filter(members)
+        .filter_map(|s| match &s.gate {
+            Gate::Deferred(Deferral::Refused { refusals }) => Some(refusals.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let changes: Vec<&Change> = unit
+        .iter()
+        .filter(members)
+        .filter(|s| s.is_change())
+        .map(|s| &s.change)
+        .collect();
+    let script = unit.first().map(|s| s.script.clone()).unwrap_or_default();
+    let fingerprint = unit_fingerprint(&changes);
+    let gate = if !refusals.is_empty() {
+        Gate::Deferred(Deferral::Refused { refusals })
+    } else if held.contains(&(script.as_str(), fingerprint.as_str(), "")) {
+        Gate::Deferred(Deferral::FailedHealth)
+    } else {
+        gate::decide(policy, &changes, now, idle)
+    };
+    for s in unit
+        .iter_mut()
+        .filter(|s| s.is_change() && !s.is_leftover())
+    {
+        s.gate = gate.clone();
+    }
+}
+
+/// What a failed update of a multi-component script holds: every changed component's
+/// digest and spec, as one value, so that changing any of them lets the update try again.
+pub fn unit_fingerprint(changes: &[&Change]) -> String {
+    use sha2::Digest;
+    let mut parts: Vec<String> = changes
+        .iter()
+        .filter_map(|c| c.desired())
+        .map(|d| {
+            format!(
+                "{} {} {}",
+                d.component_name().unwrap_or_default(),
+                d.digest,
+                d.spec_hash
+            )
+        })
+        .collect();
+    parts.sort();
+    let digest = sha2::Sha256::digest(parts.join("\n").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("unit:{hex}")
+}
+
+/// The steps for one declared script, given the partner's containers of that script:
+/// leftovers of interrupted updates first, then each part's change in dependency order,
+/// then components no longer declared. Gates are decided by the caller.
+fn declared(partner: &str, parts: &[&DesiredContainer], found: &[&ObservedContainer]) -> Vec<Step> {
+    let names: BTreeSet<String> = parts.iter().map(|d| d.name(partner)).collect();
+    let components: BTreeSet<&str> = parts.iter().filter_map(|d| d.component_name()).collect();
+    let script = parts.first().map(|d| d.script.clone()).unwrap_or_default();
+    let step = |change: Change, reason: String| Step::new(&script, change, reason, Gate::Allowed);
+    // A container of a component still declared, under another name than its managed one,
+    // is what an interrupted update left behind; one of a component no longer declared (or
+    // the single container of a script that now has components) is removed last.
+    let (gone, leftovers): (Vec<&&ObservedContainer>, Vec<&&ObservedContainer>) = found
+        .iter()
+        .filter(|c| !names.contains(&c.name))
+        .partition(|c| {
+            let managed = part_name(partner, &c.script, c.component.as_deref());
+            c.name == managed
+                && c.component
+                    .as_deref()
+                    .is_none_or(|comp| !components.contains(comp))
+                && (c.component.is_some() || !components.is_empty())
+        });
+    let mut out: Vec<Step> = leftovers
+        .into_iter()
         .map(|leftover| {
-            (
+            step(
                 Change::Remove {
                     from: (*leftover).clone(),
                 },
@@ -359,39 +514,59 @@ fn declared(
             )
         })
         .collect();
-    let Some(o) = found.iter().find(|c| c.name == name) else {
-        out.push((
-            Change::Create { to: d.clone() },
-            format!("declared at {}, no container", d.version),
+    for d in parts {
+        let name = d.name(partner);
+        let Some(o) = found.iter().find(|c| c.name == name) else {
+            out.push(step(
+                Change::Create { to: (*d).clone() },
+                format!("declared at {}, no container", d.version),
+            ));
+            continue;
+        };
+        let changed = differences(o, d);
+        let is_job = d.component.as_ref().is_some_and(|c| c.job.is_some());
+        out.push(if !changed.is_empty() {
+            step(
+                Change::Replace {
+                    from: (*o).clone(),
+                    to: (*d).clone(),
+                },
+                changed.join(", "),
+            )
+        } else if !o.running && !is_job {
+            step(
+                Change::Start {
+                    current: (*o).clone(),
+                    to: (*d).clone(),
+                },
+                "container exists but is not running".into(),
+            )
+        } else {
+            step(
+                Change::Keep {
+                    current: Some((*o).clone()),
+                    to: Some((*d).clone()),
+                },
+                if is_job {
+                    format!("completed at {}", d.version)
+                } else {
+                    format!("in sync at {}", d.version)
+                },
+            )
+        });
+    }
+    for o in gone {
+        let what = o
+            .component
+            .as_deref()
+            .map_or("the single container".to_owned(), |c| {
+                format!("component {c}")
+            });
+        out.push(step(
+            Change::Remove { from: (*o).clone() },
+            format!("{what} is no longer declared"),
         ));
-        return out;
-    };
-    let changed = differences(o, d);
-    out.push(if !changed.is_empty() {
-        (
-            Change::Replace {
-                from: (*o).clone(),
-                to: d.clone(),
-            },
-            changed.join(", "),
-        )
-    } else if !o.running {
-        (
-            Change::Start {
-                current: (*o).clone(),
-                to: d.clone(),
-            },
-            "container exists but is not running".into(),
-        )
-    } else {
-        (
-            Change::Keep {
-                current: Some((*o).clone()),
-                to: Some(d.clone()),
-            },
-            format!("in sync at {}", d.version),
-        )
-    });
+    }
     out
 }
 
@@ -464,6 +639,7 @@ mod tests {
         let spec = spec(env);
         DesiredContainer {
             script: script.into(),
+            component: None,
             version: version.into(),
             digest: format!("sha256:{script}{version}"),
             image: format!("sha256:{script}{version}"),
@@ -485,6 +661,7 @@ mod tests {
             id: format!("id-{}", d.script),
             name: container_name("p", &d.script),
             script: d.script.clone(),
+            component: None,
             version: d.version.clone(),
             digest: d.digest.clone(),
             spec_hash: d.spec_hash.clone(),

@@ -11,17 +11,17 @@ use std::time::Duration;
 
 use semver::VersionReq;
 
-use crate::container::{Bind, ContainerSpec, EnvFile};
+use crate::container::{Bind, ContainerSpec, EnvFile, Network, Volume};
 use crate::exit::chain;
 use crate::image::{ImageRepo, Source, TagRef, TagSource};
 use crate::lock::{Lock, Pin};
-use crate::manifest::{OptIn, Partner, Repo, Script};
+use crate::manifest::{Condition, OptIn, Part, Partner, Repo, Script};
 use crate::policy::{Candidate, Origin, Refusal, Rules};
 
 pub use pick::{pick, tag_version};
 pub use spec::{
-    Secrets, container_spec, env_files, health, host_binds, origin, parse_env_file, read_env_files,
-    resolve_host_path,
+    Secrets, container_spec, env_files, health, host_binds, job_timeout, named_volume, origin,
+    parse_env_file, read_env_files, resolve_host_path,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +52,27 @@ pub struct HealthCheck {
     pub timeout: Duration,
 }
 
-/// One script as it should run on the host.
+/// What a component adds to a desired container: its place in its script's unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentOf {
+    pub name: String,
+    /// Replaced stop-first.
+    pub stateful: bool,
+    /// A job's timeout; `None` for a long-running component.
+    pub job: Option<Duration>,
+    pub depends_on: BTreeMap<String, Condition>,
+    /// The named volumes it mounts, created before it is.
+    pub volumes: Vec<Volume>,
+    /// The script's network it joins (none when it opts out with `network:`).
+    pub network: Option<Network>,
+}
+
+/// One container as it should run on the host: a single-container script's, or one
+/// component's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredContainer {
     pub script: String,
+    pub component: Option<ComponentOf>,
     /// The version as the registry's tag spells it.
     pub version: String,
     /// What the container runs and `berth.digest` records.
@@ -76,6 +93,15 @@ pub struct DesiredContainer {
 }
 
 impl DesiredContainer {
+    /// Its managed container name.
+    pub fn name(&self, partner: &str) -> String {
+        crate::container::part_name(partner, &self.script, self.component_name())
+    }
+
+    pub fn component_name(&self) -> Option<&str> {
+        self.component.as_ref().map(|c| c.name.as_str())
+    }
+
     /// Everything the floor and the policy judge it by.
     pub fn candidate(&self) -> Candidate<'_> {
         Candidate {
@@ -158,7 +184,7 @@ pub struct Resolved {
 pub fn image_repo(repo: &Repo, opt: &OptIn, script: &Script) -> ImageRepo {
     ImageRepo {
         source: script.image.source.value,
-        registry: repo.registry(script).map(str::to_owned),
+        registry: repo.registry(&script.image).map(str::to_owned),
         repository: opt
             .repository
             .as_ref()
@@ -168,32 +194,73 @@ pub fn image_repo(repo: &Repo, opt: &OptIn, script: &Script) -> ImageRepo {
     }
 }
 
-/// Live resolution: the highest tag within the script's range, the
-/// partner's narrower range and the pre-release rule.
-pub async fn resolve_live<S: TagSource>(
-    repo: &Repo,
-    opt: &OptIn,
-    script: &Script,
+/// What a part's version is chosen from: its image, the ranges that narrow it, and
+/// whether pre-releases count.
+struct Choice<'a> {
+    image: ImageRepo,
+    ranges: Vec<&'a str>,
+    prerelease: bool,
+    /// Its key in `berth.lock`: the script, or `script/component` for a component with its
+    /// own image.
+    pin: String,
+}
+
+/// A component with its own image resolves its own range (the partner's narrower range
+/// and per-partner build apply to the script's image only); every other part shares the
+/// script's.
+fn choice<'a>(repo: &Repo, opt: &'a OptIn, script: &'a Script, part: &Part<'a>) -> Choice<'a> {
+    match (part.own_image, part.component) {
+        (Some(own), Some(component)) => Choice {
+            image: ImageRepo {
+                source: own.image.source.value,
+                registry: repo.registry(own.image).map(str::to_owned),
+                repository: own.image.repository.value.clone(),
+                insecure: own.image.insecure,
+            },
+            ranges: own.versions.iter().map(|v| v.as_str()).collect(),
+            prerelease: own.prerelease,
+            pin: pin_key(&script.name, Some(component)),
+        },
+        _ => Choice {
+            image: image_repo(repo, opt, script),
+            ranges: [script.versions.as_ref(), opt.versions.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|v| v.as_str())
+                .collect(),
+            prerelease: script.prerelease,
+            pin: script.name.value.clone(),
+        },
+    }
+}
+
+/// The `berth.lock` key of a script's own image, or of a component's own image.
+pub fn pin_key(script: &str, component: Option<&str>) -> String {
+    match component {
+        Some(c) => format!("{script}/{c}"),
+        None => script.to_owned(),
+    }
+}
+
+/// Live resolution: the highest tag within the ranges and the pre-release rule.
+async fn resolve_choice<S: TagSource>(
+    c: &Choice<'_>,
     tags: &CachedTags<'_, S>,
 ) -> Result<Resolved, String> {
-    let image = image_repo(repo, opt, script);
     let mut reqs = Vec::new();
-    for r in [script.versions.as_ref(), opt.versions.as_ref()]
-        .into_iter()
-        .flatten()
-    {
+    for r in &c.ranges {
         reqs.push(VersionReq::parse(r).map_err(|e| e.to_string())?);
     }
-    let listed = tags.tags(&image).await?;
+    let listed = tags.tags(&c.image).await?;
     let req_refs: Vec<&VersionReq> = reqs.iter().collect();
-    let chosen = pick(&listed, &req_refs, script.prerelease).ok_or_else(|| {
+    let chosen = pick(&listed, &req_refs, c.prerelease).ok_or_else(|| {
         let requirement = reqs
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" and ");
         chain(&ResolveError::NoMatch {
-            repository: image.display(),
+            repository: c.image.display(),
             requirement: if requirement.is_empty() {
                 "*".into()
             } else {
@@ -201,43 +268,66 @@ pub async fn resolve_live<S: TagSource>(
             },
         })
     })?;
-    let digest = tags.digest(&image, chosen).await?;
+    let digest = tags.digest(&c.image, chosen).await?;
     Ok(Resolved {
         version: chosen.tag.clone(),
         digest,
-        image,
+        image: c.image.clone(),
     })
 }
 
 /// Frozen mode: exactly what `berth.lock` pins, provided it was pinned from the image the
 /// manifests name now.
-pub fn resolve_locked(
-    lock: &Lock,
-    repo: &Repo,
-    partner: &str,
-    opt: &OptIn,
-    script: &Script,
-) -> Result<Resolved, String> {
-    let image = image_repo(repo, opt, script);
-    let pin = lock.pin(partner, &opt.script).ok_or_else(|| {
+fn resolve_pinned(lock: &Lock, partner: &str, c: &Choice<'_>) -> Result<Resolved, String> {
+    let pin = lock.pin(partner, &c.pin).ok_or_else(|| {
         format!(
             "berth.lock has no pin for {partner}/{}: run `berth lock`",
-            opt.script.value
+            c.pin
         )
     })?;
-    if pin.image != image.display() {
+    if pin.image != c.image.display() {
         return Err(format!(
             "berth.lock pins {partner}/{} from {}, but the manifests name {}: run `berth lock`",
-            opt.script.value,
+            c.pin,
             pin.image,
-            image.display()
+            c.image.display()
         ));
     }
     Ok(Resolved {
         version: pin.version.clone(),
         digest: pin.digest.clone(),
-        image,
+        image: c.image.clone(),
     })
+}
+
+/// Every part of a script resolved for a partner, in dependency order: from `berth.lock`
+/// when the repo has one, live otherwise. Parts sharing the script's image are resolved
+/// once; the first failure fails the script, so a unit never runs half-resolved.
+pub async fn resolve_parts<'a, S: TagSource>(
+    repo: &Repo,
+    partner: &str,
+    opt: &'a OptIn,
+    script: &'a Script,
+    tags: &CachedTags<'_, S>,
+) -> Result<Vec<(Part<'a>, Resolved)>, String> {
+    let mut done: BTreeMap<String, Resolved> = BTreeMap::new();
+    let mut out = Vec::new();
+    for part in script.parts() {
+        let c = choice(repo, opt, script, &part);
+        let r = match done.get(&c.pin) {
+            Some(r) => r.clone(),
+            None => {
+                let r = match &repo.lock {
+                    Some(lock) => resolve_pinned(&lock.doc, partner, &c)?,
+                    None => resolve_choice(&c, tags).await?,
+                };
+                done.insert(c.pin.clone(), r.clone());
+                r
+            }
+        };
+        out.push((part, r));
+    }
+    Ok(out)
 }
 
 /// What a partner's host should run at this revision: locked versions when the repo has
@@ -266,37 +356,50 @@ pub async fn desired<S: TagSource>(
             continue;
         };
         let script = &doc.doc;
-        let origin = origin(repo, partner_path, opt, doc);
-        let image = image_repo(repo, opt, script);
-        if let Some(r) = rules.image_refusal(image.remote_registry(), &origin.image) {
-            refused.insert(opt.script.value.clone(), vec![r]);
+        // A registry the policy refuses is not contacted, for any part of the script.
+        let before_contact: Vec<Refusal> = script
+            .parts()
+            .iter()
+            .filter_map(|part| {
+                let image = choice(repo, opt, script, part).image;
+                let origin = origin(repo, partner_path, opt, doc, part);
+                rules.image_refusal(image.remote_registry(), &origin.image)
+            })
+            .collect();
+        if !before_contact.is_empty() {
+            refused.insert(opt.script.value.clone(), before_contact);
             continue;
         }
-        let resolved = match &repo.lock {
-            Some(lock) => resolve_locked(&lock.doc, repo, &partner.name, opt, script),
-            None => resolve_live(repo, opt, script, tags).await,
+        let built = match resolve_parts(repo, &partner.name, opt, script, tags).await {
+            Ok(parts) => parts
+                .into_iter()
+                .map(|(part, r)| {
+                    let origin = origin(repo, partner_path, opt, doc, &part);
+                    let mut spec = container_spec(&partner.name, script, &part, opt, secrets)
+                        .map_err(|e| chain(&e))?;
+                    rules.apply_ceilings(&mut spec);
+                    let env_files = env_files(&spec);
+                    read_env_files(&mut spec, &env_files, &origin, rules).map_err(|e| chain(&e))?;
+                    Ok(DesiredContainer {
+                        script: script.name.value.clone(),
+                        component: component_of(&partner.name, script, &part),
+                        version: r.version,
+                        image: r.image.reference(&r.digest),
+                        digest: r.digest,
+                        pull_from: (r.image.source != Source::Local).then_some(r.image),
+                        spec_hash: spec.hash(),
+                        binds: host_binds(&spec),
+                        env_files,
+                        origin,
+                        spec,
+                        health: health(&part),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>(),
+            Err(why) => Err(why),
         };
-        let built = resolved.and_then(|r| {
-            let mut spec = container_spec(script, opt, secrets).map_err(|e| chain(&e))?;
-            rules.apply_ceilings(&mut spec);
-            let env_files = env_files(&spec);
-            read_env_files(&mut spec, &env_files, &origin, rules).map_err(|e| chain(&e))?;
-            Ok(DesiredContainer {
-                script: script.name.value.clone(),
-                version: r.version,
-                image: r.image.reference(&r.digest),
-                digest: r.digest,
-                pull_from: (r.image.source != Source::Local).then_some(r.image),
-                spec_hash: spec.hash(),
-                binds: host_binds(&spec),
-                env_files,
-                origin,
-                spec,
-                health: health(script),
-            })
-        });
         match built {
-            Ok(c) => containers.push(c),
+            Ok(parts) => containers.extend(parts),
             Err(why) => {
                 unresolved.insert(opt.script.value.clone(), why);
             }
@@ -309,6 +412,35 @@ pub async fn desired<S: TagSource>(
         unresolved,
         refused,
     }
+}
+
+/// A component's place in its script's unit; `None` for a single-container script.
+fn component_of(partner: &str, script: &Script, part: &Part<'_>) -> Option<ComponentOf> {
+    let name = part.component?;
+    let volumes = part
+        .container
+        .volumes
+        .iter()
+        .filter_map(|v| named_volume(v))
+        .filter(|v| script.volumes.contains_key(*v))
+        .map(|v| Volume::new(partner, &script.name, v))
+        .collect();
+    Some(ComponentOf {
+        name: name.to_owned(),
+        stateful: part.stateful,
+        job: part.job.then(|| job_timeout(part)),
+        depends_on: part
+            .depends_on
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value))
+            .collect(),
+        volumes,
+        network: part
+            .container
+            .network
+            .is_none()
+            .then(|| Network::new(partner, &script.name)),
+    })
 }
 
 /// The repo-relative path of a partner's file.
@@ -328,31 +460,34 @@ pub fn refusals(repo: &Repo, partner: &Partner, rules: &Rules) -> Vec<(String, R
         let Some(doc) = repo.scripts.get(opt.script.as_str()) else {
             continue;
         };
-        let image = image_repo(repo, opt, &doc.doc);
-        let mut spec = container_spec(&doc.doc, opt, Secrets::NamesOnly)
-            .expect("opening no secret cannot fail");
-        rules.apply_ceilings(&mut spec);
-        let origin = origin(repo, partner_path, opt, doc);
-        let (binds, env_files) = (host_binds(&spec), env_files(&spec));
-        let candidate = Candidate {
-            spec: &spec,
-            binds: &binds,
-            env_files: &env_files,
-            registry: image.remote_registry(),
-            origin: &origin,
-        };
-        out.extend(
-            rules
-                .refusals(&candidate)
-                .into_iter()
-                .map(|r| (opt.script.value.clone(), r)),
-        );
+        for part in doc.doc.parts() {
+            let image = choice(repo, opt, &doc.doc, &part).image;
+            let mut spec = container_spec(&partner.name, &doc.doc, &part, opt, Secrets::NamesOnly)
+                .expect("opening no secret cannot fail");
+            rules.apply_ceilings(&mut spec);
+            let origin = origin(repo, partner_path, opt, doc, &part);
+            let (binds, env_files) = (host_binds(&spec), env_files(&spec));
+            let candidate = Candidate {
+                spec: &spec,
+                binds: &binds,
+                env_files: &env_files,
+                registry: image.remote_registry(),
+                origin: &origin,
+            };
+            let label = pin_key(&opt.script, part.component);
+            out.extend(
+                rules
+                    .refusals(&candidate)
+                    .into_iter()
+                    .map(|r| (label.clone(), r)),
+            );
+        }
     }
     out
 }
 
-/// Resolves every opt-in of every partner live, for `berth lock`. Returns the fresh lock,
-/// or the pins that failed.
+/// Resolves every opt-in of every partner live, for `berth lock`: a pin per script, and
+/// one per component with its own image. Returns the fresh lock, or the pins that failed.
 pub async fn resolve_all<S: TagSource>(
     repo: &Repo,
     tags: &CachedTags<'_, S>,
@@ -367,18 +502,26 @@ pub async fn resolve_all<S: TagSource>(
             let Some(script) = repo.scripts.get(opt.script.as_str()) else {
                 continue;
             };
-            match resolve_live(repo, opt, &script.doc, tags).await {
-                Ok(r) => {
-                    lock.partners.entry(name.clone()).or_default().insert(
-                        opt.script.value.clone(),
-                        Pin {
-                            version: r.version,
-                            digest: r.digest,
-                            image: r.image.display(),
-                        },
-                    );
+            let script = &script.doc;
+            for part in script.parts() {
+                let c = choice(repo, opt, script, &part);
+                let pins = lock.partners.entry(name.clone()).or_default();
+                if pins.contains_key(&c.pin) {
+                    continue;
                 }
-                Err(why) => failed.push(format!("{name}/{}: {why}", opt.script.value)),
+                match resolve_choice(&c, tags).await {
+                    Ok(r) => {
+                        pins.insert(
+                            c.pin.clone(),
+                            Pin {
+                                version: r.version,
+                                digest: r.digest,
+                                image: r.image.display(),
+                            },
+                        );
+                    }
+                    Err(why) => failed.push(format!("{name}/{}: {why}", c.pin)),
+                }
             }
         }
     }

@@ -10,28 +10,41 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::{HealthCheck, ResolveError};
-use crate::container::{Bind, ContainerSpec, EnvFile, FileKind, SecretMount, host_bind};
+use crate::container::{
+    Bind, ContainerSpec, EnvFile, FileKind, Network, SecretMount, Volume, host_bind,
+};
 use crate::diag::{Loc, Pos};
 use crate::image::Source;
-use crate::manifest::{Doc, OptIn, Repo, Script, syntax};
+use crate::manifest::{Doc, OptIn, Part, Repo, Script, syntax};
 use crate::policy::{Origin, Rules};
 use crate::secret::{Keyring, Plaintext, Redact, Unsealed};
 
 /// When a new container counts as healthy.
-pub fn health(script: &Script) -> HealthCheck {
+pub fn health(part: &Part<'_>) -> HealthCheck {
     HealthCheck {
-        http: script
+        http: part
             .health
-            .as_ref()
             .and_then(|h| h.http.as_ref())
             .map(|u| u.value.clone()),
-        timeout: script
+        timeout: part
             .health
-            .as_ref()
             .and_then(|h| h.timeout.as_ref())
             .and_then(|t| syntax::parse_duration(t).ok())
             .unwrap_or(Duration::from_secs(60)),
     }
+}
+
+/// How long a job may run before it counts as failed: its `timeout`, else 10 minutes.
+pub fn job_timeout(part: &Part<'_>) -> Duration {
+    part.timeout
+        .and_then(|t| syntax::parse_duration(t).ok())
+        .unwrap_or(Duration::from_secs(600))
+}
+
+/// The volume name of a `volumes` entry that mounts a named volume (`name:/path[:mode]`).
+pub fn named_volume(entry: &str) -> Option<&str> {
+    let source = entry.split(':').next()?;
+    (!source.is_empty() && !source.starts_with('/') && entry.contains(':')).then_some(source)
 }
 
 /// Whether to open the partner's sealed secrets into the spec.
@@ -74,12 +87,19 @@ const REDACT_MANIFEST_VALUES_FROM: usize = 8;
 /// secrets over both, and its secret files. The host's env files are named but not read:
 /// [`read_env_files`] adds them once the floor and the policy allow each one; away from the
 /// host (CI's `berth diff`) only their paths count.
+///
+/// A component also joins its script's network under its own name (unless it chose
+/// `network:`), mounts the script's named volumes under their host-wide names, and carries
+/// its `health.exec` as the engine's healthcheck.
 pub fn container_spec(
+    partner: &str,
     script: &Script,
+    part: &Part<'_>,
     opt: &OptIn,
     secrets: Secrets<'_>,
 ) -> Result<ContainerSpec, ResolveError> {
-    let c = &script.container;
+    let c = part.container;
+    let component = part.component;
     let mut env: BTreeMap<String, String> = c
         .env
         .iter()
@@ -127,8 +147,28 @@ pub fn container_spec(
         env,
         env_files: opt.env_files.iter().map(|f| f.value.clone()).collect(),
         ports: c.ports.iter().map(|p| p.value.clone()).collect(),
-        volumes: c.volumes.iter().map(|v| v.value.clone()).collect(),
-        network: c.network.as_ref().map(|n| n.value.clone()),
+        volumes: c
+            .volumes
+            .iter()
+            .map(|v| match named_volume(v) {
+                Some(name) if component.is_some() && script.volumes.contains_key(name) => {
+                    let full = Volume::new(partner, &script.name, name).name;
+                    format!("{full}{}", &v[name.len()..])
+                }
+                _ => v.value.clone(),
+            })
+            .collect(),
+        network: match (&c.network, component) {
+            (Some(n), _) => Some(n.value.clone()),
+            (None, Some(_)) => Some(Network::new(partner, &script.name).name),
+            (None, None) => None,
+        },
+        network_alias: component.filter(|_| c.network.is_none()).map(str::to_owned),
+        healthcheck: part
+            .health
+            .and_then(|h| h.exec.as_ref())
+            .map(|e| e.value.clone()),
+        job: part.job,
         init: c.init.unwrap_or(true),
         stop_timeout_secs: c
             .stop_timeout
@@ -154,22 +194,29 @@ pub fn container_spec(
 
 /// Where each value of the spec is written: the script's file for what the script sets,
 /// the partner's for its env files, the fleet's for a default registry.
-pub fn origin(repo: &Repo, partner_path: &str, opt: &OptIn, script: &Doc<Script>) -> Origin {
+pub fn origin(
+    repo: &Repo,
+    partner_path: &str,
+    opt: &OptIn,
+    script: &Doc<Script>,
+    part: &Part<'_>,
+) -> Origin {
     let at = |path: &str, pos: Pos| Loc {
         path: path.to_owned(),
         pos,
     };
     let s = &script.doc;
-    let c = &s.container;
+    let c = part.container;
     let here = |pos| at(&script.path, pos);
-    let image = match (&s.image.registry, repo.fleet.as_ref()) {
+    let img = part.own_image.map_or(&s.image, |o| o.image);
+    let image = match (&img.registry, repo.fleet.as_ref()) {
         (Some(r), _) => here(r.pos),
-        (None, Some(fleet)) if s.image.source.value != Source::Local => fleet
+        (None, Some(fleet)) if img.source.value != Source::Local => fleet
             .doc
             .registry
             .as_ref()
-            .map_or_else(|| here(s.image.source.pos), |r| at(&fleet.path, r.pos)),
-        _ => here(s.image.source.pos),
+            .map_or_else(|| here(img.source.pos), |r| at(&fleet.path, r.pos)),
+        _ => here(img.source.pos),
     };
     Origin {
         script: here(s.name.pos),
@@ -483,7 +530,7 @@ mod tests {
             partner: "p",
             keys: Some(&keys),
         };
-        let mut spec = container_spec(&script, &opt, open).unwrap();
+        let mut spec = container_spec("p", &script, &script.parts()[0], &opt, open).unwrap();
         let files = super::env_files(&spec);
         read_env_files(&mut spec, &files, &Origin::default(), &Rules::default()).unwrap();
         assert_eq!(
@@ -519,7 +566,8 @@ mod tests {
         assert_eq!(spec.secrets.len(), 2);
         assert!(spec.secrets.values().all(|h| h.len() == 64));
 
-        let names_only = container_spec(&script, &opt, Secrets::NamesOnly).unwrap();
+        let names_only =
+            container_spec("p", &script, &script.parts()[0], &opt, Secrets::NamesOnly).unwrap();
         assert_eq!(
             names_only.secrets,
             [
@@ -533,7 +581,7 @@ mod tests {
             partner: "p",
             keys: None,
         };
-        assert!(container_spec(&script, &opt, none).is_err());
+        assert!(container_spec("p", &script, &script.parts()[0], &opt, none).is_err());
     }
 
     #[test]
