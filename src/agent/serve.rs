@@ -166,7 +166,12 @@ pub fn metrics(s: &Status) -> String {
         "Scripts the host's floor or policy refused in the last pass.",
         vec![(
             String::new(),
-            s.scripts.iter().filter(|x| x.state == "refused").count() as f64,
+            s.scripts
+                .iter()
+                .filter(|x| x.state == "refused")
+                .map(|x| x.script.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len() as f64,
         )],
     );
     let last_success = s
@@ -207,6 +212,7 @@ mod tests {
         for (script, state) in [("a", "refused"), ("b", "in-sync"), ("c", "refused")] {
             s.scripts.push(crate::agent::status::ScriptStatus {
                 script: script.into(),
+                component: None,
                 version: None,
                 state: state.into(),
                 detail: String::new(),

@@ -23,6 +23,9 @@ pub struct Counters {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScriptStatus {
     pub script: String,
+    /// The component, for a multi-component script (one entry per component).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
     /// The version running, or about to run.
     pub version: Option<String>,
     /// `in-sync`, `updated`, `deferred`, `refused`, `failed`, `rolled-back` or `not-pulled`.
@@ -132,6 +135,7 @@ impl Status {
             };
             self.scripts.push(ScriptStatus {
                 script: step.script.clone(),
+                component: step.component.clone(),
                 version,
                 state: state.into(),
                 detail,

@@ -76,7 +76,9 @@ pub fn status(state_dir: &Path, format: StatusFormat) -> Exit {
             for s in &status.scripts {
                 outln!(
                     "  {:<24} {:<12} {:<12} {}",
-                    s.script,
+                    s.component
+                        .as_ref()
+                        .map_or_else(|| s.script.clone(), |c| format!("{}/{c}", s.script)),
                     s.version.as_deref().unwrap_or("-"),
                     s.state,
                     s.detail

@@ -49,7 +49,7 @@ pub fn plan(plan: &Plan, format: PlanFormat) -> String {
                     out,
                     "  {:<8} {:<24} {:<20} {}  [{}]",
                     s.action().as_str(),
-                    s.script,
+                    s.label(),
                     versions(s),
                     s.reason,
                     gate(s)
@@ -82,7 +82,7 @@ pub fn plan(plan: &Plan, format: PlanFormat) -> String {
                     out,
                     "| {} | `{}` | {} | {} | {} |",
                     s.action().as_str(),
-                    s.script,
+                    s.label(),
                     versions(s),
                     s.reason.replace('|', "\\|"),
                     gate(s).replace('|', "\\|")
@@ -97,14 +97,18 @@ pub fn plan(plan: &Plan, format: PlanFormat) -> String {
                 .steps
                 .iter()
                 .map(|s| {
-                    serde_json::json!({
+                    let mut step = serde_json::json!({
                         "script": s.script,
                         "action": s.action(),
                         "reason": s.reason,
                         "gate": s.gate,
                         "from": s.observed().map(|o| serde_json::json!({"version": o.version, "digest": o.digest})),
                         "to": s.desired().map(|d| serde_json::json!({"version": d.version, "digest": d.digest})),
-                    })
+                    });
+                    if let Some(c) = &s.component {
+                        step["component"] = c.as_str().into();
+                    }
+                    step
                 })
                 .collect();
             let doc = serde_json::json!({
@@ -141,7 +145,7 @@ pub fn apply(plan: &Plan, reports: &[StepReport]) -> String {
             out,
             "  {:<8} {:<24} {:<20} {}  {:.2}s",
             s.action().as_str(),
-            s.script,
+            s.label(),
             versions(s),
             outcome,
             r.millis as f64 / 1000.0
