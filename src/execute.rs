@@ -1478,4 +1478,356 @@ mod tests {
             }
         }
     }
+
+    /// A multi-component script `m` on the fake engine: `db` (stateful, its own image),
+    /// a `migrate` job, `api` and `worker`, the app at `A1` and the database at `DB`.
+    mod unit {
+        use super::*;
+        use crate::container::part_name;
+        use crate::manifest::Condition;
+        use crate::resolve::ComponentOf;
+
+        const A1: &str = "sha256:app1";
+        const A2: &str = "sha256:app2";
+        const DB: &str = "sha256:db";
+
+        /// Answers 503 for URLs naming `failing`, 200 for the rest.
+        struct Failing(&'static str);
+
+        impl Probe for Failing {
+            async fn get(&self, url: &str, _timeout: Duration) -> Result<Answer, ProbeError> {
+                Ok(Answer {
+                    status: if url.contains(self.0) { 503 } else { 200 },
+                    body: br#"{"state":"idle"}"#.to_vec(),
+                })
+            }
+        }
+
+        fn part(name: &str, image: &str, deps: &[(&str, Condition)]) -> DesiredContainer {
+            let spec = ContainerSpec {
+                network: Some("berth-p-m".into()),
+                network_alias: Some(name.into()),
+                job: name == "migrate",
+                ..ContainerSpec::minimal()
+            };
+            DesiredContainer {
+                script: "m".into(),
+                component: Some(ComponentOf {
+                    name: name.into(),
+                    stateful: name == "db",
+                    job: (name == "migrate").then_some(Duration::from_secs(60)),
+                    depends_on: deps.iter().map(|(d, c)| ((*d).to_owned(), *c)).collect(),
+                    volumes: if name == "db" {
+                        vec![crate::container::Volume::new("p", "m", "data")]
+                    } else {
+                        vec![]
+                    },
+                    network: Some(crate::container::Network::new("p", "m")),
+                }),
+                version: if image == DB {
+                    "15.4.0"
+                } else if image == A1 {
+                    "1.0.0"
+                } else {
+                    "2.0.0"
+                }
+                .into(),
+                digest: image.into(),
+                image: image.into(),
+                pull_from: None,
+                spec_hash: spec.hash(),
+                spec,
+                health: HealthCheck {
+                    http: Some(format!("http://127.0.0.1:1/{name}")),
+                    timeout: Duration::ZERO,
+                },
+                binds: vec![],
+                env_files: vec![],
+                origin: Default::default(),
+            }
+        }
+
+        /// The unit at `app`, in dependency order.
+        fn unit(app: &str) -> Desired {
+            use Condition::*;
+            Desired {
+                partner: "p".into(),
+                revision: "r2".into(),
+                containers: vec![
+                    part("db", DB, &[]),
+                    part("migrate", app, &[("db", Healthy)]),
+                    part("api", app, &[("db", Healthy), ("migrate", Completed)]),
+                    part("worker", app, &[("db", Healthy)]),
+                ],
+                unresolved: BTreeMap::new(),
+                refused: BTreeMap::new(),
+            }
+        }
+
+        /// The host with the unit at `A1`, as an earlier pass left it.
+        fn host_at_a1() -> FakeEngine {
+            let engine = FakeEngine::with_images(&[A1, A2, DB]);
+            for d in unit(A1).containers {
+                let c = d.component.as_ref().unwrap();
+                let labels = [
+                    (label::MANAGED, "true"),
+                    (label::PARTNER, "p"),
+                    (label::SCRIPT, "m"),
+                    (label::COMPONENT, c.name.as_str()),
+                    (label::VERSION, d.version.as_str()),
+                    (label::DIGEST, d.digest.as_str()),
+                    (label::SPEC_HASH, d.spec_hash.as_str()),
+                    (label::REVISION, "r1"),
+                ];
+                engine.insert(FakeContainer {
+                    id: format!("{}-old", c.name),
+                    name: d.name("p"),
+                    image: d.image.clone(),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    running: c.job.is_none(),
+                    job: c.job.is_some(),
+                    exit_code: c.job.map(|_| 0),
+                });
+            }
+            engine
+        }
+
+        async fn unit_pass(
+            engine: &FakeEngine,
+            root: &std::path::Path,
+            probe: &impl Probe,
+            want: &Desired,
+        ) -> Result<Vec<StepReport>, ExecuteError> {
+            let state = StateDir::open(root)?;
+            let clock = at("2026-11-21T02:00:00Z");
+            let idle = idle();
+            let executor = Executor {
+                engine,
+                sources: &NoRegistry,
+                probe,
+                clock: &clock,
+                idle: Some(&idle),
+                state: &state,
+                secrets: None,
+                stopping: &AtomicBool::new(false),
+            };
+            executor.recover("p").await?;
+            let observed = Observed {
+                containers: engine.list_managed("p").await?,
+                held: state.held()?,
+                in_flight: Default::default(),
+                idle: Idleness::Unknown,
+            };
+            let plan = crate::plan::plan(want, &observed, &policy(false), clock.now());
+            Ok(executor.execute(&plan).await)
+        }
+
+        /// Each component under its managed name exactly once, every long-running one
+        /// running, and the changed ones (all but `db`) all at `A1` or all at `A2`.
+        fn all_old_or_all_new(engine: &FakeEngine) -> Result<&'static str, String> {
+            let all = engine.containers();
+            let mut images = BTreeSet::new();
+            for c in ["db", "migrate", "api", "worker"] {
+                let name = part_name("p", "m", Some(c));
+                let named: Vec<_> = all.iter().filter(|x| x.name == name).collect();
+                let [one] = named.as_slice() else {
+                    return Err(format!("{} containers named {name}: {all:?}", named.len()));
+                };
+                if one.running == one.job {
+                    return Err(format!("{name} running={}: {all:?}", one.running));
+                }
+                if c == "db" {
+                    if one.id != "db-old" {
+                        return Err(format!("the database was replaced: {all:?}"));
+                    }
+                } else {
+                    images.insert(one.image.clone());
+                }
+            }
+            if all.iter().filter(|c| c.running).count() != 3 {
+                return Err(format!("not exactly three running: {all:?}"));
+            }
+            match images
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                [A1] => Ok("old"),
+                [A2] => Ok("new"),
+                other => Err(format!("a mix of versions {other:?}: {all:?}")),
+            }
+        }
+
+        use std::collections::BTreeSet;
+
+        #[test]
+        fn only_the_changed_components_are_replaced_in_dependency_order() {
+            let engine = host_at_a1();
+            let dir = tempfile::tempdir().unwrap();
+            let reports =
+                block_on(unit_pass(&engine, dir.path(), &Failing("none"), &unit(A2))).unwrap();
+            let done: Vec<(Option<&str>, &Outcome)> = reports
+                .iter()
+                .map(|r| (r.component.as_deref(), &r.outcome))
+                .collect();
+            assert_eq!(
+                done,
+                vec![
+                    (Some("db"), &Outcome::Unchanged),
+                    (Some("migrate"), &Outcome::Done),
+                    (Some("api"), &Outcome::Done),
+                    (Some("worker"), &Outcome::Done),
+                ]
+            );
+            assert_eq!(all_old_or_all_new(&engine), Ok("new"));
+            // The fake numbers containers as it creates them: the job ran first, then its
+            // dependents in order.
+            let id = |c: &str| {
+                let name = part_name("p", "m", Some(c));
+                engine
+                    .containers()
+                    .into_iter()
+                    .find(|x| x.name == name)
+                    .unwrap()
+                    .id
+            };
+            assert!(id("migrate") < id("api") && id("api") < id("worker"));
+            assert_eq!(engine.containers().len(), 4, "the old containers are gone");
+        }
+
+        #[test]
+        fn a_new_unit_gets_its_volume_and_network_before_its_containers() {
+            let engine = FakeEngine::with_images(&[A1, DB]);
+            let dir = tempfile::tempdir().unwrap();
+            let reports =
+                block_on(unit_pass(&engine, dir.path(), &Failing("none"), &unit(A1))).unwrap();
+            assert!(
+                reports.iter().all(|r| r.outcome == Outcome::Done),
+                "{reports:?}"
+            );
+            assert_eq!(engine.volumes(), vec!["berth-p-m-data".to_owned()]);
+            assert_eq!(
+                all_old_or_all_new(&engine).map_err(|_| ()),
+                Err(()),
+                "fresh ids"
+            );
+            let running = engine.containers().iter().filter(|c| c.running).count();
+            assert_eq!(running, 3, "everything but the job runs");
+        }
+
+        #[test]
+        fn a_failing_job_holds_the_update_before_anything_running_is_touched() {
+            let engine = host_at_a1();
+            engine.set_job_exit(3);
+            let dir = tempfile::tempdir().unwrap();
+            let before: Vec<_> = engine
+                .containers()
+                .into_iter()
+                .filter(|c| c.running)
+                .collect();
+            let reports =
+                block_on(unit_pass(&engine, dir.path(), &Failing("none"), &unit(A2))).unwrap();
+            let Outcome::RolledBack { error, .. } = &reports[1].outcome else {
+                panic!("{reports:?}");
+            };
+            assert_eq!(error, "the job exited with code 3");
+            let Outcome::RolledBack { error, .. } = &reports[2].outcome else {
+                panic!("{reports:?}");
+            };
+            assert_eq!(error, "m/migrate: the job exited with code 3");
+            let after: Vec<_> = engine
+                .containers()
+                .into_iter()
+                .filter(|c| c.running)
+                .collect();
+            assert_eq!(before, after, "the running containers were never stopped");
+            assert_eq!(all_old_or_all_new(&engine), Ok("old"));
+            // Held: the next pass does not run the job again.
+            let again =
+                block_on(unit_pass(&engine, dir.path(), &Failing("none"), &unit(A2))).unwrap();
+            assert!(
+                again[1..].iter().all(|r| r.outcome
+                    == Outcome::Deferred {
+                        reason: "failed-health".into(),
+                        detail: Deferral::FailedHealth.describe()
+                    }),
+                "{again:?}"
+            );
+        }
+
+        #[test]
+        fn an_unhealthy_component_rolls_back_every_component_changed_with_it() {
+            let engine = host_at_a1();
+            let dir = tempfile::tempdir().unwrap();
+            let reports = block_on(unit_pass(
+                &engine,
+                dir.path(),
+                &Failing("worker"),
+                &unit(A2),
+            ))
+            .unwrap();
+            let Outcome::RolledBack { error, .. } = &reports[3].outcome else {
+                panic!("{reports:?}");
+            };
+            assert!(error.starts_with("health check failed"), "{error}");
+            let Outcome::RolledBack { error, .. } = &reports[2].outcome else {
+                panic!("{reports:?}");
+            };
+            assert!(
+                error.starts_with("m/worker: health check failed"),
+                "{error}"
+            );
+            assert_eq!(all_old_or_all_new(&engine), Ok("old"));
+            let id = |c: &str| {
+                let name = part_name("p", "m", Some(c));
+                engine
+                    .containers()
+                    .into_iter()
+                    .find(|x| x.name == name)
+                    .unwrap()
+                    .id
+            };
+            assert_eq!(id("api"), "api-old", "the healthy API went back too");
+            assert_eq!(engine.containers().len(), 4, "every new container is gone");
+        }
+
+        /// Crashes the unit's update at engine call `crash`, then runs normal passes: after
+        /// the recovery the unit is all-old or all-new, and two passes later all-new.
+        fn crash_unit(crash: u64) -> Result<(), String> {
+            let engine = host_at_a1();
+            let dir = tempfile::tempdir().unwrap();
+            let ok = Failing("none");
+            engine.crash_at(crash);
+            let _ = block_on(unit_pass(&engine, dir.path(), &ok, &unit(A2)));
+            engine.restart();
+            block_on(recover(&engine, dir.path())).map_err(|e| chain(&e))?;
+            all_old_or_all_new(&engine).map_err(|e| format!("after recovery: {e}"))?;
+            block_on(unit_pass(&engine, dir.path(), &ok, &unit(A2))).map_err(|e| chain(&e))?;
+            block_on(unit_pass(&engine, dir.path(), &ok, &unit(A2))).map_err(|e| chain(&e))?;
+            match all_old_or_all_new(&engine) {
+                Ok("new") if engine.containers().len() == 4 => Ok(()),
+                other => Err(format!(
+                    "after two passes: {other:?}, {:?}",
+                    engine.containers()
+                )),
+            }
+        }
+
+        #[test]
+        fn a_unit_update_crashed_at_every_engine_call_ends_all_old_or_all_new() {
+            let engine = host_at_a1();
+            let dir = tempfile::tempdir().unwrap();
+            let before = engine.calls();
+            block_on(unit_pass(&engine, dir.path(), &Failing("none"), &unit(A2))).unwrap();
+            let calls = engine.calls() - before;
+            assert!(calls > 30, "the update makes {calls} calls");
+            for crash in 1..=calls {
+                crash_unit(crash).unwrap_or_else(|e| panic!("crash at {crash}: {e}"));
+            }
+        }
+    }
 }

@@ -465,10 +465,19 @@ impl Rules {
             return out;
         };
         if let Some(rule) = &host.networks {
-            let network = c.spec.network.as_deref().unwrap_or("bridge");
-            // `private` names a script's own network, never an engine network of that name;
-            // only multi-component scripts will have one.
-            if !rule.allows.iter().any(|n| n == network && n != "private") {
+            // `private` names a script's own network (a component answering to its name
+            // there), never an engine network of that name.
+            let own = c.spec.network_alias.is_some();
+            let network = match c.spec.network.as_deref() {
+                _ if own => "private",
+                Some(n) => n,
+                None => "bridge",
+            };
+            if !rule
+                .allows
+                .iter()
+                .any(|n| n == network && (own || n != "private"))
+            {
                 let at = o.network.as_ref().unwrap_or(&o.script);
                 out.push(refusal(
                     "networks",
@@ -718,6 +727,35 @@ pub(crate) mod tests {
                 socket: false,
             })
             .collect()
+    }
+
+    #[test]
+    fn private_allows_a_components_own_network_and_no_engine_network_of_that_name() {
+        let rules = Rules {
+            floor: Floor::default(),
+            host: Some(allowing_networks(&["private"])),
+        };
+        let judge = |network: &str, alias: Option<&str>| {
+            let spec = ContainerSpec {
+                network: Some(network.into()),
+                network_alias: alias.map(str::to_owned),
+                ..ContainerSpec::minimal()
+            };
+            rules
+                .refusals(&Candidate {
+                    spec: &spec,
+                    binds: &[],
+                    env_files: &[],
+                    registry: None,
+                    origin: &origin(),
+                })
+                .into_iter()
+                .map(|r| r.value)
+                .collect::<Vec<_>>()
+        };
+        assert!(judge("berth-p-s", Some("api")).is_empty());
+        assert_eq!(judge("private", None), ["network private"]);
+        assert_eq!(judge("host", None), ["network host"]);
     }
 
     #[test]

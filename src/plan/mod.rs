@@ -1112,7 +1112,9 @@ mod tests {
     /// A policy that allows nothing but `bridge` and `none`, with its rule at line 3.
     fn networks_policy() -> Policy {
         let mut pol = policy();
-        pol.rules.host = Some(crate::policy::tests::allowing_networks(&["bridge", "none"]));
+        pol.rules.host = Some(crate::policy::tests::allowing_networks(&[
+            "private", "bridge", "none",
+        ]));
         pol
     }
 
@@ -1215,5 +1217,161 @@ mod tests {
             )
         );
         assert_eq!(reason(old.clone()).0, Action::Keep);
+    }
+
+    /// A component `name` of script `m` at `version`, depending on `deps`.
+    fn component(name: &str, version: &str, deps: &[&str]) -> DesiredContainer {
+        let mut d = want("m", version, name);
+        d.component = Some(crate::resolve::ComponentOf {
+            name: name.into(),
+            stateful: false,
+            job: None,
+            depends_on: deps
+                .iter()
+                .map(|d| ((*d).to_owned(), crate::manifest::Condition::Started))
+                .collect(),
+            volumes: vec![],
+            network: Some(Network::new("p", "m")),
+        });
+        d.spec.network = Some("berth-p-m".into());
+        d.spec.network_alias = Some(name.into());
+        d.spec_hash = d.spec.hash();
+        d
+    }
+
+    fn running_component(d: &DesiredContainer) -> ObservedContainer {
+        ObservedContainer {
+            id: format!("id-{}", d.name("p")),
+            name: d.name("p"),
+            component: d.component_name().map(str::to_owned),
+            ..running(d)
+        }
+    }
+
+    fn labels(p: &Plan) -> Vec<(String, Action)> {
+        p.steps.iter().map(|s| (s.label(), s.action())).collect()
+    }
+
+    #[test]
+    fn a_unit_changes_only_its_changed_components_and_removes_dropped_ones_last() {
+        let (db, api1, old) = (
+            component("db", "1.0.0", &[]),
+            component("api", "1.0.0", &["db"]),
+            component("old", "1.0.0", &[]),
+        );
+        let o = observed(vec![
+            running_component(&old),
+            running_component(&api1),
+            running_component(&db),
+        ]);
+        let d = desired(vec![db.clone(), component("api", "2.0.0", &["db"])]);
+        let p = at(&d, &o, NOW_OPEN);
+        assert_eq!(
+            labels(&p),
+            vec![
+                ("m/db".into(), Action::Keep),
+                ("m/api".into(), Action::Replace),
+                ("m/old".into(), Action::Remove),
+            ]
+        );
+        assert_eq!(p.steps[2].reason, "component old is no longer declared");
+        assert_eq!(p.steps[0].observed().unwrap().name, "berth-p-m-db");
+        assert!(p.networks_to_remove.is_empty());
+        // Dropping the script removes every component, and its network after them.
+        let p = at(&desired(vec![]), &o, NOW_OPEN);
+        assert_eq!(p.steps.len(), 3);
+        assert!(p.steps.iter().all(|s| s.action() == Action::Remove));
+        assert_eq!(p.networks_to_remove, vec![Network::new("p", "m")]);
+    }
+
+    #[test]
+    fn a_unit_is_gated_as_one_its_changes_must_all_fit_the_window() {
+        // Each replace needs 10 s stop + 5 s health; two of them and the 30 s margin need
+        // 60 s, which 04:59:10 no longer leaves, though one alone would fit.
+        let o = observed(vec![
+            running_component(&component("a", "1.0.0", &[])),
+            running_component(&component("b", "1.0.0", &[])),
+        ]);
+        let d = desired(vec![
+            component("a", "2.0.0", &[]),
+            component("b", "2.0.0", &[]),
+        ]);
+        let gates: Vec<Gate> = run(&d, &o, "2026-11-21T04:59:10Z")
+            .into_iter()
+            .map(|s| s.2)
+            .collect();
+        let ending = Gate::Deferred(Deferral::WindowEnding {
+            closes: "2026-11-21T05:00:00Z".into(),
+            opens: Some("2026-11-28T01:00:00Z".into()),
+        });
+        assert_eq!(gates, vec![ending.clone(), ending]);
+        let one = desired(vec![
+            component("a", "2.0.0", &[]),
+            component("b", "1.0.0", &[]),
+        ]);
+        assert_eq!(run(&one, &o, "2026-11-21T04:59:10Z")[0].2, Gate::Allowed);
+        // Busy defers the whole unit, not only the part that stops something.
+        let mut busy = o.clone();
+        busy.idle = Idleness::NotIdle("busy".into());
+        assert!(
+            run(&d, &busy, NOW_OPEN)
+                .iter()
+                .all(|s| matches!(s.2, Gate::Deferred(Deferral::Busy { .. })))
+        );
+    }
+
+    #[test]
+    fn a_held_unit_is_retried_once_any_of_its_changes_differs() {
+        let o = observed(vec![
+            running_component(&component("a", "1.0.0", &[])),
+            running_component(&component("b", "1.0.0", &[])),
+        ]);
+        let d = desired(vec![
+            component("a", "2.0.0", &[]),
+            component("b", "2.0.0", &[]),
+        ]);
+        let p = at(&d, &o, NOW_OPEN);
+        let changes: Vec<&Change> = p.steps.iter().map(|s| &s.change).collect();
+        let mut held = o.clone();
+        held.held = vec![Held {
+            partner: "p".into(),
+            script: "m".into(),
+            digest: unit_fingerprint(&changes),
+            spec_hash: String::new(),
+        }];
+        assert!(
+            run(&d, &held, NOW_OPEN)
+                .iter()
+                .all(|s| s.2 == Gate::Deferred(Deferral::FailedHealth))
+        );
+        let fixed = desired(vec![
+            component("a", "2.0.1", &[]),
+            component("b", "2.0.0", &[]),
+        ]);
+        assert!(
+            run(&fixed, &held, NOW_OPEN)
+                .iter()
+                .all(|s| s.2 == Gate::Allowed)
+        );
+    }
+
+    #[test]
+    fn a_refused_component_refuses_the_whole_unit() {
+        let o = observed(vec![
+            running_component(&component("a", "1.0.0", &[])),
+            running_component(&component("b", "1.0.0", &[])),
+        ]);
+        let mut a = component("a", "2.0.0", &[]);
+        a.spec.network = Some("host".into());
+        a.spec.network_alias = None;
+        a.spec_hash = a.spec.hash();
+        let d = desired(vec![a, component("b", "2.0.0", &[])]);
+        let gates = run_under(&d, &o, &networks_policy(), NOW_OPEN);
+        assert!(
+            gates
+                .iter()
+                .all(|s| matches!(&s.2, Gate::Deferred(Deferral::Refused { refusals }) if refusals.len() == 1)),
+            "{gates:?}"
+        );
     }
 }
