@@ -1,7 +1,8 @@
 //! `berth.lock`: the exact version and digest every partner runs, pinned by `berth lock`
 //! so that agents apply what CI reviewed (frozen mode), after the seed's frozen environment
-//! specs. One line per partner and script, sorted, so that a pull request's diff reads as
-//! the list of changes.
+//! specs. One line per partner and script (and per component of a script with its own
+//! image, keyed `<script>/<component>`), sorted, so that a pull request's diff reads as the
+//! list of changes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -187,7 +188,7 @@ fn key(name: &str) -> String {
     let plain = name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
         && !KEYWORDS.contains(&name.to_ascii_lowercase().as_str());
     if plain { name.to_owned() } else { quoted(name) }
 }
@@ -251,6 +252,29 @@ mod tests {
         assert_eq!(back, lock);
         assert!(
             text.contains("    s: { version: \"1.2.3\", digest: \"sha256:aa\", image: \"r/x\" }\n")
+        );
+    }
+
+    #[test]
+    fn a_components_own_pin_reads_back_under_script_slash_component() {
+        let mut lock = Lock {
+            version: 1,
+            ..Lock::default()
+        };
+        let pins = lock.partners.entry("p".into()).or_default();
+        pins.insert("entity-service".into(), pin("2.1.0", "sha256:aa"));
+        pins.insert("entity-service/db".into(), pin("15.4.2", "sha256:bb"));
+        let text = lock.render();
+        assert!(
+            text.contains("\n    entity-service/db: { version: \"15.4.2\""),
+            "{text}"
+        );
+        let back: Lock = crate::manifest::parse(&text).unwrap();
+        assert_eq!(back, lock);
+        assert_eq!(
+            back.pin("p", "entity-service/db")
+                .map(|p| p.version.as_str()),
+            Some("15.4.2")
         );
     }
 
