@@ -10,7 +10,8 @@ use semver::VersionReq;
 
 use super::syntax::*;
 use super::{
-    API_VERSION, Container, Doc, Fleet, OptIn, Partner, Pos, Repo, Script, Source, Sp, Window,
+    API_VERSION, Component, Condition, Container, Doc, Fleet, Health, Image, OptIn, Partner, Pos,
+    Repo, Script, Source, Sp, Window,
 };
 use crate::container::container_name;
 use crate::diag::{Diagnostic, Diagnostics};
@@ -151,7 +152,9 @@ pub fn check(
         if let Some(range) = check_script(stem, doc, fleet_registry, out) {
             ranges.insert(stem.as_str(), range);
         }
-        claims.insert(stem.as_str(), Claims::of(doc));
+        let claim = Claims::of(doc);
+        claim.check_own(out);
+        claims.insert(stem.as_str(), claim);
     }
     let mut used = BTreeSet::new();
     let mut host = HostTable::default();
@@ -205,8 +208,30 @@ fn check_script(
     let s = &doc.doc;
     c.header(&s.api_version, &s.kind, "Script");
     c.name(&s.name, stem);
+    check_image(&mut c, &s.image, fleet_registry);
+    // An invalid or unsatisfiable range is reported here, once, and not again against
+    // every partner that narrows it.
+    let range = check_range(&mut c, s.versions.as_ref());
+    match &s.components {
+        Some(components) => check_components(&mut c, s, components, fleet_registry),
+        None => {
+            check_container(&mut c, s.container());
+            if let Some(h) = &s.health {
+                check_health(&mut c, h);
+            }
+            if let Some((_, first)) = s.volumes.iter().next() {
+                c.error(
+                    first.pos,
+                    "`volumes:` declares the named volumes of `components:`: a script with one container mounts its volumes in `container.volumes`",
+                );
+            }
+        }
+    }
+    range
+}
 
-    let image = &s.image;
+/// Where an image comes from: a registry that suits its source, and a repository.
+fn check_image(c: &mut Checker, image: &Image, fleet_registry: Option<&Sp<String>>) {
     match (image.source.value, &image.registry) {
         (Source::Local, Some(r)) => {
             c.error(r.pos, "`local` images come from the engine's own store and take no registry");
@@ -245,9 +270,12 @@ fn check_script(
             "`insecure` applies only to `oci` registries",
         );
     }
-    // An invalid or unsatisfiable range is reported here, once, and not again against
-    // every partner that narrows it.
-    let range = match &s.versions {
+}
+
+/// A `versions` range, parsed: `*` when there is none, `None` when it is invalid or nothing
+/// can satisfy it (reported).
+fn check_range(c: &mut Checker, versions: Option<&Sp<String>>) -> Option<VersionReq> {
+    match versions {
         Some(v) => {
             let parsed = VersionReq::parse(v)
                 .map_err(|e| format!("invalid version range `{}`: {e}", v.value));
@@ -263,15 +291,232 @@ fn check_script(
             })
         }
         None => Some(VersionReq::STAR),
-    };
-    check_container(&mut c, s.container());
-    if let Some(h) = &s.health {
-        if let Some(u) = &h.http {
-            c.format(u, check_http_url(u));
-        }
-        c.duration(&h.timeout);
     }
-    range
+}
+
+fn check_health(c: &mut Checker, h: &Health) {
+    if let Some(u) = &h.http {
+        c.format(u, check_http_url(u));
+    }
+    if let Some(cmd) = &h.exec
+        && cmd.is_empty()
+    {
+        c.error(cmd.pos, "`health.exec` must not be empty");
+    }
+    c.duration(&h.timeout);
+}
+
+/// The first position written inside a health check, for findings about all of it.
+fn health_pos(h: &Health) -> Option<Pos> {
+    [
+        h.http.as_ref().map(|u| u.pos),
+        h.exec.as_ref().map(|e| e.pos),
+        h.timeout.as_ref().map(|t| t.pos),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
+/// A multi-component script (design §10): each component is checked as a container, and
+/// their dependencies, volumes and networks against each other.
+fn check_components(
+    c: &mut Checker,
+    s: &Script,
+    components: &Sp<BTreeMap<String, Sp<Component>>>,
+    fleet_registry: Option<&Sp<String>>,
+) {
+    if s.container.is_some() {
+        c.error(
+            components.pos,
+            "a script with `components:` takes no script-level `container:`: set `container:` on each component",
+        );
+    }
+    if s.health.is_some() {
+        c.error(
+            components.pos,
+            "a script with `components:` takes no script-level `health:`: set `health:` on each component",
+        );
+    }
+    if components.is_empty() {
+        c.error(components.pos, "`components:` needs at least one component");
+    }
+    let mut mounted = BTreeSet::new();
+    for (name, comp) in components.iter() {
+        if !is_name(name) {
+            c.error(
+                comp.pos,
+                format!(
+                    "invalid component name `{name}`: use 1-63 lowercase letters, digits and `-`, starting and ending with a letter or digit"
+                ),
+            );
+        }
+        match &comp.image {
+            Some(image) => {
+                check_image(c, image, fleet_registry);
+                check_range(c, comp.versions.as_ref());
+            }
+            None => {
+                if let Some(v) = &comp.versions {
+                    c.error(
+                        v.pos,
+                        format!(
+                            "component `{name}` sets `versions` but no `image`: without its own image it runs the script's, at the script's version"
+                        ),
+                    );
+                }
+            }
+        }
+        check_container(c, &comp.container);
+        if let Some(n) = &comp.container.network
+            && !matches!(n.as_str(), "host" | "none")
+        {
+            c.error(
+                n.pos,
+                format!(
+                    "component `{name}` sets network `{}`: components join their script's network, and only `host` or `none` opts out",
+                    n.value
+                ),
+            );
+        }
+        for v in &comp.container.volumes {
+            let Some(source) = v.split(':').next() else {
+                continue;
+            };
+            if source.starts_with('/') || check_volume(v).is_err() {
+                continue;
+            }
+            mounted.insert(source);
+            if !s.volumes.contains_key(source) {
+                c.error(
+                    v.pos,
+                    format!(
+                        "component `{name}` mounts volume `{source}`, which the script's `volumes:` does not declare"
+                    ),
+                );
+            }
+        }
+        if let Some(h) = &comp.health {
+            check_health(c, h);
+            if comp.job {
+                c.error(
+                    health_pos(h).unwrap_or(comp.pos),
+                    format!(
+                        "component `{name}` is a job and takes no `health:`: it is done when it exits 0"
+                    ),
+                );
+            }
+        }
+        if let Some(t) = &comp.timeout {
+            if comp.job {
+                c.duration(&comp.timeout);
+            } else {
+                c.error(
+                    t.pos,
+                    format!(
+                        "component `{name}` sets `timeout` but is not a job: only `job: true` components have one"
+                    ),
+                );
+            }
+        }
+        if comp.job && comp.stateful {
+            c.error(
+                comp.pos,
+                format!(
+                    "component `{name}` is both `stateful` and a `job`: a job holds no data between runs"
+                ),
+            );
+        }
+        for (dep, cond) in &comp.depends_on {
+            if dep == name {
+                c.error(cond.pos, format!("component `{name}` depends on itself"));
+                continue;
+            }
+            let Some(target) = components.get(dep) else {
+                c.error(
+                    cond.pos,
+                    format!(
+                        "component `{name}` depends on unknown component `{dep}`: the script declares no such component"
+                    ),
+                );
+                continue;
+            };
+            if cond.value == Condition::Completed && !target.job {
+                c.error(
+                    cond.pos,
+                    format!(
+                        "component `{name}` waits for `{dep}` to be `completed`, but `{dep}` is not a job: use `started` or `healthy`"
+                    ),
+                );
+            }
+        }
+    }
+    check_cycle(c, components);
+    for (volume, decl) in &s.volumes {
+        if !mounted.contains(volume.as_str()) {
+            c.warning(
+                decl.pos,
+                format!("volume `{volume}` is declared but no component mounts it"),
+            );
+        }
+    }
+}
+
+/// A dependency cycle, reported once at the first dependency on it, naming its members.
+/// A component depending on itself was reported already, and components that only wait
+/// behind a cycle are not on it.
+fn check_cycle(c: &mut Checker, components: &BTreeMap<String, Sp<Component>>) {
+    let without_self: BTreeMap<String, Sp<Component>> = components
+        .iter()
+        .map(|(name, comp)| {
+            let mut comp = comp.clone();
+            comp.value.depends_on.remove(name);
+            (name.clone(), comp)
+        })
+        .collect();
+    let stuck: BTreeSet<&str> = super::cycle(&without_self).into_iter().collect();
+    // On the cycle: a stuck component that reaches itself through stuck ones.
+    let reaches_itself = |start: &str| {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![start];
+        while let Some(at) = todo.pop() {
+            for dep in without_self[at].depends_on.keys() {
+                if dep == start {
+                    return true;
+                }
+                if stuck.contains(dep.as_str()) && seen.insert(dep.as_str()) {
+                    todo.push(dep);
+                }
+            }
+        }
+        false
+    };
+    let members: Vec<&str> = stuck
+        .iter()
+        .copied()
+        .filter(|m| reaches_itself(m))
+        .collect();
+    let Some(pos) = members
+        .iter()
+        .flat_map(|m| {
+            components[*m]
+                .depends_on
+                .iter()
+                .filter(|(d, _)| members.contains(&d.as_str()))
+                .map(|(_, cond)| cond.pos)
+        })
+        .min()
+    else {
+        return;
+    };
+    let names: Vec<String> = members.iter().map(|m| format!("`{m}`")).collect();
+    c.error(
+        pos,
+        format!(
+            "components {} depend on each other in a cycle: none of them could start",
+            names.join(", ")
+        ),
+    );
 }
 
 fn check_container(c: &mut Checker, k: &Container) {
@@ -513,44 +758,146 @@ fn check_secrets(
     }
 }
 
-/// What a script's container takes on its host that a second container cannot take too.
+/// What a script's containers take on their host that a second container cannot take too.
 struct Claims<'a> {
     path: &'a str,
-    /// Host ports, each with the `ports` entry that publishes it.
-    ports: Vec<(Published, &'a Sp<String>)>,
-    /// The health URL of a container on the host network, where it answers for the host.
-    host_health: Option<&'a Sp<String>>,
+    /// Host ports, each with the `ports` entry that publishes it and its component.
+    ports: Vec<(Published, &'a Sp<String>, Option<&'a str>)>,
+    /// The health URLs of containers on the host network, where they answer for the host.
+    host_health: Vec<(&'a Sp<String>, Option<&'a str>)>,
 }
 
 impl<'a> Claims<'a> {
     /// Entries that do not parse were reported by `check_container` and claim nothing. On the
     /// host network the engine discards published ports, so they claim nothing either.
     fn of(doc: &'a Doc<Script>) -> Self {
-        let s = &doc.doc;
-        let host_network = s
-            .container()
-            .network
-            .as_ref()
-            .is_some_and(|n| n.value == "host");
-        let ports = if host_network {
-            Vec::new()
-        } else {
-            s.container()
-                .ports
-                .iter()
-                .filter_map(|p| Some((Published::parse(p)?, p)))
-                .collect()
-        };
-        let host_health = s
-            .health
-            .as_ref()
-            .and_then(|h| h.http.as_ref())
-            .filter(|u| host_network && check_http_url(u).is_ok());
+        let mut ports = Vec::new();
+        let mut host_health = Vec::new();
+        for part in doc.doc.parts() {
+            let host_network = part
+                .container
+                .network
+                .as_ref()
+                .is_some_and(|n| n.value == "host");
+            if host_network {
+                host_health.extend(
+                    part.health
+                        .and_then(|h| h.http.as_ref())
+                        .filter(|u| check_http_url(u).is_ok())
+                        .map(|u| (u, part.component)),
+                );
+            } else {
+                ports.extend(
+                    part.container
+                        .ports
+                        .iter()
+                        .filter_map(|p| Some((Published::parse(p)?, p, part.component))),
+                );
+            }
+        }
         Claims {
             path: &doc.path,
             ports,
             host_health,
         }
+    }
+
+    /// Two components of one script that claim the same host port or host-network health
+    /// URL: an error on every host, so reported once, against the first component in
+    /// dependency order. A component's own entries are not held against each other.
+    fn check_own(&self, out: &mut Diagnostics) {
+        let mut taken: HashMap<(u16, &'static str, Addr), (Option<&str>, &Published)> =
+            HashMap::new();
+        let mut start = 0;
+        while start < self.ports.len() {
+            let component = self.ports[start].2;
+            let end = start
+                + self.ports[start..]
+                    .iter()
+                    .take_while(|(_, _, c)| *c == component)
+                    .count();
+            let own = &self.ports[start..end];
+            for (port, entry, _) in own {
+                let first = clashes(port).find_map(|key| taken.get(&key));
+                if let Some(&(Some(first), spelled)) = first {
+                    out.push(Diagnostic::error(
+                        self.path,
+                        entry.pos,
+                        format!(
+                            "host port {port} is also published by component `{first}` of this script{}: two containers cannot bind it",
+                            spelled_as(spelled, port)
+                        ),
+                    ));
+                }
+            }
+            for (port, _, component) in own {
+                for key in holds(port) {
+                    taken.entry(key).or_insert((*component, port));
+                }
+            }
+            start = end;
+        }
+        let mut health: HashMap<&str, &str> = HashMap::new();
+        for (url, component) in &self.host_health {
+            let Some(component) = component else {
+                continue;
+            };
+            match health.entry(url.as_str()) {
+                Entry::Occupied(first) => out.push(Diagnostic::error(
+                    self.path,
+                    url.pos,
+                    format!(
+                        "health URL `{}` is also the health check of component `{}` of this script, and both run on the host network: one container would answer the other's check",
+                        url.value,
+                        first.get()
+                    ),
+                )),
+                Entry::Vacant(e) => {
+                    e.insert(component);
+                }
+            }
+        }
+    }
+}
+
+/// The table keys a binding clashes with: see [`Addr`].
+fn clashes(port: &Published) -> impl Iterator<Item = (u16, &'static str, Addr)> + '_ {
+    port.scopes()
+        .into_iter()
+        .flatten()
+        .flat_map(|(family, one)| match one {
+            Some(ip) => [Addr::One(ip), Addr::Every(family)],
+            None => [Addr::Every(family), Addr::Any(family)],
+        })
+        .map(|addr| (port.port, port.protocol, addr))
+}
+
+/// The table keys a binding holds: see [`Addr`].
+fn holds(port: &Published) -> impl Iterator<Item = (u16, &'static str, Addr)> + '_ {
+    port.scopes()
+        .into_iter()
+        .flatten()
+        .flat_map(|(family, one)| match one {
+            Some(ip) => [Addr::One(ip), Addr::Any(family)],
+            None => [Addr::Every(family), Addr::Any(family)],
+        })
+        .map(|addr| (port.port, port.protocol, addr))
+}
+
+/// ` (as <first spelling>)` when the first binding was written differently.
+fn spelled_as(first: &Published, port: &Published) -> String {
+    if first == port {
+        String::new()
+    } else {
+        format!(" (as {first})")
+    }
+}
+
+/// `script `s`` or `component `c` of script `s``.
+fn owner(script: &str, component: Option<&str>) -> String {
+    match component {
+        Some(c) => format!("component `{c}` of script `{script}`"),
+        None => format!("script `{script}`"),
     }
 }
 
@@ -626,10 +973,11 @@ enum Addr {
     Any(Family),
 }
 
-/// The script that took a host port first, and how it spelled it.
+/// The script (and component) that took a host port first, and how it spelled it.
 struct Taken<'a> {
     order: usize,
     script: &'a str,
+    component: Option<&'a str>,
     port: &'a Published,
 }
 
@@ -641,7 +989,7 @@ struct Taken<'a> {
 struct HostTable<'a> {
     scripts: Vec<&'a str>,
     taken: HashMap<(u16, &'static str, Addr), Taken<'a>>,
-    health: HashMap<&'a str, &'a str>,
+    health: HashMap<&'a str, (&'a str, Option<&'a str>)>,
 }
 
 impl<'a> HostTable<'a> {
@@ -663,66 +1011,53 @@ impl<'a> HostTable<'a> {
             let Some(claim) = claims.get(script) else {
                 continue;
             };
-            for (port, entry) in &claim.ports {
-                let first = port
-                    .scopes()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|(family, one)| match one {
-                        Some(ip) => [Addr::One(ip), Addr::Every(family)],
-                        None => [Addr::Every(family), Addr::Any(family)],
-                    })
-                    .filter_map(|addr| self.taken.get(&(port.port, port.protocol, addr)))
+            for (port, entry, _) in &claim.ports {
+                let first = clashes(port)
+                    .filter_map(|key| self.taken.get(&key))
                     .min_by_key(|t| t.order);
                 if let Some(first) = first {
-                    let spelled = if first.port == port {
-                        String::new()
-                    } else {
-                        format!(" (as {})", first.port)
-                    };
                     out.push(Diagnostic::error(
                         claim.path,
                         entry.pos,
                         format!(
-                            "host port {port} is also published by script `{}` for partner `{partner}`{spelled}: two containers cannot bind it",
-                            first.script
+                            "host port {port} is also published by {} for partner `{partner}`{}: two containers cannot bind it",
+                            owner(first.script, first.component),
+                            spelled_as(first.port, port)
                         ),
                     ));
                 }
             }
-            // Only now, so that a script's own entries are not held against each other.
-            for (port, _) in &claim.ports {
-                for (family, one) in port.scopes().into_iter().flatten() {
-                    let holds = match one {
-                        Some(ip) => [Addr::One(ip), Addr::Any(family)],
-                        None => [Addr::Every(family), Addr::Any(family)],
-                    };
-                    for addr in holds {
-                        self.taken
-                            .entry((port.port, port.protocol, addr))
-                            .or_insert(Taken {
-                                order,
-                                script,
-                                port,
-                            });
-                    }
+            // Only now, so that a script's own entries are not held against each other
+            // (its components' clashes are reported once, by `Claims::check_own`).
+            for (port, _, component) in &claim.ports {
+                for key in holds(port) {
+                    self.taken.entry(key).or_insert(Taken {
+                        order,
+                        script,
+                        component: *component,
+                        port,
+                    });
                 }
             }
-            if let Some(url) = claim.host_health {
-                match self.health.entry(url.as_str()) {
-                    Entry::Occupied(first) => out.push(Diagnostic::error(
+            for (url, _) in &claim.host_health {
+                if let Some(&(first, component)) = self.health.get(url.as_str())
+                    && first != script
+                {
+                    out.push(Diagnostic::error(
                         claim.path,
                         url.pos,
                         format!(
-                            "health URL `{}` is also the health check of script `{}` for partner `{partner}`, and both run on the host network: one container would answer the other's check",
+                            "health URL `{}` is also the health check of {} for partner `{partner}`, and both run on the host network: one container would answer the other's check",
                             url.value,
-                            first.get()
+                            owner(first, component)
                         ),
-                    )),
-                    Entry::Vacant(e) => {
-                        e.insert(script);
-                    }
+                    ));
                 }
+            }
+            for (url, component) in &claim.host_health {
+                self.health
+                    .entry(url.as_str())
+                    .or_insert((script, *component));
             }
         }
     }
@@ -930,5 +1265,284 @@ mod tests {
                 "partners/beta.yml:1:1: error: manifest files end in .yaml: rename this file",
             ]
         );
+    }
+
+    /// A valid multi-component script `counts`: a database with its own image and volume,
+    /// a migration job and an API. Tests edit it line by line.
+    const MULTI: &str = "\
+apiVersion: berth/v1
+kind: Script
+name: counts
+image: { source: local, repository: gh/counts }
+versions: \"^2.0.0\"
+volumes:
+  pgdata: {}
+components:
+  db:
+    image: { source: local, repository: gh/postgres }
+    versions: \"~15.4\"
+    stateful: true
+    container: { volumes: [\"pgdata:/var/lib/postgresql/data\"] }
+    health: { exec: [pg_isready, -q] }
+  migrate:
+    job: true
+    timeout: 10m
+    depends_on: { db: healthy }
+  api:
+    container: { ports: [\"127.0.0.1:8851:8851\"] }
+    depends_on: { db: healthy, migrate: completed }
+    health: { http: http://127.0.0.1:8851/health }
+";
+
+    /// Findings for `MULTI` with `from` replaced by `to` (which must occur).
+    fn multi(edits: &[(&str, &str)]) -> Vec<String> {
+        let mut script = MULTI.to_owned();
+        for (from, to) in edits {
+            assert!(script.contains(from), "{from}");
+            script = script.replacen(from, to, 1);
+        }
+        findings(&[
+            ("partners/alpha.yaml", PARTNER),
+            ("scripts/counts.yaml", &script),
+        ])
+    }
+
+    #[test]
+    fn a_multi_component_script_is_clean() {
+        assert_eq!(multi(&[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn script_level_container_and_health_are_refused_beside_components() {
+        let got = multi(&[(
+            "components:\n",
+            "container: { command: [/serve] }\nhealth: { http: http://127.0.0.1:1/ }\ncomponents:\n",
+        )]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:11:3: error: a script with `components:` takes no script-level `container:`: set `container:` on each component",
+                "scripts/counts.yaml:11:3: error: a script with `components:` takes no script-level `health:`: set `health:` on each component",
+            ]
+        );
+    }
+
+    #[test]
+    fn component_names_follow_script_names() {
+        let got = multi(&[("  api:\n", "  Api_1:\n")]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:20:5: error: invalid component name `Api_1`: use 1-63 lowercase letters, digits and `-`, starting and ending with a letter or digit"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_components_image_and_range_are_checked_like_the_scripts() {
+        let got = multi(&[
+            (
+                "source: local, repository: gh/postgres",
+                "source: oci, repository: gh/postgres",
+            ),
+            ("\"~15.4\"", "\">16, <15\""),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:10:22: error: `oci` needs a registry: set image.registry or fleet.yaml's registry",
+                "scripts/counts.yaml:11:15: error: no version can satisfy the range `>16, <15`",
+            ]
+        );
+        let got = multi(&[("    job: true\n", "    job: true\n    versions: \"^1\"\n")]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:17:15: error: component `migrate` sets `versions` but no `image`: without its own image it runs the script's, at the script's version"
+            ]
+        );
+    }
+
+    #[test]
+    fn component_containers_and_health_are_checked() {
+        let got = multi(&[
+            ("[pg_isready, -q]", "[]"),
+            ("ports: [", "memory: lots, ports: ["),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:14:21: error: `health.exec` must not be empty",
+                "scripts/counts.yaml:20:26: error: invalid memory `lots`: expected bytes or a number with k, m or g",
+            ]
+        );
+    }
+
+    #[test]
+    fn depends_on_names_known_components_and_fits_their_kind() {
+        let got = multi(&[
+            (
+                "depends_on: { db: healthy }",
+                "depends_on: { db: healthy, cache: started, migrate: started }",
+            ),
+            (
+                "db: healthy, migrate: completed",
+                "db: completed, migrate: completed",
+            ),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:18:39: error: component `migrate` depends on unknown component `cache`: the script declares no such component",
+                "scripts/counts.yaml:18:57: error: component `migrate` depends on itself",
+                "scripts/counts.yaml:21:23: error: component `api` waits for `db` to be `completed`, but `db` is not a job: use `started` or `healthy`",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dependency_cycle_names_its_members_and_not_those_behind_it() {
+        // db -> api -> migrate -> db; nothing else waits behind it here, so add one.
+        let got = multi(&[
+            (
+                "    stateful: true\n",
+                "    stateful: true\n    depends_on: { api: started }\n",
+            ),
+            (
+                "components:\n",
+                "components:\n  late:\n    depends_on: { api: started }\n",
+            ),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:15:24: error: components `api`, `db`, `migrate` depend on each other in a cycle: none of them could start"
+            ]
+        );
+    }
+
+    #[test]
+    fn job_only_settings_are_refused_elsewhere() {
+        let got = multi(&[
+            (
+                "    stateful: true\n",
+                "    stateful: true\n    timeout: 5m\n",
+            ),
+            (
+                "    job: true\n",
+                "    job: true\n    stateful: true\n    health: { exec: [true] }\n",
+            ),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:13:14: error: component `db` sets `timeout` but is not a job: only `job: true` components have one",
+                "scripts/counts.yaml:17:5: error: component `migrate` is both `stateful` and a `job`: a job holds no data between runs",
+                "scripts/counts.yaml:19:21: error: component `migrate` is a job and takes no `health:`: it is done when it exits 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_component_network_may_only_opt_out() {
+        let got = multi(&[("ports: [", "network: bridge, ports: [")]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:20:27: error: component `api` sets network `bridge`: components join their script's network, and only `host` or `none` opts out"
+            ]
+        );
+        assert_eq!(
+            multi(&[("ports: [", "network: none, ports: [")]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn named_volumes_are_declared_and_declared_ones_used() {
+        let got = multi(&[
+            ("  pgdata: {}\n", "  pgdata: {}\n  spare: {}\n"),
+            (
+                "ports: [",
+                "volumes: [\"cache:/cache\", \"/srv/data:/data:ro\"], ports: [",
+            ),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:8:10: warning: volume `spare` is declared but no component mounts it",
+                "scripts/counts.yaml:21:28: error: component `api` mounts volume `cache`, which the script's `volumes:` does not declare",
+            ]
+        );
+        let got = findings(&[
+            ("partners/alpha.yaml", PARTNER),
+            (
+                "scripts/counts.yaml",
+                &format!("{SCRIPT}volumes:\n  data: {{}}\n"),
+            ),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:8:9: error: `volumes:` declares the named volumes of `components:`: a script with one container mounts its volumes in `container.volumes`"
+            ]
+        );
+    }
+
+    #[test]
+    fn components_publishing_one_host_port_clash_within_and_across_scripts() {
+        let got = multi(&[(
+            "    container: { volumes: [\"pgdata:/var/lib/postgresql/data\"] }\n",
+            "    container: { volumes: [\"pgdata:/var/lib/postgresql/data\"], ports: [\"8851:8851\"] }\n",
+        )]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:20:26: error: host port 127.0.0.1:8851/tcp is also published by component `db` of this script (as 8851/tcp on every address): two containers cannot bind it"
+            ]
+        );
+        let partner = format!("{PARTNER}  - script: board\n");
+        let board = format!(
+            "{}container:\n  ports: [\"127.0.0.1:8851:8851\"]\n",
+            SCRIPT.replace("counts", "board")
+        );
+        let got = findings(&[
+            ("partners/alpha.yaml", &partner),
+            ("scripts/board.yaml", &board),
+            ("scripts/counts.yaml", MULTI),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:20:26: error: host port 127.0.0.1:8851/tcp is also published by script `board` for partner `alpha`: two containers cannot bind it"
+            ]
+        );
+        // A script later in name order is blamed, and told which component holds the port.
+        let zed = board.replace("board", "zed");
+        let got = findings(&[
+            ("partners/alpha.yaml", &partner.replace("board", "zed")),
+            ("scripts/counts.yaml", MULTI),
+            ("scripts/zed.yaml", &zed),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "scripts/zed.yaml:8:11: error: host port 127.0.0.1:8851/tcp is also published by component `api` of script `counts` for partner `alpha`: two containers cannot bind it"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lock_pins_a_component_with_its_own_image_by_script_and_component() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let lock = format!(
+            "version: 1\npartners:\n  alpha:\n    counts: {{ version: 2.0.0, digest: \"{digest}\", image: gh/counts }}\n    counts/db: {{ version: 15.4.1, digest: \"{digest}\", image: gh/postgres }}\n"
+        );
+        let got = findings(&[
+            ("partners/alpha.yaml", PARTNER),
+            ("scripts/counts.yaml", MULTI),
+            ("berth.lock", &lock),
+        ]);
+        assert_eq!(got, Vec::<String>::new());
     }
 }

@@ -297,6 +297,35 @@ fn errors_are_all_collected_in_a_stable_sorted_order() {
     }
 }
 
+/// A multi-component script with three mistakes: a volume its script does not declare (so
+/// the declared one goes unused, a warning), a dependency on a component that does not
+/// exist, and `completed` asked of a component that is not a job.
+#[test]
+fn a_multi_component_scripts_mistakes_are_reported_at_their_lines() {
+    let repo = "tests/fixtures/component-defects";
+    let run = berth(&["validate", repo]);
+    run.assert_exit(1);
+    assert_eq!(
+        error_lines(run.stdout()),
+        [
+            "scripts/linkage.yaml:16:28: error: component `db` mounts volume `pg-data`, which the script's `volumes:` does not declare",
+            "scripts/linkage.yaml:20:39: error: component `api` depends on unknown component `cache`: the script declares no such component",
+            "scripts/linkage.yaml:24:23: error: component `worker` waits for `db` to be `completed`, but `db` is not a job: use `started` or `healthy`",
+        ],
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        run.stdout().contains(
+            "scripts/linkage.yaml:10:11: warning: volume `pgdata` is declared but no component mounts it"
+        ),
+        "{}",
+        run.stdout()
+    );
+    assert!(run.stdout().contains("3 error(s), 1 warning(s)"));
+    assert_stable_snapshot!("validate_component_defects_text", run.stdout());
+}
+
 /// Parses `--format json` output and checks its documented shape, field by field.
 fn json_report(stdout: &str) -> serde_json::Value {
     let v: serde_json::Value =
