@@ -682,8 +682,15 @@ fn check_partner(
                 );
             }
         }
-        let volumes = script.map_or(&[][..], |s| s.doc.container().volumes.as_slice());
-        check_secrets(&mut c, &repo.root, stem, o, volumes);
+        // Secret files go into every component: none may mount a volume on the target.
+        let volumes: Vec<&Sp<String>> = script.map_or_else(Vec::new, |s| {
+            s.doc
+                .parts()
+                .into_iter()
+                .flat_map(|p| p.container.volumes.iter())
+                .collect()
+        });
+        check_secrets(&mut c, &repo.root, stem, o, &volumes);
     }
 }
 
@@ -695,7 +702,7 @@ fn check_secrets(
     root: &std::path::Path,
     partner: &str,
     o: &OptIn,
-    volumes: &[Sp<String>],
+    volumes: &[&Sp<String>],
 ) {
     let names = o
         .env_secrets
