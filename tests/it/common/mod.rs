@@ -66,6 +66,38 @@ pub fn images() {
     });
 }
 
+/// The repository the Redis test images are built into (`script/build-redis-image`): the same
+/// Debian Redis under two tags that differ only by `ENV REDIS_TEST_VERSION`, so a test can
+/// update the cache component itself.
+#[allow(dead_code)] // until the multi-component tests use it
+pub const REDIS_REPO: &str = "berth-test/redis";
+/// The Redis test image tags, oldest first.
+#[allow(dead_code)] // until the multi-component tests use it
+pub const REDIS_VERSIONS: [&str; 2] = ["7.0.0", "7.1.0"];
+
+/// Builds the Redis test images once per test binary (the script skips unchanged images).
+/// Fails loudly when Debian's `redis-server`/`redis-tools` are missing (script/test
+/// installs them): a multi-component test must not be skipped for want of a cache.
+#[allow(dead_code)] // until the multi-component tests use it
+pub fn redis_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        require_docker();
+        let out = Command::new(root().join("script/build-redis-image"))
+            .arg("--repo")
+            .arg(REDIS_REPO)
+            .args(REDIS_VERSIONS)
+            .output()
+            .expect("script/build-redis-image runs");
+        assert!(
+            out.status.success(),
+            "building the Redis test images failed (script/test installs Debian's redis-server \
+             and redis-tools, which they are made from):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
