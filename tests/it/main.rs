@@ -8,6 +8,7 @@ mod common;
 mod agent;
 mod agent_edges;
 mod apply;
+mod components;
 mod ecr;
 mod floor;
 mod hostile;

@@ -69,16 +69,13 @@ pub fn images() {
 /// The repository the Redis test images are built into (`script/build-redis-image`): the same
 /// Debian Redis under two tags that differ only by `ENV REDIS_TEST_VERSION`, so a test can
 /// update the cache component itself.
-#[allow(dead_code)] // until the multi-component tests use it
 pub const REDIS_REPO: &str = "berth-test/redis";
 /// The Redis test image tags, oldest first.
-#[allow(dead_code)] // until the multi-component tests use it
 pub const REDIS_VERSIONS: [&str; 2] = ["7.0.0", "7.1.0"];
 
 /// Builds the Redis test images once per test binary (the script skips unchanged images).
 /// Fails loudly when Debian's `redis-server`/`redis-tools` are missing (script/test
 /// installs them): a multi-component test must not be skipped for want of a cache.
-#[allow(dead_code)] // until the multi-component tests use it
 pub fn redis_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -175,6 +172,25 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = raw.split(' ').nth(1)?.parse().ok()?;
     let body = raw.split_once("\r\n\r\n")?.1.to_owned();
     Some((status, body))
+}
+
+/// PUT a body to a loopback URL: the status, or None if nothing answers.
+pub fn http_put(port: u16, path: &str, body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_millis(500),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    raw.split(' ').nth(1)?.parse().ok()
 }
 
 /// Waits until a port answers, for up to `limit`.
@@ -391,6 +407,22 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         remove_partner_containers(&self.partner);
+        remove_partner_networks_and_volumes(&self.partner);
+    }
+}
+
+/// Removes the networks and named volumes berth made for a test partner (berth itself
+/// never deletes a volume).
+pub fn remove_partner_networks_and_volumes(partner: &str) {
+    let filter = format!("label=berth.partner={partner}");
+    for kind in ["network", "volume"] {
+        let found = docker(&[kind, "ls", "-q", "--filter", &filter]);
+        let found: Vec<&str> = found.lines().collect();
+        if !found.is_empty() {
+            let mut args = vec![kind, "rm"];
+            args.extend(found);
+            docker(&args);
+        }
     }
 }
 
