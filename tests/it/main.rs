@@ -16,4 +16,5 @@ mod registry;
 mod secrets;
 mod source;
 mod validate;
+mod volumes;
 mod windows;
