@@ -43,6 +43,9 @@ _berth() {
             berth,validate)
                 cmd="berth__subcmd__validate"
                 ;;
+            berth,volumes)
+                cmd="berth__subcmd__volumes"
+                ;;
             berth,windows)
                 cmd="berth__subcmd__windows"
                 ;;
@@ -73,6 +76,9 @@ _berth() {
             berth__subcmd__help,validate)
                 cmd="berth__subcmd__help__subcmd__validate"
                 ;;
+            berth__subcmd__help,volumes)
+                cmd="berth__subcmd__help__subcmd__volumes"
+                ;;
             berth__subcmd__help,windows)
                 cmd="berth__subcmd__help__subcmd__windows"
                 ;;
@@ -83,7 +89,7 @@ _berth() {
 
     case "${cmd}" in
         berth)
-            opts="-h -V --help --version validate plan apply diff lock windows agent status schema help"
+            opts="-h -V --help --version validate plan apply diff lock windows agent status volumes schema help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -179,7 +185,7 @@ _berth() {
             return 0
             ;;
         berth__subcmd__help)
-            opts="validate plan apply diff lock windows agent status schema help"
+            opts="validate plan apply diff lock windows agent status volumes schema help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -318,6 +324,20 @@ _berth() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        berth__subcmd__help__subcmd__volumes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         berth__subcmd__help__subcmd__windows)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -441,6 +461,32 @@ _berth() {
                     ;;
                 --policy)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        berth__subcmd__volumes)
+            opts="-h --partner --state-dir --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --partner)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::secret::Unsealed;
 
@@ -152,7 +152,7 @@ pub fn part_name(partner: &str, script: &str, component: Option<&str>) -> String
 }
 
 /// A named volume berth creates for a script, and never deletes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Volume {
     /// `berth-<partner>-<script>-<volume>`.
     pub name: String,

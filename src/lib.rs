@@ -35,6 +35,7 @@ pub mod state;
 // Acting: the executor and the pass that drives everything.
 pub mod execute;
 pub mod reconcile;
+pub mod volumes;
 
 // Edges: the agent and the command line.
 pub mod agent;

@@ -5,6 +5,9 @@
 //! (engine, tag source, probe, clock), so `berth plan`, `berth apply`, `berth windows` and
 //! the agent all run this same code, and tests can run it against fakes.
 //!
+//! Each pass records, in the state dir, the named volumes the partner's scripts declare
+//! ([`crate::volumes::declared`]), which `berth volumes` reads.
+//!
 //! A pass also says when it wants the next one ([`PassReport::next_wake`]): when a window
 //! opens for steps waiting on it, or soon for steps waiting on a busy service.
 
@@ -278,6 +281,15 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     target: &Target<'_>,
     memory: Memory,
 ) -> Result<Plan, PassError> {
+    Ok(plan_desired(fx, target, memory).await?.0)
+}
+
+/// [`plan`], with the desired state it planned towards.
+async fn plan_desired<E: Engine, T: TagSource, P: Probe, C: Clock>(
+    fx: &Effects<'_, E, T, P, C>,
+    target: &Target<'_>,
+    memory: Memory,
+) -> Result<(Plan, Desired), PassError> {
     let partner = target.partner()?;
     let containers = fx.engine.list_managed(target.partner).await?;
     let tags = CachedTags::new(fx.sources);
@@ -324,7 +336,7 @@ pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
         };
         plan = plan::plan(&desired, &observed, &policy, now);
     }
-    Ok(plan)
+    Ok((plan, desired))
 }
 
 /// Without a usable secrets directory, the scripts with secret files cannot run: they are
@@ -371,7 +383,14 @@ pub async fn converge<E: Engine, T: TagSource, P: Probe, C: Clock>(
         .recover(target.partner)
         .await
         .map_err(PassError::Recover)?;
-    let plan = plan(fx, target, Memory::of(state, target.partner)?).await?;
+    let (plan, desired) = plan_desired(fx, target, Memory::of(state, target.partner)?).await?;
+    // Recorded before any step runs, so a volume the executor creates is already on
+    // record as declared (`berth volumes`), even if the pass is cut short.
+    let previous = state.declared_volumes(target.partner)?;
+    state.record_volumes(
+        target.partner,
+        crate::volumes::declared(&desired, previous.as_deref()),
+    )?;
     let reports = executor.execute(&plan).await;
     Ok(PassReport {
         recovered,

@@ -1,11 +1,14 @@
 //! The state directory: a lock so two runs never overlap, the journal that lets a run
-//! interrupted at any moment be finished or rolled back, and the digests that failed health.
+//! interrupted at any moment be finished or rolled back, the digests that failed health, and
+//! the named volumes each partner's scripts declared at its last pass.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::container::Volume;
 use crate::plan::Held;
 
 #[derive(Debug, thiserror::Error)]
@@ -207,10 +210,66 @@ impl StateDir {
             &serde_json::to_vec_pretty(&all).expect("held serializes"),
         )
     }
+
+    /// What the last pass of a partner recorded as declared.
+    pub fn declared_volumes(&self, partner: &str) -> Result<Option<Vec<Volume>>, StateError> {
+        Ok(read_volumes(&self.root)?.partners.remove(partner))
+    }
+
+    /// Records the volumes a partner's scripts declare, durably, replacing what its last
+    /// pass recorded and leaving the other partners' alone. Returns whether it changed:
+    /// the file is only written when it did.
+    pub fn record_volumes(&self, partner: &str, volumes: Vec<Volume>) -> Result<bool, StateError> {
+        let mut all = read_volumes(&self.root)?;
+        if all.of(partner) == Some(volumes.as_slice()) {
+            return Ok(false);
+        }
+        all.partners.insert(partner.to_owned(), volumes);
+        write_durably(
+            &volumes_path(&self.root),
+            &serde_json::to_vec_pretty(&all).expect("volumes serialize"),
+        )?;
+        Ok(true)
+    }
 }
 
 fn held_path(root: &Path) -> PathBuf {
     root.join("failed-health.json")
+}
+
+fn volumes_path(root: &Path) -> PathBuf {
+    root.join("volumes.json")
+}
+
+/// `volumes.json`: the named volumes each partner's desired state declared at its last
+/// pass on this host, so that `berth volumes` tells a declared volume from an orphaned one
+/// without the manifest repo. Written by the pass ([`StateDir::record_volumes`]), read
+/// without the lock ([`read_volumes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredVolumes {
+    /// Per partner that has had a pass here, every volume its scripts declare, sorted. A
+    /// partner with an empty list declares none; a partner missing has never been recorded.
+    pub partners: BTreeMap<String, Vec<Volume>>,
+}
+
+impl DeclaredVolumes {
+    /// What the last pass of a partner recorded, if one did.
+    pub fn of(&self, partner: &str) -> Option<&[Volume]> {
+        self.partners.get(partner).map(Vec::as_slice)
+    }
+}
+
+/// The declared volumes, read without taking the lock (for `berth volumes`, which changes
+/// nothing); none recorded when the file does not exist yet.
+pub fn read_volumes(root: &Path) -> Result<DeclaredVolumes, StateError> {
+    let path = volumes_path(root);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DeclaredVolumes::default()),
+        Err(source) => Err(StateError::Io { path, source }),
+    }
 }
 
 /// A partner's journal records, read without taking the lock: for `berth plan`, which
@@ -323,6 +382,25 @@ mod tests {
                 job: false,
             }]
         );
+    }
+
+    #[test]
+    fn declared_volumes_are_kept_per_partner_and_written_only_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(
+            read_volumes(dir.path()).unwrap(),
+            DeclaredVolumes::default()
+        );
+        assert_eq!(state.declared_volumes("p").unwrap(), None);
+        let v = Volume::new("p", "s", "data");
+        assert!(state.record_volumes("p", vec![v.clone()]).unwrap());
+        assert!(!state.record_volumes("p", vec![v.clone()]).unwrap());
+        assert!(state.record_volumes("q", vec![]).unwrap());
+        let all = read_volumes(dir.path()).unwrap();
+        assert_eq!(all.of("p"), Some(&[v][..]));
+        assert_eq!(all.of("q"), Some(&[][..]));
+        assert_eq!(all.of("r"), None);
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod diff;
 mod host;
 mod lock;
 mod render;
+mod volumes;
 mod windows;
 
 #[derive(Parser)]
@@ -137,6 +138,18 @@ enum Command {
     },
     /// What the agent last did on this host, from its state dir.
     Status {
+        #[arg(long, default_value = "/var/lib/berth")]
+        state_dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
+    /// The named volumes berth created on this host, each with the script that declares it
+    /// or `orphaned`; berth never deletes them.
+    Volumes {
+        /// Only this partner's volumes.
+        #[arg(long)]
+        partner: Option<String>,
+        /// Where each partner's last pass recorded the volumes its scripts declare.
         #[arg(long, default_value = "/var/lib/berth")]
         state_dir: PathBuf,
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
@@ -255,6 +268,11 @@ pub fn main() -> Exit {
         }),
         Command::Agent { config, once } => agent::run(&config, once),
         Command::Status { state_dir, format } => agent::status(&state_dir, format),
+        Command::Volumes {
+            partner,
+            state_dir,
+            format,
+        } => volumes::volumes(partner.as_deref(), &state_dir, format),
         Command::Schema { kind } => {
             outln!("{}", schema_json(kind));
             Exit::Ok

@@ -540,7 +540,7 @@ fn an_engine_that_dies_under_a_replace_exits_3_and_is_recovered() {
     assert!(
         recovered
             .text()
-            .contains("rolled back an interrupted replace"),
+            .contains("rolled back an interrupted update"),
         "{}",
         recovered.text()
     );

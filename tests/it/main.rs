@@ -17,4 +17,5 @@ mod registry;
 mod secrets;
 mod source;
 mod validate;
+mod volumes;
 mod windows;
