@@ -349,6 +349,7 @@ fn changed(
         .filter(|n| before.get(*n) != after.get(*n))
         .cloned()
         .collect();
+    names.sort();
     names.dedup();
     names
 }
