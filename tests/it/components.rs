@@ -225,7 +225,10 @@ fn data_survives_an_api_update_and_redis_updating_itself() {
     assert_eq!(app.get("/kv/sample"), Some((200, "patient-42".into())));
     let volume = format!("berth-{}-app-cache", app.host.partner);
     assert_eq!(
-        inspect(&app.name("cache"), "{{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}"),
+        inspect(
+            &app.name("cache"),
+            "{{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}"
+        ),
         format!("{volume}:/data"),
         "the new Redis mounts the same volume"
     );
@@ -276,7 +279,10 @@ fn an_unhealthy_api_rolls_back_every_changed_component_and_the_old_one_answers()
     assert_eq!(id(&app.started("api")), id(&api));
     assert_eq!(app.get("/health"), Some((200, "ok".into())));
     let env = inspect(&app.name("worker"), "{{range .Config.Env}}{{.}} {{end}}");
-    assert!(!env.contains("MODE"), "the worker runs its old settings: {env}");
+    assert!(
+        !env.contains("MODE"),
+        "the worker runs its old settings: {env}"
+    );
 }
 
 #[test]
