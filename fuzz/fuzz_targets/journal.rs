@@ -1,4 +1,4 @@
-//! The journal a replace leaves in the state directory, read back after a crash: one
+//! The journal an update leaves in the state directory, read back after a crash: one
 //! record as JSON, and the directory reader over a file holding the input.
 #![no_main]
 
