@@ -318,7 +318,7 @@ fn health_pos(h: &Health) -> Option<Pos> {
     .min()
 }
 
-/// A multi-component script (design §10): each component is checked as a container, and
+/// A multi-component script (docs/manifests.md): each component is checked as a container, and
 /// their dependencies, volumes and networks against each other.
 fn check_components(
     c: &mut Checker,

@@ -1,4 +1,4 @@
-//! Per-partner secrets sealed with age (design §12): `secrets/<partner>/<name>.age` in the
+//! Per-partner secrets sealed with age (docs/security.md, Secrets): `secrets/<partner>/<name>.age` in the
 //! manifest repo, opened on the host with its age identity. This module owns what a secret
 //! is to berth: the names a manifest may use ([`check_name`]), the plaintext that is never
 //! printed or serialized ([`Plaintext`]), the decryption ([`open`]), the tmpfs directory
