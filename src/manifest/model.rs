@@ -193,7 +193,7 @@ pub struct Script {
 #[serde(deny_unknown_fields)]
 pub struct VolumeDecl {}
 
-/// One container of a multi-component script (docs/manifests.md, Multi-component scripts).
+/// One container of a multi-component script.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Component {
