@@ -1700,7 +1700,7 @@ mod tests {
         }
 
         #[test]
-        fn a_new_unit_gets_its_volume_and_network_before_its_containers() {
+        fn a_new_unit_gets_its_network_and_volume_and_every_component() {
             let engine = FakeEngine::with_images(&[A1, DB]);
             let dir = tempfile::tempdir().unwrap();
             let reports =
@@ -1709,14 +1709,25 @@ mod tests {
                 reports.iter().all(|r| r.outcome == Outcome::Done),
                 "{reports:?}"
             );
+            assert_eq!(engine.networks(), vec!["berth-p-m".to_owned()]);
             assert_eq!(engine.volumes(), vec!["berth-p-m-data".to_owned()]);
-            assert_eq!(
-                all_old_or_all_new(&engine).map_err(|_| ()),
-                Err(()),
-                "fresh ids"
-            );
-            let running = engine.containers().iter().filter(|c| c.running).count();
-            assert_eq!(running, 3, "everything but the job runs");
+            for c in ["db", "migrate", "api", "worker"] {
+                let name = part_name("p", "m", Some(c));
+                let found: Vec<_> = engine
+                    .containers()
+                    .into_iter()
+                    .filter(|x| x.name == name)
+                    .collect();
+                let [one] = found.as_slice() else {
+                    panic!("{} containers named {name}", found.len());
+                };
+                assert_eq!(
+                    one.running,
+                    c != "migrate",
+                    "{name}: only the job has ended"
+                );
+                assert_eq!(one.exit_code, (c == "migrate").then_some(0));
+            }
         }
 
         #[test]

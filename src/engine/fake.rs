@@ -113,6 +113,11 @@ impl FakeEngine {
         self.world.borrow().volumes.keys().cloned().collect()
     }
 
+    /// The names of the networks it holds.
+    pub fn networks(&self) -> Vec<String> {
+        self.world.borrow().networks.keys().cloned().collect()
+    }
+
     pub fn containers(&self) -> Vec<FakeContainer> {
         self.world.borrow().containers.values().cloned().collect()
     }
@@ -337,8 +342,14 @@ impl Engine for FakeEngine {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect();
-            w.networks.entry(network.name.clone()).or_insert(labels);
-            Ok(())
+            match w.networks.get(&network.name) {
+                Some(found) if *found == labels => Ok(()),
+                Some(_) => Err(format!("network {} is not berth's", network.name)),
+                None => {
+                    w.networks.insert(network.name.clone(), labels);
+                    Ok(())
+                }
+            }
         })
     }
 
