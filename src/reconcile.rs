@@ -427,7 +427,7 @@ pub async fn converge<E: Engine, T: TagSource, P: Probe, C: Clock>(
     let (pruned, prune_error) = if failed || stopping.load(std::sync::atomic::Ordering::SeqCst) {
         (Vec::new(), None)
     } else {
-        match prune_images(fx.engine, state, &plan).await {
+        match prune_images(fx.engine, state, &plan, &reports).await {
             Ok(pruned) => (pruned, None),
             Err(e) => {
                 let error = chain(&e);
@@ -451,9 +451,29 @@ async fn prune_images<E: Engine>(
     engine: &E,
     state: &StateDir,
     plan: &Plan,
+    reports: &[StepReport],
 ) -> Result<Vec<Pruned>, PassError> {
     let partner = plan.partner.as_str();
-    let observed = engine.list_managed(partner).await?;
+    // A pass whose steps touched no container still sees what the plan saw: a no-op pass
+    // lists the containers once.
+    let touched = reports.iter().any(|r| {
+        !matches!(
+            r.outcome,
+            Outcome::Unchanged
+                | Outcome::Deferred { .. }
+                | Outcome::Refused { .. }
+                | Outcome::NotPulled { .. }
+        )
+    });
+    let observed = if touched {
+        engine.list_managed(partner).await?
+    } else {
+        plan.steps
+            .iter()
+            .filter_map(|s| s.observed())
+            .cloned()
+            .collect()
+    };
     let all = state.images()?;
     let mut mine = all.partners.get(partner).cloned().unwrap_or_default();
     mine.ran = prune::ran(partner, &mine.ran, &observed, plan);
