@@ -198,3 +198,39 @@ fn a_multi_component_script_keeps_per_component() {
         assert!(exists(&image(name, v)), "{name} {v} stays");
     }
 }
+
+/// A version that failed its health check is held and will not run again: its image goes
+/// at the next pass, while the one that runs stays.
+#[test]
+fn an_image_that_failed_health_is_removed() {
+    let registry = Registry::start();
+    let host = Host::new("prune-held");
+    let unique = host.partner.clone();
+    let repo = "gh/svc";
+    host.write(&Setup {
+        health_timeout: "3s",
+        ..crate::registry::oci(&registry.host(), "*")
+    });
+    let image = |v: &str| pulled(&registry, repo, v);
+
+    publish(&registry, repo, "1.0.0", "1.0.0", &unique);
+    host.berth("apply", &[]).assert_exit(0);
+    publish(&registry, repo, UNHEALTHY, UNHEALTHY, &unique);
+    let out = host.berth("apply", &[]);
+    out.assert_exit(1);
+    assert!(out.stdout().contains("ROLLED BACK"), "{}", out.text());
+    assert_eq!(host.version_label(), "1.0.0");
+
+    let out = host.berth("apply", &[]);
+    out.assert_exit(0);
+    assert!(
+        out.stdout().contains(&format!(
+            "pruned {} (svc: failed its health check)",
+            image(UNHEALTHY)
+        )),
+        "{}",
+        out.text()
+    );
+    assert!(!exists(&image(UNHEALTHY)));
+    assert!(exists(&image("1.0.0")), "the running image stays");
+}
