@@ -62,6 +62,7 @@ fn keeps_the_running_and_the_rollback_image_and_removes_older_ones_it_pulled() {
     // Someone else's tag on the image berth pulled for 1.0.0.
     let by_hand = format!("{}/{repo}:by-hand", registry.host());
     docker(&["tag", &image("1.0.0"), &by_hand]);
+    let _untag = Untag(by_hand.clone());
     let id_1_0 = inspect_image(&by_hand);
 
     publish(&registry, repo, "2.0.0", "2.0.0", &unique);
@@ -115,7 +116,15 @@ fn keeps_the_running_and_the_rollback_image_and_removes_older_ones_it_pulled() {
     assert!(!exists(&image("1.1.0")));
     assert!(!exists(&id_1_1), "no other name kept the image");
     assert!(exists(&image("2.0.0")) && exists(&image("2.1.0")));
-    docker(&["rmi", &by_hand]);
+}
+
+/// Removes the test's own tag when the test ends, passed or not.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", &self.0]).output();
+    }
 }
 
 fn inspect_image(reference: &str) -> String {
