@@ -19,6 +19,7 @@ use crate::image::{SourceError, TagSource};
 use crate::manifest::Idle;
 use crate::plan::{Action, Change, Deferral, Gate, Held, Idleness, Plan, Step, gate};
 use crate::probe::{self, Probe, ProbeError};
+use crate::prune::Pulled;
 use crate::resolve::DesiredContainer;
 use crate::secret::{DirError, Redact, SecretsDir};
 use crate::state::{PartRecord, Phase, Record, StateDir, StateError};
@@ -219,7 +220,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             let started = Instant::now();
             // A pre-pull has changed nothing yet, so SIGTERM abandons it at once.
             let pulled = tokio::select! {
-                pulled = self.ensure_image(d) => pulled,
+                pulled = self.ensure_image(&plan.partner, d) => pulled,
                 () = stopped(self.stopping) => break,
             };
             if let Err(e) = pulled {
@@ -753,10 +754,10 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         }
     }
 
-    /// Pulls a registry image unless the engine has it. Credentials that the registry
-    /// refuses are dropped and fetched afresh once, so an expired token never fails an
-    /// update.
-    async fn ensure_image(&self, d: &DesiredContainer) -> Result<(), ExecuteError> {
+    /// Pulls a registry image unless the engine has it, and records the pull: berth only
+    /// ever prunes images it pulled. Credentials that the registry refuses are dropped and
+    /// fetched afresh once, so an expired token never fails an update.
+    async fn ensure_image(&self, partner: &str, d: &DesiredContainer) -> Result<(), ExecuteError> {
         let Some(repo) = &d.pull_from else {
             return Ok(());
         };
@@ -769,7 +770,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             .await
             .map_err(ExecuteError::Source)?;
         match self.engine.pull(&d.image, creds.as_ref()).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             Err(first) if creds.is_some() && !first.is_abandoned_pull() => {
                 tracing::warn!(image = %d.image, error = %chain(&first), "pull failed; retrying with fresh credentials");
                 self.sources.forget_credentials(repo);
@@ -778,10 +779,22 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                     .credentials(repo)
                     .await
                     .map_err(ExecuteError::Source)?;
-                Ok(self.engine.pull(&d.image, fresh.as_ref()).await?)
+                self.engine.pull(&d.image, fresh.as_ref()).await?;
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        // An image gone again at once has nothing to prune.
+        if let Some(id) = self.engine.image_id(&d.image).await? {
+            let pulled = Pulled {
+                reference: d.image.clone(),
+                digest: d.digest.clone(),
+                id,
+                script: d.script.clone(),
+                component: d.component_name().map(str::to_owned),
+            };
+            self.state.record_pull(partner, pulled)?;
+        }
+        Ok(())
     }
 
     /// Remembers a digest and spec that failed, so they are not retried.

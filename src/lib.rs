@@ -23,6 +23,7 @@ pub mod window;
 pub mod agenda;
 pub mod diff;
 pub mod plan;
+pub mod prune;
 pub mod resolve;
 
 // Effects behind traits berth owns.

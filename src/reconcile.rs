@@ -6,11 +6,13 @@
 //! the agent all run this same code, and tests can run it against fakes.
 //!
 //! Each pass records, in the state dir, the named volumes the partner's scripts declare
-//! ([`crate::volumes::declared`]), which `berth volumes` reads.
+//! ([`crate::volumes::declared`]), which `berth volumes` reads. After its steps it removes
+//! the images berth pulled that no script runs or would roll back to ([`crate::prune`]).
 //!
 //! A pass also says when it wants the next one ([`PassReport::next_wake`]): when a window
 //! opens for steps waiting on it, or soon for steps waiting on a busy service.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::clock::Clock;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, ImageRemoval};
 use crate::execute::{ExecuteError, Executor, Outcome, StepReport};
 use crate::exit::{Exit, chain};
 use crate::floor::{Floor, Guarded};
@@ -27,6 +29,7 @@ use crate::manifest::{Partner, Repo};
 use crate::plan::{self, Deferral, Gate, Held, Idleness, Observed, Overrides, Plan, Policy};
 use crate::policy::{HostPolicy, Rules};
 use crate::probe::{self, Probe};
+use crate::prune;
 use crate::resolve::{self, CachedTags, Desired};
 use crate::secret::{DirError, Keyring, SecretsDir};
 use crate::state::{StateDir, StateError};
@@ -173,6 +176,21 @@ pub struct PassReport {
     pub recovered: Vec<String>,
     pub plan: Plan,
     pub reports: Vec<StepReport>,
+    /// The images removed after the steps, and those that could not be.
+    pub pruned: Vec<Pruned>,
+    /// Why no image could be considered for removal at all (the engine or the state dir
+    /// failed after the steps).
+    pub prune_error: Option<String>,
+}
+
+/// An image berth pulled and removed after a pass, or meant to and could not (the next
+/// pass tries again). Neither changes the pass's exit code: a full disk is the disk
+/// guard's to prevent, and a failed removal hurts nothing that runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    pub reference: String,
+    pub why: String,
+    pub error: Option<String>,
 }
 
 /// When a pass wants the next one, and why.
@@ -392,11 +410,129 @@ pub async fn converge<E: Engine, T: TagSource, P: Probe, C: Clock>(
         crate::volumes::declared(&desired, previous.as_deref()),
     )?;
     let reports = executor.execute(&plan).await;
+    // After an engine or state-dir failure what runs is uncertain, and after SIGTERM the
+    // next pass has time: either way the images wait for the next pass.
+    let failed = reports.iter().any(|r| {
+        matches!(
+            r.outcome,
+            Outcome::Failed {
+                could_not_run: true,
+                ..
+            } | Outcome::RolledBack {
+                could_not_run: true,
+                ..
+            }
+        )
+    });
+    let (pruned, prune_error) = if failed || stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        (Vec::new(), None)
+    } else {
+        match prune_images(fx.engine, state, &plan, &reports).await {
+            Ok(pruned) => (pruned, None),
+            Err(e) => {
+                let error = chain(&e);
+                tracing::warn!(error = %error, "could not prune images");
+                (Vec::new(), Some(error))
+            }
+        }
+    };
     Ok(PassReport {
         recovered,
         plan,
         reports,
+        pruned,
+        prune_error,
     })
+}
+
+/// Records what each of the partner's containers runs now, and removes the images berth
+/// pulled for it that [`prune::decide`] lets go, each by the reference berth pulled.
+async fn prune_images<E: Engine>(
+    engine: &E,
+    state: &StateDir,
+    plan: &Plan,
+    reports: &[StepReport],
+) -> Result<Vec<Pruned>, PassError> {
+    let partner = plan.partner.as_str();
+    // A pass whose steps touched no container still sees what the plan saw: a no-op pass
+    // lists the containers once.
+    let touched = reports.iter().any(|r| {
+        !matches!(
+            r.outcome,
+            Outcome::Unchanged
+                | Outcome::Deferred { .. }
+                | Outcome::Refused { .. }
+                | Outcome::NotPulled { .. }
+        )
+    });
+    let observed = if touched {
+        engine.list_managed(partner).await?
+    } else {
+        plan.steps
+            .iter()
+            .filter_map(|s| s.observed())
+            .cloned()
+            .collect()
+    };
+    let all = state.images()?;
+    let mut mine = all.partners.get(partner).cloned().unwrap_or_default();
+    mine.ran = prune::ran(partner, &mine.ran, &observed, plan);
+    let kept_by_others: BTreeSet<String> = all
+        .partners
+        .iter()
+        .filter(|(p, _)| p.as_str() != partner)
+        .flat_map(|(_, i)| &i.ran)
+        .flat_map(|r| std::iter::once(&r.running).chain(&r.previous))
+        .cloned()
+        .collect();
+    let nothing = BTreeSet::new();
+    let mut host = prune::Host {
+        in_use: &nothing,
+        kept_by_others: &kept_by_others,
+    };
+    // Only when there is something to remove are all the engine's containers listed.
+    let in_use;
+    let mut decided = prune::decide(&mine, &host, plan);
+    if !decided.is_empty() {
+        in_use = engine.images_in_use().await?;
+        host.in_use = &in_use;
+        decided = prune::decide(&mine, &host, plan);
+    }
+    let mut out = Vec::new();
+    for p in decided {
+        let why = p.why.to_string();
+        let forget = match engine.remove_image(&p.reference).await {
+            Ok(ImageRemoval::Removed | ImageRemoval::Untagged) => {
+                tracing::info!(image = %p.reference, why = %why, "pruned");
+                out.push(Pruned {
+                    reference: p.reference.clone(),
+                    why,
+                    error: None,
+                });
+                true
+            }
+            Ok(ImageRemoval::Gone) => true,
+            Ok(ImageRemoval::InUse) => {
+                tracing::info!(image = %p.reference, "not pruned: a container uses it");
+                false
+            }
+            Err(e) => {
+                let error = chain(&e);
+                tracing::warn!(image = %p.reference, error = %error, "could not prune");
+                out.push(Pruned {
+                    reference: p.reference.clone(),
+                    why,
+                    error: Some(error),
+                });
+                false
+            }
+        };
+        if forget {
+            mine.pulled.retain(|q| q.reference != p.reference);
+        }
+    }
+    state.record_images(partner, mine)?;
+    Ok(out)
 }
 
 /// Whether a plan has a step that could not be resolved (`plan` then exits 3).
@@ -441,6 +577,8 @@ mod tests {
                     millis: 0,
                 })
                 .collect(),
+            pruned: vec![],
+            prune_error: None,
         }
     }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::Volume;
 use crate::plan::Held;
+use crate::prune::{PartnerImages, Pulled};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -231,6 +232,61 @@ impl StateDir {
         )?;
         Ok(true)
     }
+
+    /// Every partner's image record.
+    pub fn images(&self) -> Result<Images, StateError> {
+        read_images(&self.root)
+    }
+
+    /// Records an image berth just pulled for a partner (once per reference), durably, so
+    /// that it is the only kind of image berth ever removes.
+    pub fn record_pull(&self, partner: &str, pulled: Pulled) -> Result<(), StateError> {
+        let mut all = self.images()?;
+        let mine = all.partners.entry(partner.to_owned()).or_default();
+        mine.pulled.retain(|p| p.reference != pulled.reference);
+        mine.pulled.push(pulled);
+        self.write_images(&all)
+    }
+
+    /// Replaces a partner's image record; the file is only written when it changed.
+    pub fn record_images(&self, partner: &str, images: PartnerImages) -> Result<(), StateError> {
+        let mut all = self.images()?;
+        if all.partners.get(partner) == Some(&images) {
+            return Ok(());
+        }
+        all.partners.insert(partner.to_owned(), images);
+        self.write_images(&all)
+    }
+
+    fn write_images(&self, all: &Images) -> Result<(), StateError> {
+        write_durably(
+            &images_path(&self.root),
+            &serde_json::to_vec_pretty(all).expect("images serialize"),
+        )
+    }
+}
+
+/// `images.json`: per partner, the images berth pulled (`registry/repository@digest` and
+/// the engine's id) and what each of its containers runs and ran before. Written by the
+/// pull and by the pass ([`StateDir::record_pull`], [`StateDir::record_images`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Images {
+    pub partners: BTreeMap<String, PartnerImages>,
+}
+
+fn images_path(root: &Path) -> PathBuf {
+    root.join("images.json")
+}
+
+fn read_images(root: &Path) -> Result<Images, StateError> {
+    let path = images_path(root);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Images::default()),
+        Err(source) => Err(StateError::Io { path, source }),
+    }
 }
 
 fn held_path(root: &Path) -> PathBuf {
@@ -401,6 +457,41 @@ mod tests {
         assert_eq!(all.of("p"), Some(&[v][..]));
         assert_eq!(all.of("q"), Some(&[][..]));
         assert_eq!(all.of("r"), None);
+    }
+
+    #[test]
+    fn pulled_images_are_recorded_once_per_reference_and_per_partner() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let pulled = |r: &str| Pulled {
+            reference: r.into(),
+            digest: "sha256:d".into(),
+            id: "sha256:i".into(),
+            script: "s".into(),
+            component: None,
+        };
+        state.record_pull("p", pulled("r/a@sha256:1")).unwrap();
+        state.record_pull("p", pulled("r/a@sha256:2")).unwrap();
+        state.record_pull("p", pulled("r/a@sha256:1")).unwrap();
+        state.record_pull("q", pulled("r/a@sha256:3")).unwrap();
+        let all = state.images().unwrap();
+        let refs = |p: &str| -> Vec<String> {
+            all.partners[p]
+                .pulled
+                .iter()
+                .map(|x| x.reference.clone())
+                .collect()
+        };
+        assert_eq!(refs("p"), ["r/a@sha256:2", "r/a@sha256:1"]);
+        assert_eq!(refs("q"), ["r/a@sha256:3"]);
+        state.record_images("p", PartnerImages::default()).unwrap();
+        let all = state.images().unwrap();
+        assert!(all.partners["p"].pulled.is_empty());
+        assert_eq!(
+            all.partners["q"].pulled.len(),
+            1,
+            "the other partner's record stays"
+        );
     }
 
     #[test]

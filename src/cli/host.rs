@@ -216,7 +216,13 @@ pub fn apply(args: &HostArgs) -> Exit {
                 for line in &report.recovered {
                     outln!("recovered {line}");
                 }
-                out!("{}", render::apply(&report.plan, &report.reports));
+                out!(
+                    "{}",
+                    render::apply(&report.plan, &report.reports, &report.pruned)
+                );
+                if let Some(e) = &report.prune_error {
+                    eprintln!("berth: could not prune images: {e}");
+                }
                 report.exit()
             }
             Err(e) => cannot_run(&e),

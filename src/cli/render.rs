@@ -7,6 +7,7 @@ use clap::ValueEnum;
 
 use crate::execute::{Outcome, StepReport};
 use crate::plan::{Deferral, Gate, Plan, Step};
+use crate::reconcile::Pruned;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum PlanFormat {
@@ -124,7 +125,7 @@ pub fn plan(plan: &Plan, format: PlanFormat) -> String {
     out
 }
 
-pub fn apply(plan: &Plan, reports: &[StepReport]) -> String {
+pub fn apply(plan: &Plan, reports: &[StepReport], pruned: &[Pruned]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -150,6 +151,12 @@ pub fn apply(plan: &Plan, reports: &[StepReport]) -> String {
             outcome,
             r.millis as f64 / 1000.0
         );
+    }
+    for p in pruned {
+        let _ = match &p.error {
+            None => writeln!(out, "  pruned {} ({})", p.reference, p.why),
+            Some(e) => writeln!(out, "  NOT PRUNED {} ({}): {e}", p.reference, p.why),
+        };
     }
     out
 }

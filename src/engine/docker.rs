@@ -10,11 +10,12 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions,
-    ListVolumesOptions, RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
+    ListVolumesOptions, RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions,
+    StopContainerOptions,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use super::{Engine, EngineError, Found, FoundVolume, PullAbandoned, PullLimits};
+use super::{Engine, EngineError, Found, FoundVolume, ImageRemoval, PullAbandoned, PullLimits};
 use crate::container::{
     Network, NewContainer, ObservedContainer, Volume, label, parse_port, secrets_label,
 };
@@ -605,6 +606,47 @@ impl Engine for DockerEngine {
             }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(engine(format!("inspect {name_or_id}"))(e)),
+        }
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(image.id),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(engine(format!("inspect image {reference}"))(e)),
+        }
+    }
+
+    async fn images_in_use(&self) -> Result<BTreeSet<String>, EngineError> {
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await
+            .map_err(engine("list containers"))?;
+        Ok(list.into_iter().filter_map(|c| c.image_id).collect())
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<ImageRemoval, EngineError> {
+        let options = RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        match self
+            .docker
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(items) if items.iter().any(|i| i.deleted.is_some()) => Ok(ImageRemoval::Removed),
+            Ok(_) => Ok(ImageRemoval::Untagged),
+            Err(e) if is_not_found(&e) => Ok(ImageRemoval::Gone),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(ImageRemoval::InUse),
+            Err(e) => Err(engine(format!("remove image {reference}"))(e)),
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Engine, EngineError, Found, FoundVolume};
+use super::{Engine, EngineError, Found, FoundVolume, ImageRemoval};
 use crate::container::{Network, NewContainer, ObservedContainer, Volume, label};
 use crate::image::Credentials;
 
@@ -372,6 +372,31 @@ impl Engine for FakeEngine {
         self.call(&format!("pull {reference}"), |w| {
             w.images.insert(reference.to_owned());
             Ok(())
+        })
+    }
+
+    /// The fake's image ids are the references themselves.
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {
+        self.call(&format!("inspect image {reference}"), |w| {
+            Ok(w.images.contains(reference).then(|| reference.to_owned()))
+        })
+    }
+
+    async fn images_in_use(&self) -> Result<BTreeSet<String>, EngineError> {
+        self.call("list containers", |w| {
+            Ok(w.containers.values().map(|c| c.image.clone()).collect())
+        })
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<ImageRemoval, EngineError> {
+        self.call(&format!("remove image {reference}"), |w| {
+            Ok(if w.containers.values().any(|c| c.image == reference) {
+                ImageRemoval::InUse
+            } else if w.images.remove(reference) {
+                ImageRemoval::Removed
+            } else {
+                ImageRemoval::Gone
+            })
         })
     }
 }

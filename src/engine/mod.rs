@@ -9,6 +9,8 @@ pub mod fake;
 
 pub use docker::{ContainerEvent, DockerEngine};
 
+use std::collections::BTreeSet;
+
 use crate::container::{Network, NewContainer, ObservedContainer, Volume};
 use crate::image::Credentials;
 
@@ -116,6 +118,19 @@ pub struct FoundVolume {
     pub volume: String,
 }
 
+/// What removing one reference of an image did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageRemoval {
+    /// The image is gone from the engine's store.
+    Removed,
+    /// Only the reference went: the image stays under other references someone else made.
+    Untagged,
+    /// A container uses the image; the engine left it.
+    InUse,
+    /// The engine holds no such reference (already removed).
+    Gone,
+}
+
 /// Everything berth asks of a container engine.
 #[allow(async_fn_in_trait)] // driven on berth's own single-threaded runtime
 pub trait Engine {
@@ -156,4 +171,12 @@ pub trait Engine {
         reference: &str,
         credentials: Option<&Credentials>,
     ) -> Result<(), EngineError>;
+    /// The id of the image a reference names; `None` when the engine holds none.
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError>;
+    /// The image id of every container on the engine, managed or not, running or not: one
+    /// list call.
+    async fn images_in_use(&self) -> Result<BTreeSet<String>, EngineError>;
+    /// Removes one reference of an image, never by force: another reference keeps the
+    /// image, and an image a container uses stays.
+    async fn remove_image(&self, reference: &str) -> Result<ImageRemoval, EngineError>;
 }

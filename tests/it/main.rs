@@ -12,6 +12,7 @@ mod components;
 mod ecr;
 mod floor;
 mod hostile;
+mod images;
 mod policy;
 mod registry;
 mod secrets;
