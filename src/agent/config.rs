@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::manifest::{Pos, Sp, syntax};
+use crate::plan::gate::DEFAULT_MIN_FREE;
 use crate::source::{Follow, RepoSpec};
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +29,8 @@ struct File {
     age_identity: Option<PathBuf>,
     #[serde(default)]
     secrets_dir: Option<PathBuf>,
+    #[serde(default)]
+    min_free: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +79,8 @@ pub struct AgentConfig {
     pub secrets_dir: PathBuf,
     /// The partner's host policy file, read at every pass so a change needs no restart.
     pub policy: Option<PathBuf>,
+    /// Bytes a pull must leave free on the engine's data root; 0 turns the guard off.
+    pub min_free: u64,
 }
 
 impl AgentConfig {
@@ -181,6 +186,13 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             }
         },
     };
+    let min_free = match &file.min_free {
+        None => DEFAULT_MIN_FREE,
+        Some(m) => syntax::parse_size(m, "min_free").unwrap_or_else(|why| {
+            diags.push(Diagnostic::error(&name, m.pos, why));
+            DEFAULT_MIN_FREE
+        }),
+    };
     if diags.has_errors() {
         return Err(diags);
     }
@@ -210,5 +222,6 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| PathBuf::from(".")),
         policy: file.policy,
+        min_free,
     })
 }

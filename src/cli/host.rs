@@ -47,6 +47,14 @@ pub struct HostArgs {
     /// Where secret files are written for the containers to mount: a directory on tmpfs.
     #[arg(long, default_value = "/run/berth/secrets")]
     pub secrets_dir: PathBuf,
+    /// Defer a pull that would leave less than this free on the engine's data root
+    /// (`512m`, `2g`; 0 turns the guard off).
+    #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = min_free)]
+    pub min_free: u64,
+}
+
+fn min_free(s: &str) -> Result<u64, String> {
+    crate::manifest::syntax::parse_size(s, "min_free")
 }
 
 /// What this run opens secrets with and writes secret files to.
@@ -155,6 +163,7 @@ impl HostArgs {
             policy,
             keys: sealing.keys.as_ref(),
             secrets_dir: Some(&sealing.dir),
+            min_free: self.min_free,
         }
     }
 }

@@ -14,7 +14,7 @@ use bollard::query_parameters::{
 };
 use std::collections::HashMap;
 
-use super::{Engine, EngineError, Found, FoundVolume, PullAbandoned, PullLimits};
+use super::{Engine, EngineError, Found, FoundVolume, FreeSpace, PullAbandoned, PullLimits};
 use crate::container::{
     Network, NewContainer, ObservedContainer, Volume, label, parse_port, secrets_label,
 };
@@ -606,6 +606,26 @@ impl Engine for DockerEngine {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(engine(format!("inspect {name_or_id}"))(e)),
         }
+    }
+
+    async fn free_space(&self) -> Result<FreeSpace, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(engine("describe itself"))?;
+        let data_root = info.docker_root_dir.ok_or_else(|| EngineError::Engine {
+            what: "name its data root".into(),
+            source: "`docker info` gives no DockerRootDir".into(),
+        })?;
+        let stat = rustix::fs::statvfs(data_root.as_str()).map_err(|e| EngineError::Engine {
+            what: format!("measure the free space of its data root {data_root} from here"),
+            source: Box::new(std::io::Error::from(e)),
+        })?;
+        Ok(FreeSpace {
+            data_root,
+            free: stat.f_bavail.saturating_mul(stat.f_frsize),
+        })
     }
 }
 
