@@ -225,3 +225,39 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
         min_free,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<AgentConfig, Diagnostics> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    }
+
+    const BASE: &str = "partner: lab\nrepo:\n  url: /srv/manifests\n";
+
+    #[test]
+    fn min_free_defaults_to_2_gib_and_takes_berths_sizes() {
+        assert_eq!(load_text(BASE).unwrap().min_free, 2 << 30);
+        let set = load_text(&format!("{BASE}min_free: 512m\n")).unwrap();
+        assert_eq!(set.min_free, 512 << 20);
+        let off = load_text(&format!("{BASE}min_free: 0\n")).unwrap();
+        assert_eq!(off.min_free, 0);
+    }
+
+    #[test]
+    fn a_bad_min_free_is_an_error_at_its_position() {
+        let diags = load_text(&format!("{BASE}min_free: 2 GiB\n")).unwrap_err();
+        let text = diags.render_text(Path::new(""));
+        assert!(
+            text.contains("agent.yaml:4:11")
+                && text.contains(
+                    "invalid min_free `2 GiB`: expected bytes or a number with k, m or g"
+                ),
+            "{text}"
+        );
+    }
+}
