@@ -65,7 +65,7 @@ impl PrivateEngine {
 
     /// Bytes free on the data root, as an unprivileged writer may use them.
     pub fn free_bytes(&self) -> u64 {
-        let stat = rustix::fs::statvfs(&self.data_root()).expect("statvfs of the data root");
+        let stat = rustix::fs::statvfs(self.data_root()).expect("statvfs of the data root");
         stat.f_bavail * stat.f_frsize
     }
 
