@@ -197,10 +197,106 @@ enum Fetched {
     Deferred(Deferral),
 }
 
-/// The disk guard's account over one pass: the data root's free space as measured before
-/// the first pull it judged, less the estimate of every pull it let start since, so that
-/// several pulls count against the same free space. `Err`: it could not be measured.
-type Room = Option<Result<FreeSpace, String>>;
+/// The disk guard over one pass ([`gate::disk`]): the registry's size of each image to
+/// pull, estimated as disk use, against the room on the engine's data root, measured
+/// before the first pull it judges; each pull it lets through is taken off, so several
+/// pulls count against the same free space.
+pub struct DiskGuard<'a, E: Engine, T: TagSource> {
+    engine: &'a E,
+    sources: &'a T,
+    min_free: u64,
+    /// `Err`: the data root could not be measured.
+    room: Option<Result<FreeSpace, String>>,
+}
+
+impl<'a, E: Engine, T: TagSource> DiskGuard<'a, E, T> {
+    pub fn new(engine: &'a E, sources: &'a T, min_free: u64) -> Self {
+        DiskGuard {
+            engine,
+            sources,
+            min_free,
+            room: None,
+        }
+    }
+
+    /// Whether pulling `d`'s image from `repo` may start: `None` when it may (its estimate
+    /// is then taken from the room), else why it waits. A data root that cannot be
+    /// measured defers the pull (the operator sees why; `min_free: 0` turns the guard
+    /// off); an engine that stopped answering fails it, as the pull would.
+    pub async fn admit(
+        &mut self,
+        repo: &ImageRepo,
+        d: &DesiredContainer,
+    ) -> Result<Option<Deferral>, ExecuteError> {
+        if self.min_free == 0 {
+            return Ok(None);
+        }
+        let Some(compressed) = self
+            .sources
+            .pull_size(repo, &d.digest)
+            .await
+            .map_err(ExecuteError::Source)?
+        else {
+            return Ok(None);
+        };
+        let needed = gate::pull_estimate(compressed);
+        if self.room.is_none() {
+            self.room = Some(match self.engine.free_space().await {
+                Ok(space) => Ok(space),
+                Err(e) if e.is_unreachable() => return Err(e.into()),
+                Err(e) => Err(chain(&e)),
+            });
+        }
+        match self.room.as_mut().expect("measured above") {
+            Err(detail) => Ok(Some(Deferral::DiskUnmeasured {
+                detail: detail.clone(),
+            })),
+            Ok(space) => match gate::disk(needed, space.free, self.min_free, &space.data_root) {
+                Gate::Allowed => {
+                    space.free = space.free.saturating_sub(needed);
+                    Ok(None)
+                }
+                Gate::Deferred(why) => Ok(Some(why)),
+            },
+        }
+    }
+}
+
+/// What the disk guard would say of a plan's pulls, for `berth plan`, which pulls nothing:
+/// every change of a script whose image would not fit is marked deferred `disk`. A size
+/// the registry will not give is left for `apply` to report.
+pub async fn preview_disk<E: Engine, T: TagSource>(
+    engine: &E,
+    sources: &T,
+    min_free: u64,
+    plan: &mut Plan,
+) {
+    let mut guard = DiskGuard::new(engine, sources, min_free);
+    let mut waits: std::collections::BTreeMap<String, Deferral> = Default::default();
+    for step in plan.steps.iter().filter(|s| s.pre_pull()) {
+        let (Some(d), false) = (step.desired(), waits.contains_key(&step.script)) else {
+            continue;
+        };
+        let Some(repo) = &d.pull_from else { continue };
+        if engine.has_image(&d.image).await.unwrap_or(true) {
+            continue;
+        }
+        match guard.admit(repo, d).await {
+            Ok(Some(why)) => {
+                waits.insert(step.script.clone(), why);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(script = %step.script, error = %chain(&e), "cannot judge the pull's size")
+            }
+        }
+    }
+    for step in plan.steps.iter_mut().filter(|s| s.is_change()) {
+        if let Some(why) = waits.get(&step.script) {
+            step.gate = Gate::Deferred(why.clone());
+        }
+    }
+}
 
 impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
     /// Finishes or rolls back what an earlier run of this partner left half done. Returns
@@ -231,7 +327,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
     pub async fn execute(&self, plan: &Plan) -> Vec<StepReport> {
         let mut not_pulled = std::collections::BTreeMap::new();
         let mut no_room: std::collections::BTreeMap<String, Deferral> = Default::default();
-        let mut room = Room::None;
+        let mut guard = DiskGuard::new(self.engine, self.sources, self.min_free);
         for step in plan.steps.iter().filter(|s| s.pre_pull()) {
             let Some(d) = step.desired() else { continue };
             // The script waits already: its other images need not take room.
@@ -241,7 +337,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             let started = Instant::now();
             // A pre-pull has changed nothing yet, so SIGTERM abandons it at once.
             let pulled = tokio::select! {
-                pulled = self.ensure_image(d, &mut room) => pulled,
+                pulled = self.ensure_image(d, &mut guard) => pulled,
                 () = stopped(self.stopping) => break,
             };
             if let Ok(Fetched::Deferred(why)) = pulled {
@@ -787,7 +883,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
     async fn ensure_image(
         &self,
         d: &DesiredContainer,
-        room: &mut Room,
+        guard: &mut DiskGuard<'_, E, T>,
     ) -> Result<Fetched, ExecuteError> {
         let Some(repo) = &d.pull_from else {
             return Ok(Fetched::Ready);
@@ -795,7 +891,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         if self.engine.has_image(&d.image).await? {
             return Ok(Fetched::Ready);
         }
-        if let Some(why) = self.disk_gate(repo, d, room).await? {
+        if let Some(why) = guard.admit(repo, d).await? {
             return Ok(Fetched::Deferred(why));
         }
         let creds = self
@@ -817,50 +913,6 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                 Ok(Fetched::Ready)
             }
             Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The disk guard before a pull ([`gate::disk`]): the registry's size of the image,
-    /// estimated as disk use, against the room left on the engine's data root. A pull it
-    /// lets start is taken from `room`. A data root that cannot be measured defers the pull
-    /// (the operator sees why; `min_free: 0` turns the guard off); an engine that stopped
-    /// answering fails it like the pull would.
-    async fn disk_gate(
-        &self,
-        repo: &ImageRepo,
-        d: &DesiredContainer,
-        room: &mut Room,
-    ) -> Result<Option<Deferral>, ExecuteError> {
-        if self.min_free == 0 {
-            return Ok(None);
-        }
-        let Some(compressed) = self
-            .sources
-            .pull_size(repo, &d.digest)
-            .await
-            .map_err(ExecuteError::Source)?
-        else {
-            return Ok(None);
-        };
-        let needed = gate::pull_estimate(compressed);
-        if room.is_none() {
-            *room = Some(match self.engine.free_space().await {
-                Ok(space) => Ok(space),
-                Err(e) if e.is_unreachable() => return Err(e.into()),
-                Err(e) => Err(chain(&e)),
-            });
-        }
-        match room.as_mut().expect("measured above") {
-            Err(detail) => Ok(Some(Deferral::DiskUnmeasured {
-                detail: detail.clone(),
-            })),
-            Ok(space) => match gate::disk(needed, space.free, self.min_free, &space.data_root) {
-                Gate::Allowed => {
-                    space.free = space.free.saturating_sub(needed);
-                    Ok(None)
-                }
-                Gate::Deferred(why) => Ok(Some(why)),
-            },
         }
     }
 

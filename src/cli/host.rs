@@ -184,12 +184,13 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
         Err(code) => return code,
     };
     on_host(args.now, async |fx| {
-        let plan = match reconcile::plan(fx, &args.target(&repo, policy.as_ref(), &sealing), memory)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => return cannot_run(&e),
-        };
+        let mut plan =
+            match reconcile::plan(fx, &args.target(&repo, policy.as_ref(), &sealing), memory).await
+            {
+                Ok(p) => p,
+                Err(e) => return cannot_run(&e),
+            };
+        crate::execute::preview_disk(fx.engine, fx.sources, args.min_free, &mut plan).await;
         out!("{}", render::plan(&plan, format));
         if reconcile::has_unresolved(&plan) {
             Exit::CannotRun
