@@ -371,7 +371,7 @@ _berth() {
             return 0
             ;;
         berth__subcmd__plan)
-            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --min-free --format --exit-code --help"
+            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --format --exit-code --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -398,10 +398,6 @@ _berth() {
                     return 0
                     ;;
                 --secrets-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --min-free)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -49,7 +49,6 @@ complete -c berth -n "__fish_berth_using_subcommand plan" -l state-dir -d 'Where
 complete -c berth -n "__fish_berth_using_subcommand plan" -l policy -d 'The partner\'s host policy (`kind: HostPolicy`): what any script may do on this host' -r -F
 complete -c berth -n "__fish_berth_using_subcommand plan" -l age-identity -d 'The age identity file (`age-keygen` format) the partner\'s secrets are opened with' -r -F
 complete -c berth -n "__fish_berth_using_subcommand plan" -l secrets-dir -d 'Where secret files are written for the containers to mount: a directory on tmpfs' -r -F
-complete -c berth -n "__fish_berth_using_subcommand plan" -l min-free -d 'Defer a pull that would leave less than this free on the engine\'s data root (`512m`, `2g`; 0 turns the guard off)' -r
 complete -c berth -n "__fish_berth_using_subcommand plan" -l format -r -f -a "text\t''
 json\t''
 markdown\t''"

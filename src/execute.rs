@@ -33,6 +33,8 @@ pub enum ExecuteError {
     Unhealthy(String),
     #[error(transparent)]
     Source(SourceError),
+    #[error("cannot read the image's size from its registry, which the disk guard needs")]
+    PullSize(#[source] SourceError),
     #[error("cannot write the secret files")]
     Secrets(#[source] DirError),
     #[error("the container has secret files, but this run has no usable secrets directory")]
@@ -201,7 +203,7 @@ enum Fetched {
 /// pull, estimated as disk use, against the room on the engine's data root, measured
 /// before the first pull it judges; each pull it lets through is taken off, so several
 /// pulls count against the same free space.
-pub struct DiskGuard<'a, E: Engine, T: TagSource> {
+struct DiskGuard<'a, E: Engine, T: TagSource> {
     engine: &'a E,
     sources: &'a T,
     min_free: u64,
@@ -210,7 +212,7 @@ pub struct DiskGuard<'a, E: Engine, T: TagSource> {
 }
 
 impl<'a, E: Engine, T: TagSource> DiskGuard<'a, E, T> {
-    pub fn new(engine: &'a E, sources: &'a T, min_free: u64) -> Self {
+    fn new(engine: &'a E, sources: &'a T, min_free: u64) -> Self {
         DiskGuard {
             engine,
             sources,
@@ -223,7 +225,7 @@ impl<'a, E: Engine, T: TagSource> DiskGuard<'a, E, T> {
     /// is then taken from the room), else why it waits. A data root that cannot be
     /// measured defers the pull (the operator sees why; `min_free: 0` turns the guard
     /// off); an engine that stopped answering fails it, as the pull would.
-    pub async fn admit(
+    async fn admit(
         &mut self,
         repo: &ImageRepo,
         d: &DesiredContainer,
@@ -235,7 +237,7 @@ impl<'a, E: Engine, T: TagSource> DiskGuard<'a, E, T> {
             .sources
             .pull_size(repo, &d.digest)
             .await
-            .map_err(ExecuteError::Source)?
+            .map_err(ExecuteError::PullSize)?
         else {
             return Ok(None);
         };
@@ -258,42 +260,6 @@ impl<'a, E: Engine, T: TagSource> DiskGuard<'a, E, T> {
                 }
                 Gate::Deferred(why) => Ok(Some(why)),
             },
-        }
-    }
-}
-
-/// What the disk guard would say of a plan's pulls, for `berth plan`, which pulls nothing:
-/// every change of a script whose image would not fit is marked deferred `disk`. A size
-/// the registry will not give is left for `apply` to report.
-pub async fn preview_disk<E: Engine, T: TagSource>(
-    engine: &E,
-    sources: &T,
-    min_free: u64,
-    plan: &mut Plan,
-) {
-    let mut guard = DiskGuard::new(engine, sources, min_free);
-    let mut waits: std::collections::BTreeMap<String, Deferral> = Default::default();
-    for step in plan.steps.iter().filter(|s| s.pre_pull()) {
-        let (Some(d), false) = (step.desired(), waits.contains_key(&step.script)) else {
-            continue;
-        };
-        let Some(repo) = &d.pull_from else { continue };
-        if engine.has_image(&d.image).await.unwrap_or(true) {
-            continue;
-        }
-        match guard.admit(repo, d).await {
-            Ok(Some(why)) => {
-                waits.insert(step.script.clone(), why);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(script = %step.script, error = %chain(&e), "cannot judge the pull's size")
-            }
-        }
-    }
-    for step in plan.steps.iter_mut().filter(|s| s.is_change()) {
-        if let Some(why) = waits.get(&step.script) {
-            step.gate = Gate::Deferred(why.clone());
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::engine::DockerEngine;
 use crate::exit::Exit;
 use crate::manifest::{self, Repo};
 use crate::plan::Overrides;
+use crate::plan::gate::DEFAULT_MIN_FREE;
 use crate::policy::HostPolicy;
 use crate::probe::Http;
 use crate::reconcile::{self, Effects, Memory, Target};
@@ -47,13 +48,10 @@ pub struct HostArgs {
     /// Where secret files are written for the containers to mount: a directory on tmpfs.
     #[arg(long, default_value = "/run/berth/secrets")]
     pub secrets_dir: PathBuf,
-    /// Defer a pull that would leave less than this free on the engine's data root
-    /// (`512m`, `2g`; 0 turns the guard off).
-    #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = min_free)]
-    pub min_free: u64,
 }
 
-fn min_free(s: &str) -> Result<u64, String> {
+/// `--min-free`, in berth's size syntax.
+pub(super) fn min_free(s: &str) -> Result<u64, String> {
     crate::manifest::syntax::parse_size(s, "min_free")
 }
 
@@ -142,6 +140,7 @@ impl HostArgs {
         repo: &'a Repo,
         policy: Option<&'a HostPolicy>,
         sealing: &'a Sealing,
+        min_free: u64,
     ) -> Target<'a> {
         Target {
             repo,
@@ -163,7 +162,7 @@ impl HostArgs {
             policy,
             keys: sealing.keys.as_ref(),
             secrets_dir: Some(&sealing.dir),
-            min_free: self.min_free,
+            min_free,
         }
     }
 }
@@ -184,13 +183,12 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
         Err(code) => return code,
     };
     on_host(args.now, async |fx| {
-        let mut plan =
-            match reconcile::plan(fx, &args.target(&repo, policy.as_ref(), &sealing), memory).await
-            {
-                Ok(p) => p,
-                Err(e) => return cannot_run(&e),
-            };
-        crate::execute::preview_disk(fx.engine, fx.sources, args.min_free, &mut plan).await;
+        // `plan` pulls nothing, so the disk guard's `min_free` is not read.
+        let target = args.target(&repo, policy.as_ref(), &sealing, DEFAULT_MIN_FREE);
+        let plan = match reconcile::plan(fx, &target, memory).await {
+            Ok(p) => p,
+            Err(e) => return cannot_run(&e),
+        };
         out!("{}", render::plan(&plan, format));
         if reconcile::has_unresolved(&plan) {
             Exit::CannotRun
@@ -204,8 +202,9 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
     })
 }
 
-/// `berth apply`: recover, plan, carry the plan out.
-pub fn apply(args: &HostArgs) -> Exit {
+/// `berth apply`: recover, plan, carry the plan out, pulling only what leaves `min_free`
+/// bytes free on the engine's data root.
+pub fn apply(args: &HostArgs, min_free: u64) -> Exit {
     let (repo, policy) =
         match load(&args.repo).and_then(|r| Ok((r, load_policy(args.policy.as_deref())?))) {
             Ok(loaded) => loaded,
@@ -220,7 +219,7 @@ pub fn apply(args: &HostArgs) -> Exit {
         Err(code) => return code,
     };
     on_host(args.now, async |fx| {
-        let target = args.target(&repo, policy.as_ref(), &sealing);
+        let target = args.target(&repo, policy.as_ref(), &sealing, min_free);
         match reconcile::converge(fx, &state, &target, &AtomicBool::new(false)).await {
             Ok(report) => {
                 for line in &report.recovered {
