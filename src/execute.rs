@@ -287,8 +287,9 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         Ok(done)
     }
 
-    /// Pulls every image the plan needs, then runs every allowed step; one step's failure
-    /// does not stop the others. A multi-component script's allowed changes run together,
+    /// Pulls every image the plan needs (unless the disk guard holds one back: that
+    /// script's steps are then deferred `disk`), then runs every allowed step; one step's
+    /// failure does not stop the others. A multi-component script's allowed changes run together,
     /// as one update.
     pub async fn execute(&self, plan: &Plan) -> Vec<StepReport> {
         let mut not_pulled = std::collections::BTreeMap::new();
@@ -306,21 +307,25 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                 pulled = self.ensure_image(d, &mut guard) => pulled,
                 () = stopped(self.stopping) => break,
             };
-            if let Ok(Fetched::Deferred(why)) = pulled {
-                tracing::warn!(script = %step.script, image = %d.image, reason = %why.describe(), "pull deferred");
-                no_room.insert(step.script.clone(), why);
-            } else if let Err(e) = pulled {
-                let from = d
-                    .pull_from
-                    .as_ref()
-                    .map(|r| r.display())
-                    .unwrap_or_default();
-                not_pulled.entry(step.script.clone()).or_insert(format!(
-                    "{} from {from}, after {:.1} s: {}",
-                    step.label(),
-                    started.elapsed().as_secs_f64(),
-                    chain(&e)
-                ));
+            match pulled {
+                Ok(Fetched::Ready) => {}
+                Ok(Fetched::Deferred(why)) => {
+                    tracing::warn!(script = %step.script, image = %d.image, reason = %why.describe(), "pull deferred");
+                    no_room.insert(step.script.clone(), why);
+                }
+                Err(e) => {
+                    let from = d
+                        .pull_from
+                        .as_ref()
+                        .map(|r| r.display())
+                        .unwrap_or_default();
+                    not_pulled.entry(step.script.clone()).or_insert(format!(
+                        "{} from {from}, after {:.1} s: {}",
+                        step.label(),
+                        started.elapsed().as_secs_f64(),
+                        chain(&e)
+                    ));
+                }
             }
         }
         let redact = plan_redactions(plan);
