@@ -1795,6 +1795,64 @@ mod tests {
         use std::collections::BTreeSet;
 
         #[test]
+        fn a_component_whose_image_does_not_fit_defers_the_whole_unit_and_touches_nothing() {
+            let engine = FakeEngine::with_images(&[A1, DB]);
+            for c in host_at_a1().containers() {
+                engine.insert(c);
+            }
+            engine.set_free(Ok(3 * GIB));
+            let mut want = unit(A2);
+            for d in want.containers.iter_mut().filter(|d| d.digest == A2) {
+                d.pull_from = Some(ImageRepo {
+                    source: crate::image::Source::Oci,
+                    registry: Some("r.example".into()),
+                    repository: "m".into(),
+                    insecure: false,
+                });
+            }
+            let sources = Sizes([(A2, 800 * MIB)].into(), Cell::new(0));
+            let dir = tempfile::tempdir().unwrap();
+            let state = StateDir::open(dir.path()).unwrap();
+            let clock = at("2026-11-21T02:00:00Z");
+            let executor = Executor {
+                engine: &engine,
+                sources: &sources,
+                probe: &Service("idle", Cell::new(0)),
+                clock: &clock,
+                idle: None,
+                state: &state,
+                secrets: None,
+                stopping: &AtomicBool::new(false),
+                min_free: GIB,
+            };
+            let reports = block_on(async {
+                let observed = Observed {
+                    containers: engine.list_managed("p").await.unwrap(),
+                    held: vec![],
+                    in_flight: Default::default(),
+                    idle: Idleness::Unknown,
+                };
+                let plan = crate::plan::plan(&want, &observed, &policy(true), clock.now());
+                executor.execute(&plan).await
+            });
+            let changes: Vec<_> = reports
+                .iter()
+                .filter(|r| r.action != Action::Keep)
+                .collect();
+            assert_eq!(changes.len(), 3, "{reports:?}");
+            for r in changes {
+                assert!(
+                    matches!(&r.outcome, Outcome::Deferred { reason, detail }
+                        if reason == "disk" && detail.starts_with("pulling 2.3 GiB would leave")),
+                    "{reports:?}"
+                );
+            }
+            assert_eq!(sources.1.get(), 1, "the unit's image is judged once");
+            assert!(!has(&engine, A2));
+            assert_eq!(all_old_or_all_new(&engine), Ok("old"));
+        }
+
+        #[test]
         fn only_the_changed_components_are_replaced_in_dependency_order() {
             let engine = host_at_a1();
             let dir = tempfile::tempdir().unwrap();
