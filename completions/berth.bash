@@ -121,7 +121,7 @@ _berth() {
             return 0
             ;;
         berth__subcmd__apply)
-            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --help"
+            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --min-free --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -148,6 +148,10 @@ _berth() {
                     return 0
                     ;;
                 --secrets-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-free)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -62,6 +62,7 @@ complete -c berth -n "__fish_berth_using_subcommand apply" -l state-dir -d 'Wher
 complete -c berth -n "__fish_berth_using_subcommand apply" -l policy -d 'The partner\'s host policy (`kind: HostPolicy`): what any script may do on this host' -r -F
 complete -c berth -n "__fish_berth_using_subcommand apply" -l age-identity -d 'The age identity file (`age-keygen` format) the partner\'s secrets are opened with' -r -F
 complete -c berth -n "__fish_berth_using_subcommand apply" -l secrets-dir -d 'Where secret files are written for the containers to mount: a directory on tmpfs' -r -F
+complete -c berth -n "__fish_berth_using_subcommand apply" -l min-free -d 'Defer a pull that would leave less than this free on the engine\'s data root (`512m`, `2g`; 0 turns the guard off)' -r
 complete -c berth -n "__fish_berth_using_subcommand apply" -l ignore-window -d 'Run steps even outside the update window or in a blackout'
 complete -c berth -n "__fish_berth_using_subcommand apply" -l ignore-idle -d 'Run steps even when the partner\'s service is not idle'
 complete -c berth -n "__fish_berth_using_subcommand apply" -s h -l help -d 'Print help'

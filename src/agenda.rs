@@ -141,7 +141,11 @@ pub fn classify(plan: &Plan, notes: Vec<String>) -> Pending {
     for step in plan.steps.iter() {
         match &step.gate {
             Gate::Deferred(
-                d @ (Deferral::Unresolved { .. } | Deferral::InFlight | Deferral::Refused { .. }),
+                d @ (Deferral::Unresolved { .. }
+                | Deferral::InFlight
+                | Deferral::Refused { .. }
+                | Deferral::Disk { .. }
+                | Deferral::DiskUnmeasured { .. }),
             ) => {
                 held.push(format!("{}: {}", step.script, d.describe()));
             }

@@ -13,9 +13,9 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::container::{NewContainer, ObservedContainer};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, FreeSpace};
 use crate::exit::chain;
-use crate::image::{SourceError, TagSource};
+use crate::image::{ImageRepo, SourceError, TagSource};
 use crate::manifest::Idle;
 use crate::plan::{Action, Change, Deferral, Gate, Held, Idleness, Plan, Step, gate};
 use crate::probe::{self, Probe, ProbeError};
@@ -34,6 +34,8 @@ pub enum ExecuteError {
     Unhealthy(String),
     #[error(transparent)]
     Source(SourceError),
+    #[error("cannot read the image's size from its registry, which the disk guard needs")]
+    PullSize(#[source] SourceError),
     #[error("cannot write the secret files")]
     Secrets(#[source] DirError),
     #[error("the container has secret files, but this run has no usable secrets directory")]
@@ -185,6 +187,82 @@ pub struct Executor<'a, E: Engine, T: TagSource, P: Probe, C: Clock> {
     /// Set when the process is asked to stop: the step in flight finishes, no new one
     /// starts.
     pub stopping: &'a AtomicBool,
+    /// Bytes a pull must leave free on the engine's data root (`min_free`); 0 turns the
+    /// disk guard off.
+    pub min_free: u64,
+}
+
+/// What the pre-pull made of a step's image.
+enum Fetched {
+    /// In the engine's store, pulled now or before.
+    Ready,
+    /// Not pulled: the disk guard holds it back.
+    Deferred(Deferral),
+}
+
+/// The disk guard over one pass ([`gate::disk`]): the registry's size of each image to
+/// pull, estimated as disk use, against the room on the engine's data root, measured
+/// before the first pull it judges; each pull it lets through is taken off, so several
+/// pulls count against the same free space.
+struct DiskGuard<'a, E: Engine, T: TagSource> {
+    engine: &'a E,
+    sources: &'a T,
+    min_free: u64,
+    /// `Err`: the data root could not be measured.
+    room: Option<Result<FreeSpace, String>>,
+}
+
+impl<'a, E: Engine, T: TagSource> DiskGuard<'a, E, T> {
+    fn new(engine: &'a E, sources: &'a T, min_free: u64) -> Self {
+        DiskGuard {
+            engine,
+            sources,
+            min_free,
+            room: None,
+        }
+    }
+
+    /// Whether pulling `d`'s image from `repo` may start: `None` when it may (its estimate
+    /// is then taken from the room), else why it waits. A data root that cannot be
+    /// measured defers the pull (the operator sees why; `min_free: 0` turns the guard
+    /// off); an engine that stopped answering fails it, as the pull would.
+    async fn admit(
+        &mut self,
+        repo: &ImageRepo,
+        d: &DesiredContainer,
+    ) -> Result<Option<Deferral>, ExecuteError> {
+        if self.min_free == 0 {
+            return Ok(None);
+        }
+        let Some(compressed) = self
+            .sources
+            .pull_size(repo, &d.digest)
+            .await
+            .map_err(ExecuteError::PullSize)?
+        else {
+            return Ok(None);
+        };
+        let needed = gate::pull_estimate(compressed);
+        if self.room.is_none() {
+            self.room = Some(match self.engine.free_space().await {
+                Ok(space) => Ok(space),
+                Err(e) if e.is_unreachable() => return Err(e.into()),
+                Err(e) => Err(chain(&e)),
+            });
+        }
+        match self.room.as_mut().expect("measured above") {
+            Err(detail) => Ok(Some(Deferral::DiskUnmeasured {
+                detail: detail.clone(),
+            })),
+            Ok(space) => match gate::disk(needed, space.free, self.min_free, &space.data_root) {
+                Gate::Allowed => {
+                    space.free = space.free.saturating_sub(needed);
+                    Ok(None)
+                }
+                Gate::Deferred(why) => Ok(Some(why)),
+            },
+        }
+    }
 }
 
 impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
@@ -210,31 +288,45 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         Ok(done)
     }
 
-    /// Pulls every image the plan needs, then runs every allowed step; one step's failure
-    /// does not stop the others. A multi-component script's allowed changes run together,
+    /// Pulls every image the plan needs (unless the disk guard holds one back: that
+    /// script's steps are then deferred `disk`), then runs every allowed step; one step's
+    /// failure does not stop the others. A multi-component script's allowed changes run together,
     /// as one update.
     pub async fn execute(&self, plan: &Plan) -> Vec<StepReport> {
         let mut not_pulled = std::collections::BTreeMap::new();
+        let mut no_room: std::collections::BTreeMap<String, Deferral> = Default::default();
+        let mut guard = DiskGuard::new(self.engine, self.sources, self.min_free);
         for step in plan.steps.iter().filter(|s| s.pre_pull()) {
             let Some(d) = step.desired() else { continue };
+            // The script waits already: its other images need not take room.
+            if no_room.contains_key(&step.script) {
+                continue;
+            }
             let started = Instant::now();
             // A pre-pull has changed nothing yet, so SIGTERM abandons it at once.
             let pulled = tokio::select! {
-                pulled = self.ensure_image(&plan.partner, d) => pulled,
+                pulled = self.ensure_image(&plan.partner, d, &mut guard) => pulled,
                 () = stopped(self.stopping) => break,
             };
-            if let Err(e) = pulled {
-                let from = d
-                    .pull_from
-                    .as_ref()
-                    .map(|r| r.display())
-                    .unwrap_or_default();
-                not_pulled.entry(step.script.clone()).or_insert(format!(
-                    "{} from {from}, after {:.1} s: {}",
-                    step.label(),
-                    started.elapsed().as_secs_f64(),
-                    chain(&e)
-                ));
+            match pulled {
+                Ok(Fetched::Ready) => {}
+                Ok(Fetched::Deferred(why)) => {
+                    tracing::warn!(script = %step.script, image = %d.image, reason = %why.describe(), "pull deferred");
+                    no_room.insert(step.script.clone(), why);
+                }
+                Err(e) => {
+                    let from = d
+                        .pull_from
+                        .as_ref()
+                        .map(|r| r.display())
+                        .unwrap_or_default();
+                    not_pulled.entry(step.script.clone()).or_insert(format!(
+                        "{} from {from}, after {:.1} s: {}",
+                        step.label(),
+                        started.elapsed().as_secs_f64(),
+                        chain(&e)
+                    ));
+                }
             }
         }
         let redact = plan_redactions(plan);
@@ -255,6 +347,9 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                     Outcome::NotPulled {
                         error: not_pulled[&step.script].clone(),
                     }
+                }
+                _ if step.is_change() && no_room.contains_key(&step.script) => {
+                    Outcome::deferred(&no_room[&step.script])
                 }
                 Gate::Deferred(d) => Outcome::deferred(d),
                 Gate::Allowed if !step.is_change() => Outcome::Unchanged,
@@ -754,15 +849,24 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         }
     }
 
-    /// Pulls a registry image unless the engine has it, and records the pull: berth only
-    /// ever prunes images it pulled. Credentials that the registry refuses are dropped and
-    /// fetched afresh once, so an expired token never fails an update.
-    async fn ensure_image(&self, partner: &str, d: &DesiredContainer) -> Result<(), ExecuteError> {
+    /// Pulls a registry image unless the engine has it or the disk guard holds it back, and
+    /// records the pull: berth only ever prunes images it pulled. Credentials that the
+    /// registry refuses are dropped and fetched afresh once, so an expired token never
+    /// fails an update.
+    async fn ensure_image(
+        &self,
+        partner: &str,
+        d: &DesiredContainer,
+        guard: &mut DiskGuard<'_, E, T>,
+    ) -> Result<Fetched, ExecuteError> {
         let Some(repo) = &d.pull_from else {
-            return Ok(());
+            return Ok(Fetched::Ready);
         };
         if self.engine.has_image(&d.image).await? {
-            return Ok(());
+            return Ok(Fetched::Ready);
+        }
+        if let Some(why) = guard.admit(repo, d).await? {
+            return Ok(Fetched::Deferred(why));
         }
         let creds = self
             .sources
@@ -794,7 +898,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             };
             self.state.record_pull(partner, pulled)?;
         }
-        Ok(())
+        Ok(Fetched::Ready)
     }
 
     /// Remembers a digest and spec that failed, so they are not retried.
@@ -1035,6 +1139,29 @@ mod tests {
             Ok(None)
         }
         fn forget_credentials(&self, _: &ImageRepo) {}
+        async fn pull_size(&self, _: &ImageRepo, _: &str) -> Result<Option<u64>, SourceError> {
+            unreachable!("local images are not pulled")
+        }
+    }
+
+    /// A registry that knows the compressed size of each digest, and counts the asks.
+    struct Sizes(BTreeMap<&'static str, u64>, Cell<u32>);
+
+    impl TagSource for Sizes {
+        async fn tags(&self, _: &ImageRepo) -> Result<Vec<TagRef>, SourceError> {
+            unreachable!("the executor lists no tags")
+        }
+        async fn digest(&self, _: &ImageRepo, _: &str) -> Result<String, SourceError> {
+            unreachable!("the executor pulls pinned digests")
+        }
+        async fn credentials(&self, _: &ImageRepo) -> Result<Option<Credentials>, SourceError> {
+            Ok(None)
+        }
+        fn forget_credentials(&self, _: &ImageRepo) {}
+        async fn pull_size(&self, _: &ImageRepo, digest: &str) -> Result<Option<u64>, SourceError> {
+            self.1.set(self.1.get() + 1);
+            Ok(self.0.get(digest).copied())
+        }
     }
 
     fn spec() -> ContainerSpec {
@@ -1146,6 +1273,7 @@ mod tests {
             state: &state,
             secrets: None,
             stopping: &AtomicBool::new(false),
+            min_free: 0,
         };
         executor.recover("p").await?;
         let observed = Observed {
@@ -1171,6 +1299,7 @@ mod tests {
             state: &state,
             secrets: None,
             stopping: &AtomicBool::new(false),
+            min_free: 0,
         };
         executor.recover("p").await.map(|_| ())
     }
@@ -1433,6 +1562,7 @@ mod tests {
             state: &state,
             secrets: Some(&secrets),
             stopping: &AtomicBool::new(false),
+            min_free: 0,
         };
         let reports = block_on(async {
             let observed = Observed {
@@ -1626,6 +1756,7 @@ mod tests {
                 state: &state,
                 secrets: None,
                 stopping: &AtomicBool::new(false),
+                min_free: 0,
             };
             executor.recover("p").await?;
             let observed = Observed {
@@ -1676,6 +1807,64 @@ mod tests {
         }
 
         use std::collections::BTreeSet;
+
+        #[test]
+        fn a_component_whose_image_does_not_fit_defers_the_whole_unit_and_touches_nothing() {
+            let engine = FakeEngine::with_images(&[A1, DB]);
+            for c in host_at_a1().containers() {
+                engine.insert(c);
+            }
+            engine.set_free(Ok(3 * GIB));
+            let mut want = unit(A2);
+            for d in want.containers.iter_mut().filter(|d| d.digest == A2) {
+                d.pull_from = Some(ImageRepo {
+                    source: crate::image::Source::Oci,
+                    registry: Some("r.example".into()),
+                    repository: "m".into(),
+                    insecure: false,
+                });
+            }
+            let sources = Sizes([(A2, 800 * MIB)].into(), Cell::new(0));
+            let dir = tempfile::tempdir().unwrap();
+            let state = StateDir::open(dir.path()).unwrap();
+            let clock = at("2026-11-21T02:00:00Z");
+            let executor = Executor {
+                engine: &engine,
+                sources: &sources,
+                probe: &Service("idle", Cell::new(0)),
+                clock: &clock,
+                idle: None,
+                state: &state,
+                secrets: None,
+                stopping: &AtomicBool::new(false),
+                min_free: GIB,
+            };
+            let reports = block_on(async {
+                let observed = Observed {
+                    containers: engine.list_managed("p").await.unwrap(),
+                    held: vec![],
+                    in_flight: Default::default(),
+                    idle: Idleness::Unknown,
+                };
+                let plan = crate::plan::plan(&want, &observed, &policy(true), clock.now());
+                executor.execute(&plan).await
+            });
+            let changes: Vec<_> = reports
+                .iter()
+                .filter(|r| r.action != Action::Keep)
+                .collect();
+            assert_eq!(changes.len(), 3, "{reports:?}");
+            for r in changes {
+                assert!(
+                    matches!(&r.outcome, Outcome::Deferred { reason, detail }
+                        if reason == "disk" && detail.starts_with("pulling 2.3 GiB would leave")),
+                    "{reports:?}"
+                );
+            }
+            assert_eq!(sources.1.get(), 1, "the unit's image is judged once");
+            assert!(!has(&engine, A2));
+            assert_eq!(all_old_or_all_new(&engine), Ok("old"));
+        }
 
         #[test]
         fn only_the_changed_components_are_replaced_in_dependency_order() {
@@ -1853,5 +2042,132 @@ mod tests {
                 crash_unit(crash).unwrap_or_else(|e| panic!("crash at {crash}: {e}"));
             }
         }
+    }
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    /// Script `script` at `digest`, pulled from a registry.
+    fn pulled(script: &str, digest: &str) -> DesiredContainer {
+        let mut d = desired().containers.remove(0);
+        d.script = script.into();
+        d.digest = digest.into();
+        d.image = format!("r.example/{script}@{digest}");
+        d.pull_from = Some(ImageRepo {
+            source: crate::image::Source::Oci,
+            registry: Some("r.example".into()),
+            repository: script.into(),
+            insecure: false,
+        });
+        d
+    }
+
+    /// Plans towards `want` and executes, pulling through `sources` under `min_free`.
+    fn pull_pass(
+        engine: &FakeEngine,
+        sources: &Sizes,
+        min_free: u64,
+        want: Vec<DesiredContainer>,
+    ) -> Vec<StepReport> {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let clock = at("2026-11-21T02:00:00Z");
+        let executor = Executor {
+            engine,
+            sources,
+            probe: &Service("idle", Cell::new(0)),
+            clock: &clock,
+            idle: None,
+            state: &state,
+            secrets: None,
+            stopping: &AtomicBool::new(false),
+            min_free,
+        };
+        let want = Desired {
+            containers: want,
+            ..desired()
+        };
+        block_on(async {
+            let observed = Observed {
+                containers: engine.list_managed("p").await.unwrap(),
+                held: vec![],
+                in_flight: Default::default(),
+                idle: Idleness::Unknown,
+            };
+            let plan = crate::plan::plan(&want, &observed, &policy(true), clock.now());
+            executor.execute(&plan).await
+        })
+    }
+
+    fn outcome<'r>(reports: &'r [StepReport], script: &str) -> &'r Outcome {
+        &reports.iter().find(|r| r.script == script).unwrap().outcome
+    }
+
+    fn has(engine: &FakeEngine, image: &str) -> bool {
+        block_on(engine.has_image(image)).unwrap()
+    }
+
+    #[test]
+    fn pulls_count_against_one_free_space_and_the_one_that_would_cross_min_free_waits() {
+        let engine = FakeEngine::with_images(&[OLD]);
+        engine.insert(old_container());
+        engine.set_free(Ok(3 * GIB));
+        // Each pull is estimated at 1200 MiB: the first leaves 1872 MiB, the second would
+        // leave 672 MiB, under min_free.
+        let sources = Sizes(
+            [("sha256:a", 400 * MIB), (NEW, 400 * MIB)].into(),
+            Cell::new(0),
+        );
+        let reports = pull_pass(
+            &engine,
+            &sources,
+            GIB,
+            vec![pulled("a", "sha256:a"), pulled("s", NEW)],
+        );
+        assert_eq!(*outcome(&reports, "a"), Outcome::Done, "{reports:?}");
+        assert_eq!(
+            *outcome(&reports, "s"),
+            Outcome::Deferred {
+                reason: "disk".into(),
+                detail: "pulling 1.2 GiB would leave 672 MiB free on /var/lib/docker, under \
+                         min_free 1 GiB"
+                    .into()
+            }
+        );
+        assert!(!has(&engine, "r.example/s@sha256:new"), "never pulled");
+        let old = engine.containers().into_iter().find(|c| c.name == NAME);
+        assert!(
+            old.is_some_and(|c| c.image == OLD && c.running),
+            "the old container serves on"
+        );
+    }
+
+    #[test]
+    fn a_data_root_that_cannot_be_measured_defers_the_pull_and_says_why() {
+        let engine = FakeEngine::with_images(&[OLD]);
+        engine.insert(old_container());
+        engine.set_free(Err("statvfs: No such file or directory".into()));
+        let sources = Sizes([(NEW, MIB)].into(), Cell::new(0));
+        let reports = pull_pass(&engine, &sources, GIB, vec![pulled("s", NEW)]);
+        let Outcome::Deferred { reason, detail } = outcome(&reports, "s") else {
+            panic!("{reports:?}")
+        };
+        assert_eq!(reason, "disk");
+        assert!(
+            detail.contains("No such file or directory") && detail.contains("set min_free to 0"),
+            "{detail}"
+        );
+        assert!(!has(&engine, "r.example/s@sha256:new"));
+    }
+
+    #[test]
+    fn min_free_zero_pulls_without_asking_sizes() {
+        let engine = FakeEngine::with_images(&[OLD]);
+        engine.insert(old_container());
+        engine.set_free(Ok(0));
+        let sources = Sizes([(NEW, GIB)].into(), Cell::new(0));
+        let reports = pull_pass(&engine, &sources, 0, vec![pulled("s", NEW)]);
+        assert_eq!(*outcome(&reports, "s"), Outcome::Done, "{reports:?}");
+        assert_eq!(sources.1.get(), 0);
     }
 }

@@ -110,6 +110,22 @@ pub trait TagSource {
     /// Drops cached credentials after the registry refused them, so the next call fetches
     /// fresh ones.
     fn forget_credentials(&self, repo: &ImageRepo);
+    /// The compressed size of what pulling `digest` downloads: its layers and config as the
+    /// registry's manifest lists them (for an index, the manifest of this host's
+    /// platform). `None` when the source pulls nothing (`local`).
+    async fn pull_size(&self, repo: &ImageRepo, digest: &str) -> Result<Option<u64>, SourceError>;
+}
+
+/// The platform the engine runs images for, as image indexes name it: berth runs on the
+/// engine's host, so it is berth's own.
+pub fn host_platform() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    ("linux", arch)
 }
 
 /// Whether `s` is a digest berth will pass on: `sha256:` and 64 lowercase hex digits. A

@@ -67,6 +67,8 @@ pub struct Target<'a> {
     pub keys: Option<&'a Keyring>,
     /// Where secret files go, as checked; `None` for a run that writes none (`windows`).
     pub secrets_dir: Option<&'a Result<SecretsDir, DirError>>,
+    /// Bytes a pull must leave free on the engine's data root (`min_free`).
+    pub min_free: u64,
 }
 
 impl Target<'_> {
@@ -396,6 +398,7 @@ pub async fn converge<E: Engine, T: TagSource, P: Probe, C: Clock>(
         state,
         secrets: target.secrets_dir.and_then(|d| d.as_ref().ok()),
         stopping,
+        min_free: target.min_free,
     };
     let recovered = executor
         .recover(target.partner)

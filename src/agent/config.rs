@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::manifest::{Pos, Sp, syntax};
+use crate::plan::gate::DEFAULT_MIN_FREE;
 use crate::source::{Follow, RepoSpec};
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +29,8 @@ struct File {
     age_identity: Option<PathBuf>,
     #[serde(default)]
     secrets_dir: Option<PathBuf>,
+    #[serde(default)]
+    min_free: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +79,8 @@ pub struct AgentConfig {
     pub secrets_dir: PathBuf,
     /// The partner's host policy file, read at every pass so a change needs no restart.
     pub policy: Option<PathBuf>,
+    /// Bytes a pull must leave free on the engine's data root; 0 turns the guard off.
+    pub min_free: u64,
 }
 
 impl AgentConfig {
@@ -181,6 +186,13 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             }
         },
     };
+    let min_free = match &file.min_free {
+        None => DEFAULT_MIN_FREE,
+        Some(m) => syntax::parse_size(m, "min_free").unwrap_or_else(|why| {
+            diags.push(Diagnostic::error(&name, m.pos, why));
+            DEFAULT_MIN_FREE
+        }),
+    };
     if diags.has_errors() {
         return Err(diags);
     }
@@ -210,5 +222,42 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| PathBuf::from(".")),
         policy: file.policy,
+        min_free,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<AgentConfig, Diagnostics> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    }
+
+    const BASE: &str = "partner: lab\nrepo:\n  url: /srv/manifests\n";
+
+    #[test]
+    fn min_free_defaults_to_2_gib_and_takes_berths_sizes() {
+        assert_eq!(load_text(BASE).unwrap().min_free, 2 << 30);
+        let set = load_text(&format!("{BASE}min_free: 512m\n")).unwrap();
+        assert_eq!(set.min_free, 512 << 20);
+        let off = load_text(&format!("{BASE}min_free: 0\n")).unwrap();
+        assert_eq!(off.min_free, 0);
+    }
+
+    #[test]
+    fn a_bad_min_free_is_an_error_at_its_position() {
+        let diags = load_text(&format!("{BASE}min_free: 2 GiB\n")).unwrap_err();
+        let text = diags.render_text(Path::new(""));
+        assert!(
+            text.contains("agent.yaml:4:11")
+                && text.contains(
+                    "invalid min_free `2 GiB`: expected bytes or a number with k, m or g"
+                ),
+            "{text}"
+        );
+    }
 }

@@ -176,6 +176,7 @@ async fn pass_once(
         policy: policy.as_ref(),
         keys: keys.as_ref(),
         secrets_dir: Some(&secrets_dir),
+        min_free: config.min_free,
     };
     let report = match reconcile::converge(fx, state, &target, stopping).await {
         Ok(r) => r,

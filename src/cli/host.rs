@@ -11,6 +11,7 @@ use crate::engine::DockerEngine;
 use crate::exit::Exit;
 use crate::manifest::{self, Repo};
 use crate::plan::Overrides;
+use crate::plan::gate::DEFAULT_MIN_FREE;
 use crate::policy::HostPolicy;
 use crate::probe::Http;
 use crate::reconcile::{self, Effects, Memory, Target};
@@ -47,6 +48,11 @@ pub struct HostArgs {
     /// Where secret files are written for the containers to mount: a directory on tmpfs.
     #[arg(long, default_value = "/run/berth/secrets")]
     pub secrets_dir: PathBuf,
+}
+
+/// `--min-free`, in berth's size syntax.
+pub(super) fn min_free(s: &str) -> Result<u64, String> {
+    crate::manifest::syntax::parse_size(s, "min_free")
 }
 
 /// What this run opens secrets with and writes secret files to.
@@ -134,6 +140,7 @@ impl HostArgs {
         repo: &'a Repo,
         policy: Option<&'a HostPolicy>,
         sealing: &'a Sealing,
+        min_free: u64,
     ) -> Target<'a> {
         Target {
             repo,
@@ -155,6 +162,7 @@ impl HostArgs {
             policy,
             keys: sealing.keys.as_ref(),
             secrets_dir: Some(&sealing.dir),
+            min_free,
         }
     }
 }
@@ -175,9 +183,9 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
         Err(code) => return code,
     };
     on_host(args.now, async |fx| {
-        let plan = match reconcile::plan(fx, &args.target(&repo, policy.as_ref(), &sealing), memory)
-            .await
-        {
+        // `plan` pulls nothing, so the disk guard's `min_free` is not read.
+        let target = args.target(&repo, policy.as_ref(), &sealing, DEFAULT_MIN_FREE);
+        let plan = match reconcile::plan(fx, &target, memory).await {
             Ok(p) => p,
             Err(e) => return cannot_run(&e),
         };
@@ -194,8 +202,9 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
     })
 }
 
-/// `berth apply`: recover, plan, carry the plan out.
-pub fn apply(args: &HostArgs) -> Exit {
+/// `berth apply`: recover, plan, carry the plan out, pulling only what leaves `min_free`
+/// bytes free on the engine's data root.
+pub fn apply(args: &HostArgs, min_free: u64) -> Exit {
     let (repo, policy) =
         match load(&args.repo).and_then(|r| Ok((r, load_policy(args.policy.as_deref())?))) {
             Ok(loaded) => loaded,
@@ -210,7 +219,7 @@ pub fn apply(args: &HostArgs) -> Exit {
         Err(code) => return code,
     };
     on_host(args.now, async |fx| {
-        let target = args.target(&repo, policy.as_ref(), &sealing);
+        let target = args.target(&repo, policy.as_ref(), &sealing, min_free);
         match reconcile::converge(fx, &state, &target, &AtomicBool::new(false)).await {
             Ok(report) => {
                 for line in &report.recovered {

@@ -75,6 +75,10 @@ enum Command {
     Apply {
         #[command(flatten)]
         host: host::HostArgs,
+        /// Defer a pull that would leave less than this free on the engine's data root
+        /// (`512m`, `2g`; 0 turns the guard off).
+        #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = host::min_free)]
+        min_free: u64,
     },
     /// What each partner's host will change between two revisions of the manifest repo.
     Diff {
@@ -238,7 +242,7 @@ pub fn main() -> Exit {
             format,
             exit_code,
         } => host::plan(&host, format, exit_code),
-        Command::Apply { host } => host::apply(&host),
+        Command::Apply { host, min_free } => host::apply(&host, min_free),
         Command::Lock { repo, check } => lock::lock(&repo, check),
         Command::Diff {
             repo,

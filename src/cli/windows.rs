@@ -91,6 +91,7 @@ pub fn windows(args: &WindowsArgs) -> Exit {
                     policy: policy.as_ref(),
                     keys: keys.as_ref(),
                     secrets_dir: None,
+                    min_free: crate::plan::gate::DEFAULT_MIN_FREE,
                 };
                 view.pending = Some(pending(&target, now));
             }

@@ -15,7 +15,9 @@ use bollard::query_parameters::{
 };
 use std::collections::{BTreeSet, HashMap};
 
-use super::{Engine, EngineError, Found, FoundVolume, ImageRemoval, PullAbandoned, PullLimits};
+use super::{
+    Engine, EngineError, Found, FoundVolume, FreeSpace, ImageRemoval, PullAbandoned, PullLimits,
+};
 use crate::container::{
     Network, NewContainer, ObservedContainer, Volume, label, parse_port, secrets_label,
 };
@@ -648,6 +650,26 @@ impl Engine for DockerEngine {
             }) => Ok(ImageRemoval::InUse),
             Err(e) => Err(engine(format!("remove image {reference}"))(e)),
         }
+    }
+
+    async fn free_space(&self) -> Result<FreeSpace, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(engine("describe itself"))?;
+        let data_root = info.docker_root_dir.ok_or_else(|| EngineError::Engine {
+            what: "name its data root".into(),
+            source: "`docker info` gives no DockerRootDir".into(),
+        })?;
+        let stat = rustix::fs::statvfs(data_root.as_str()).map_err(|e| EngineError::Engine {
+            what: format!("measure the free space of its data root {data_root} from here"),
+            source: Box::new(std::io::Error::from(e)),
+        })?;
+        Ok(FreeSpace {
+            data_root,
+            free: stat.f_bavail.saturating_mul(stat.f_frsize),
+        })
     }
 }
 

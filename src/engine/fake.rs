@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Engine, EngineError, Found, FoundVolume, ImageRemoval};
+use super::{Engine, EngineError, Found, FoundVolume, FreeSpace, ImageRemoval};
 use crate::container::{Network, NewContainer, ObservedContainer, Volume, label};
 use crate::image::Credentials;
 
@@ -37,6 +37,8 @@ struct World {
     job_exit: i64,
     volumes: BTreeMap<String, BTreeMap<String, String>>,
     networks: BTreeMap<String, BTreeMap<String, String>>,
+    /// The data root's free bytes, or why they cannot be measured.
+    free: Option<Result<u64, String>>,
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +73,12 @@ impl FakeEngine {
             .images
             .extend(images.iter().map(|i| (*i).to_owned()));
         fake
+    }
+
+    /// The data root's free space as the engine reports it: bytes, or why it cannot be
+    /// measured. Unset, the data root has room for anything.
+    pub fn set_free(&self, free: Result<u64, String>) {
+        self.world.borrow_mut().free = Some(free);
     }
 
     /// Puts a managed container on the host, as an earlier run would have left it.
@@ -396,6 +404,16 @@ impl Engine for FakeEngine {
                 ImageRemoval::Removed
             } else {
                 ImageRemoval::Gone
+            })
+        })
+    }
+
+    async fn free_space(&self) -> Result<FreeSpace, EngineError> {
+        self.call("info", |w| {
+            let free = w.free.clone().unwrap_or(Ok(u64::MAX))?;
+            Ok(FreeSpace {
+                data_root: "/var/lib/docker".into(),
+                free,
             })
         })
     }

@@ -179,4 +179,16 @@ pub trait Engine {
     /// Removes one reference of an image, never by force: another reference keeps the
     /// image, and an image a container uses stays.
     async fn remove_image(&self, reference: &str) -> Result<ImageRemoval, EngineError>;
+    /// The engine's data root and the bytes free on its filesystem, for the disk guard.
+    /// berth runs on the engine's host, so it measures the path itself; a data root it
+    /// cannot see (berth in a container without it mounted) is an error, not a guess.
+    async fn free_space(&self) -> Result<FreeSpace, EngineError>;
+}
+
+/// Where the engine keeps images and containers, and how much room is left there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreeSpace {
+    pub data_root: String,
+    /// Bytes an unprivileged writer may still use: the filesystem's reserve is left out.
+    pub free: u64,
 }

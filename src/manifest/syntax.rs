@@ -48,19 +48,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// `512m`, `1g`, `1024k`, `1048576`, `2gb`: bytes, binary multiples.
-pub fn parse_memory(s: &str) -> Result<i64, String> {
-    let bad = || format!("invalid memory `{s}`: expected bytes or a number with k, m or g");
+/// `512m`, `1g`, `1024k`, `1048576`, `2gb`: bytes, binary multiples. berth's one syntax
+/// for sizes; `what` names the value in the error.
+pub fn parse_size(s: &str, what: &str) -> Result<u64, String> {
+    let bad = || format!("invalid {what} `{s}`: expected bytes or a number with k, m or g");
     let lower = s.to_ascii_lowercase();
     let t = lower.strip_suffix('b').unwrap_or(&lower);
     let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
         Some('m') => (&t[..t.len() - 1], 1 << 20),
         Some('g') => (&t[..t.len() - 1], 1 << 30),
         _ => (t, 1),
     };
-    let n: i64 = num.parse().map_err(|_| bad())?;
-    let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+    if !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+/// A container's memory limit: a size ([`parse_size`]) Docker accepts.
+pub fn parse_memory(s: &str) -> Result<i64, String> {
+    let bad = || format!("invalid memory `{s}`: expected bytes or a number with k, m or g");
+    let bytes = i64::try_from(parse_size(s, "memory")?).map_err(|_| bad())?;
     // Docker refuses limits under 6 MiB; say so here rather than at apply time.
     if bytes < 6 << 20 {
         return Err(format!("memory `{s}` is below Docker's minimum of 6m"));
@@ -299,6 +309,20 @@ mod tests {
         assert_eq!(parse_memory("8192kb"), Ok(8 << 20));
         for bad in ["", "m", "1x", "1k", "-5g", "99999999999g"] {
             assert!(parse_memory(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("2g", "min_free"), Ok(2 << 30));
+        assert_eq!(parse_size("0", "min_free"), Ok(0));
+        assert_eq!(parse_size("1k", "min_free"), Ok(1024));
+        assert_eq!(
+            parse_size("2 GiB", "min_free"),
+            Err("invalid min_free `2 GiB`: expected bytes or a number with k, m or g".into())
+        );
+        for bad in ["", "g", "-1g", "+1g", "1.5g", "99999999999999999g"] {
+            assert!(parse_size(bad, "min_free").is_err(), "{bad}");
         }
     }
 

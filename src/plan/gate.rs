@@ -69,6 +69,19 @@ pub enum Deferral {
     Refused {
         refusals: Vec<crate::policy::Refusal>,
     },
+    /// Pulling the step's image would leave the engine's data root under `min_free`
+    /// bytes: the pull never starts. Figures in bytes; `needed` is [`pull_estimate`].
+    Disk {
+        needed: u64,
+        free: u64,
+        min_free: u64,
+        data_root: String,
+    },
+    /// The free space of the engine's data root could not be measured, so the pull waits
+    /// rather than risk filling the disk; `min_free: 0` turns the guard off.
+    DiskUnmeasured {
+        detail: String,
+    },
 }
 
 impl Deferral {
@@ -81,6 +94,7 @@ impl Deferral {
             Deferral::Unresolved { .. } => "unresolved",
             Deferral::InFlight => "in-flight",
             Deferral::Refused { .. } => "policy",
+            Deferral::Disk { .. } | Deferral::DiskUnmeasured { .. } => "disk",
         }
     }
 
@@ -108,6 +122,21 @@ impl Deferral {
                 "a replace is under way or was interrupted; the next apply finishes or rolls it back first"
                     .into()
             }
+            Deferral::Disk {
+                needed,
+                free,
+                min_free,
+                data_root,
+            } => format!(
+                "pulling {} would leave {} free on {data_root}, under min_free {}",
+                bytes(*needed),
+                bytes(free.saturating_sub(*needed)),
+                bytes(*min_free)
+            ),
+            Deferral::DiskUnmeasured { detail } => format!(
+                "cannot tell whether the pull fits ({detail}); give berth access to the engine's \
+                 data root, or set min_free to 0 to pull without the disk guard"
+            ),
         }
     }
 
@@ -197,6 +226,57 @@ pub fn decide(policy: &Policy, changes: &[&Change], now: Timestamp, idle: &Idlen
     }
 }
 
+/// `min_free` when agent.yaml or `--min-free` does not say: room for the host's own
+/// services' logs and data to grow while images come and go.
+pub const DEFAULT_MIN_FREE: u64 = 2 << 30;
+
+/// What a pull is estimated to take on the engine's data root, from the compressed size
+/// of its layers as the registry lists them: the download, kept while its layer is
+/// unpacked beside it, plus the unpacked layer, which container layers (binaries,
+/// libraries, text) make about twice the compressed size. Three times the compressed size
+/// in all: the registry does not say the unpacked size, and `min_free` is the margin for
+/// an image that unpacks to more.
+pub fn pull_estimate(compressed: u64) -> u64 {
+    compressed.saturating_mul(3)
+}
+
+/// The disk guard: whether a pull of `needed` bytes may start with `free` bytes free on
+/// the engine's data root. It may when at least `min_free` bytes stay free; `min_free`
+/// 0 is no guard at all.
+pub fn disk(needed: u64, free: u64, min_free: u64, data_root: &str) -> Gate {
+    if min_free == 0
+        || free
+            .checked_sub(needed)
+            .is_some_and(|left| left >= min_free)
+    {
+        Gate::Allowed
+    } else {
+        Gate::Deferred(Deferral::Disk {
+            needed,
+            free,
+            min_free,
+            data_root: data_root.to_owned(),
+        })
+    }
+}
+
+/// A size as people read it: binary units, one decimal from GiB up (`812 MiB`,
+/// `1.4 GiB`, `2 GiB`).
+pub fn bytes(n: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    match n {
+        n if n >= GIB => {
+            let gib = format!("{:.1}", n as f64 / GIB as f64);
+            format!("{} GiB", gib.strip_suffix(".0").unwrap_or(&gib))
+        }
+        n if n >= MIB => format!("{} MiB", n / MIB),
+        n if n >= KIB => format!("{} KiB", n / KIB),
+        n => format!("{n} B"),
+    }
+}
+
 /// The gates the planner's, the executor's and the pass's tests share: Saturdays
 /// 01:00-05:00 UTC, with an idle probe.
 #[cfg(test)]
@@ -214,5 +294,66 @@ pub fn saturday_mornings() -> Policy {
         has_idle_gate: true,
         overrides: Overrides::default(),
         rules: crate::policy::Rules::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn a_pull_that_leaves_min_free_may_start() {
+        assert_eq!(disk(812 * MIB, 3 * GIB, 2 * GIB, "/d"), Gate::Allowed);
+        // Exactly min_free left is enough.
+        assert_eq!(disk(GIB, 3 * GIB, 2 * GIB, "/d"), Gate::Allowed);
+    }
+
+    #[test]
+    fn a_pull_that_would_cross_min_free_is_deferred_with_the_figures() {
+        let gate = disk(812 * MIB, 2 * GIB + 200 * MIB, 2 * GIB, "/var/lib/docker");
+        let Gate::Deferred(d) = gate else {
+            panic!("{gate:?}")
+        };
+        assert_eq!(d.name(), "disk");
+        assert_eq!(
+            d.describe(),
+            "pulling 812 MiB would leave 1.4 GiB free on /var/lib/docker, under min_free 2 GiB"
+        );
+    }
+
+    #[test]
+    fn a_pull_larger_than_the_free_space_is_deferred_and_leaves_nothing() {
+        let gate = disk(5 * GIB, GIB, MIB, "/d");
+        let Gate::Deferred(d) = gate else {
+            panic!("{gate:?}")
+        };
+        assert_eq!(
+            d.describe(),
+            "pulling 5 GiB would leave 0 B free on /d, under min_free 1 MiB"
+        );
+    }
+
+    #[test]
+    fn min_free_zero_is_no_guard() {
+        assert_eq!(disk(5 * GIB, GIB, 0, "/d"), Gate::Allowed);
+    }
+
+    #[test]
+    fn the_estimate_counts_download_and_unpacked_layers() {
+        assert_eq!(pull_estimate(100 * MIB), 300 * MIB);
+        assert_eq!(pull_estimate(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1 KiB");
+        assert_eq!(bytes(812 * MIB), "812 MiB");
+        assert_eq!(bytes(1536 * MIB), "1.5 GiB");
+        assert_eq!(bytes(2 * GIB), "2 GiB");
     }
 }

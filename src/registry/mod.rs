@@ -163,4 +163,24 @@ impl<E: Engine> TagSource for Sources<'_, E> {
             self.ecr.forget(registry);
         }
     }
+
+    async fn pull_size(&self, repo: &ImageRepo, digest: &str) -> Result<Option<u64>, SourceError> {
+        let creds = match repo.source {
+            Source::Local => return Ok(None),
+            Source::Oci => None,
+            // ECR's registry speaks the same distribution API, with its pull token.
+            Source::Ecr => Some(
+                self.ecr
+                    .credentials(registry_of(repo)?)
+                    .await
+                    .map_err(RegistryError::from)?,
+            ),
+        };
+        let size = self
+            .oci
+            .pull_size(repo, registry_of(repo)?, digest, creds.as_ref())
+            .await
+            .map_err(RegistryError::from)?;
+        Ok(Some(size))
+    }
 }

@@ -88,6 +88,20 @@ pub enum OciError {
         repository: String,
         url: String,
     },
+    #[error("registry {registry} answered {what} with something that is not an image manifest")]
+    BadManifest {
+        registry: String,
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the image index {repository}@{digest} in {registry} has no manifest for {platform}")]
+    NoPlatform {
+        registry: String,
+        repository: String,
+        digest: String,
+        platform: String,
+    },
     #[error(
         "registry {registry} gave {digest:?} as the digest of {repository}:{tag}, which is not sha256:<64 hex digits>"
     )]
@@ -206,15 +220,17 @@ impl OciRegistry {
         Ok(self.config.credentials(registry))
     }
 
-    /// Sends a request, answering an authentication challenge once.
+    /// Sends a request, answering an authentication challenge once, with `creds` when
+    /// given (ECR's pull token) and else the user's Docker credentials.
     async fn send(
         &self,
         repo: &ImageRepo,
         registry: &str,
-        method: Method,
-        url: &str,
+        creds: Option<&Credentials>,
+        request: (Method, &str),
         what: &str,
     ) -> Result<reqwest::Response, OciError> {
+        let (method, url) = request;
         let key = (registry.to_owned(), repo.repository.clone());
         for attempt in 0..2 {
             let mut request = self
@@ -240,7 +256,7 @@ impl OciRegistry {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_owned();
-                    let auth = self.answer(repo, registry, &challenge).await?;
+                    let auth = self.answer(repo, registry, creds, &challenge).await?;
                     self.auth
                         .lock()
                         .expect("auth cache")
@@ -323,9 +339,10 @@ impl OciRegistry {
         &self,
         repo: &ImageRepo,
         registry: &str,
+        given: Option<&Credentials>,
         challenge: &str,
     ) -> Result<Auth, OciError> {
-        let creds = self.config.credentials(registry);
+        let creds = given.cloned().or_else(|| self.config.credentials(registry));
         let denied = || OciError::Denied {
             registry: registry.to_owned(),
             repository: repo.repository.clone(),
@@ -417,7 +434,9 @@ impl OciRegistry {
                 });
             }
             let what = format!("the tag list of {}", repo.repository);
-            let response = self.send(repo, registry, Method::GET, &url, &what).await?;
+            let response = self
+                .send(repo, registry, None, (Method::GET, &url), &what)
+                .await?;
             let next = next_link(response.headers());
             let body = self.read(registry, response, MAX_TAG_PAGE, &what).await?;
             let page: TagList =
@@ -478,11 +497,15 @@ impl OciRegistry {
                 })
             }
         };
-        let head = self.send(repo, registry, Method::HEAD, &url, &what).await?;
+        let head = self
+            .send(repo, registry, None, (Method::HEAD, &url), &what)
+            .await?;
         if let Some(d) = header(&head)? {
             return Ok(d);
         }
-        let get = self.send(repo, registry, Method::GET, &url, &what).await?;
+        let get = self
+            .send(repo, registry, None, (Method::GET, &url), &what)
+            .await?;
         if let Some(d) = header(&get)? {
             return Ok(d);
         }
@@ -500,6 +523,114 @@ impl OciRegistry {
             "sha256:{}",
             hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
         ))
+    }
+}
+
+/// What a manifest tells of a pull's size.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Listed {
+    /// An image manifest: its config and layers, compressed, in bytes.
+    Bytes(u64),
+    /// An index: the digest of the platform's manifest, if it lists one.
+    Index(Option<String>),
+}
+
+#[derive(Deserialize)]
+struct ManifestDoc {
+    #[serde(default)]
+    manifests: Option<Vec<IndexEntry>>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
+}
+
+#[derive(Deserialize)]
+struct IndexEntry {
+    digest: String,
+    #[serde(default)]
+    platform: Option<PlatformDoc>,
+}
+
+#[derive(Deserialize)]
+struct PlatformDoc {
+    os: String,
+    architecture: String,
+}
+
+#[derive(Deserialize)]
+struct Descriptor {
+    size: u64,
+}
+
+/// Reads an image manifest or index (OCI or Docker's), choosing `platform` (os,
+/// architecture) in an index.
+pub fn read_manifest(body: &[u8], platform: (&str, &str)) -> Result<Listed, serde_json::Error> {
+    let doc: ManifestDoc = serde_json::from_slice(body)?;
+    if let Some(entries) = doc.manifests {
+        return Ok(Listed::Index(entries.into_iter().find_map(|e| {
+            e.platform
+                .filter(|p| p.os == platform.0 && p.architecture == platform.1)
+                .map(|_| e.digest)
+        })));
+    }
+    let layers = doc.layers.unwrap_or_default();
+    Ok(Listed::Bytes(
+        doc.config
+            .iter()
+            .chain(&layers)
+            .fold(0u64, |sum, d| sum.saturating_add(d.size)),
+    ))
+}
+
+impl OciRegistry {
+    /// The compressed size of pulling `repository@digest` on this host's platform: the
+    /// manifest's config and layers, through an index if the digest names one.
+    pub async fn pull_size(
+        &self,
+        repo: &ImageRepo,
+        registry: &str,
+        digest: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<u64, OciError> {
+        let platform = crate::image::host_platform();
+        let mut current = digest.to_owned();
+        // An index names image manifests; one that names another index is followed once.
+        for _ in 0..3 {
+            let url = format!(
+                "{}/v2/{}/manifests/{current}",
+                Self::base(repo, registry),
+                repo.repository
+            );
+            let what = format!("the manifest of {}@{current}", repo.repository);
+            let response = self
+                .send(repo, registry, creds, (Method::GET, &url), &what)
+                .await?;
+            let body = self.read(registry, response, MAX_MANIFEST, &what).await?;
+            let listed =
+                read_manifest(&body, platform).map_err(|source| OciError::BadManifest {
+                    registry: registry.to_owned(),
+                    what: what.clone(),
+                    source,
+                })?;
+            match listed {
+                Listed::Bytes(n) => return Ok(n),
+                Listed::Index(Some(d)) if crate::image::is_digest(&d) => current = d,
+                Listed::Index(_) => {
+                    return Err(OciError::NoPlatform {
+                        registry: registry.to_owned(),
+                        repository: repo.repository.clone(),
+                        digest: current,
+                        platform: format!("{}/{}", platform.0, platform.1),
+                    });
+                }
+            }
+        }
+        Err(OciError::Status {
+            registry: registry.to_owned(),
+            what: format!("indexes nested too deep under {}@{digest}", repo.repository),
+            status: 200,
+        })
     }
 }
 
@@ -536,5 +667,33 @@ mod tests {
         );
         assert_eq!(next_link(&h).as_deref(), Some("/v2/a/tags/list?last=x&n=2"));
         assert_eq!(next_link(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn sums_a_manifests_config_and_layers() {
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+            "config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":1000,"digest":"sha256:aa"},
+            "layers":[{"size":2000000,"digest":"sha256:bb"},{"size":3000,"digest":"sha256:cc"}]}"#;
+        assert_eq!(
+            read_manifest(body, ("linux", "amd64")).unwrap(),
+            Listed::Bytes(2_004_000)
+        );
+    }
+
+    #[test]
+    fn picks_the_platform_of_an_index() {
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+            {"digest":"sha256:arm","size":500,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
+            {"digest":"sha256:att","size":500,"platform":{"os":"unknown","architecture":"unknown"}},
+            {"digest":"sha256:amd","size":500,"platform":{"os":"linux","architecture":"amd64"}}]}"#;
+        assert_eq!(
+            read_manifest(body, ("linux", "amd64")).unwrap(),
+            Listed::Index(Some("sha256:amd".into()))
+        );
+        assert_eq!(
+            read_manifest(body, ("linux", "riscv64")).unwrap(),
+            Listed::Index(None)
+        );
+        assert!(read_manifest(b"[1,2]", ("linux", "amd64")).is_err());
     }
 }

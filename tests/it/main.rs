@@ -9,6 +9,7 @@ mod agent;
 mod agent_edges;
 mod apply;
 mod components;
+mod disk;
 mod ecr;
 mod floor;
 mod hostile;

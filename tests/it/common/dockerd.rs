@@ -2,7 +2,9 @@
 //! with its own data root, exec root, socket and network namespace (entered with
 //! `nsenter`, which keeps the host's cgroup mounts), so killing it never touches the
 //! machine's engine. Its containers live in that namespace's loopback: berth runs there
-//! too ([`PrivateEngine::berth`]), as it would on the partner's host.
+//! too ([`PrivateEngine::berth`]), as it would on the partner's host. Its data root may be
+//! a small tmpfs ([`PrivateEngine::with_data_root_of`]), for the disk guard, and a registry
+//! may serve inside its namespace ([`PrivateEngine::serve_registry`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,6 +22,16 @@ pub struct PrivateEngine {
 impl PrivateEngine {
     /// Starts the engine and waits until it answers.
     pub fn start(tag: &str) -> PrivateEngine {
+        Self::start_with(tag, None)
+    }
+
+    /// Starts the engine on a data root of its own: a tmpfs of `mib` MiB, mounted here and
+    /// unmounted when dropped, so a test can fill it or measure it.
+    pub fn with_data_root_of(tag: &str, mib: u32) -> PrivateEngine {
+        Self::start_with(tag, Some(mib))
+    }
+
+    fn start_with(tag: &str, data_root_mib: Option<u32>) -> PrivateEngine {
         assert!(
             Path::new("/usr/sbin/dockerd").exists() && Path::new("/usr/sbin/ip").exists(),
             "a private engine needs dockerd and iproute2 (script/test installs them)"
@@ -34,8 +46,84 @@ impl PrivateEngine {
             dockerd: std::sync::Mutex::new(None),
         };
         std::fs::write(engine.dir.path().join("daemon.json"), "{}").unwrap();
+        if let Some(mib) = data_root_mib {
+            std::fs::create_dir(engine.data_root()).unwrap();
+            run(Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0711")])
+                .arg("berth-test-data-root")
+                .arg(engine.data_root()))
+            .assert_exit(0);
+        }
         engine.up();
         engine
+    }
+
+    /// Where the engine keeps images and containers.
+    pub fn data_root(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    /// Bytes free on the data root, as an unprivileged writer may use them.
+    pub fn free_bytes(&self) -> u64 {
+        let stat = rustix::fs::statvfs(self.data_root()).expect("statvfs of the data root");
+        stat.f_bavail * stat.f_frsize
+    }
+
+    /// GET `path` on port `port` of the namespace's loopback, from inside it: the status
+    /// and body, or None when nothing answers.
+    pub fn get(&self, port: u16, path: &str) -> Option<(u16, String)> {
+        let script = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET {path} HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
+        );
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.ns))
+            .args(["bash", "-c", &script])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        Some((status, body.to_owned()))
+    }
+
+    /// Debian's `docker-registry` inside the namespace, serving what another registry
+    /// stored in `storage` (pushed from the machine's engine, which cannot reach here).
+    pub fn serve_registry(&self, storage: &Path) -> NsRegistry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = super::free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.ns))
+            .arg("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry starts");
+        let registry = NsRegistry {
+            child,
+            port,
+            _dir: dir,
+        };
+        let end = Instant::now() + Duration::from_secs(15);
+        while self.get(port, "/v2/").is_none_or(|(s, _)| s != 200) {
+            assert!(
+                Instant::now() < end,
+                "docker-registry did not come up in the namespace on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -179,4 +267,25 @@ fn alive(pid: &str) -> bool {
                 .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z"))
         })
         .unwrap_or(false)
+}
+
+/// A registry serving inside a private engine's namespace; stopped when dropped.
+pub struct NsRegistry {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl NsRegistry {
+    /// `127.0.0.1:port`, as berth and the engine in the namespace reach it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NsRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -123,6 +123,11 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Where it stores what was pushed, for a second registry to serve elsewhere.
+    pub fn storage(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// Pushes a local image under `repo:tag` and forgets the pushed name locally, so that
     /// berth has to pull it.
     pub fn push(&self, local: &str, repo: &str, tag: &str) {
