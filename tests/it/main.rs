@@ -12,6 +12,7 @@ mod components;
 mod ecr;
 mod floor;
 mod hostile;
+mod package;
 mod policy;
 mod registry;
 mod secrets;
