@@ -291,8 +291,8 @@ fn deb_installs_into_a_fresh_debian_root() {
         fs::read_to_string(root().join("man/berth-agent.1")).unwrap()
     );
 
-    // The engine arrives; configuring the package again puts berth in its group.
-    host.sh("groupadd --system docker && dpkg -i /pkg/berth.deb")
+    // The engine arrives; reconfiguring the package puts berth in its group (docs/operations.md).
+    host.sh("groupadd --system docker && dpkg-reconfigure berth")
         .assert_exit(0);
     let groups = host.sh("id -nG berth").stdout().trim().to_owned();
     assert_eq!(groups, "berth docker");
