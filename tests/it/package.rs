@@ -200,6 +200,17 @@ fn deb_holds_the_static_binary_units_config_docs_and_completions() {
         "/etc/berth/agent.yaml\n/etc/berth/policy.yaml\n"
     );
 
+    // Debian's own checks, overrides (packaging/lintian-overrides) aside.
+    let lintian = run(Command::new("lintian")
+        .args(["--fail-on", "error,warning"])
+        .arg(&deb));
+    assert_eq!(
+        lintian.code(),
+        Some(0),
+        "lintian finds problems (script/test installs it):\n{}",
+        lintian.text()
+    );
+
     // The packaged binary is exactly the static one.
     let packaged = Command::new("sh")
         .arg("-c")
