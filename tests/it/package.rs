@@ -340,12 +340,12 @@ fn deb_installs_into_a_fresh_debian_root() {
 fn image_validates_a_mounted_repo() {
     let image = image();
     let manifests = root().join("manifests");
-    let valid = docker_run(&image, &manifests, &["validate", "/m"]);
+    let valid = docker_run(&image, &manifests, &[], &["validate", "/m"]);
     valid.assert_exit(0);
     assert_eq!(valid.stdout(), "/m: valid (0 warning(s))\n");
 
     let fixture = root().join("tests/fixtures/invalid/bad-port");
-    let invalid = docker_run(&image, &fixture, &["validate", "/m"]);
+    let invalid = docker_run(&image, &fixture, &[], &["validate", "/m"]);
     invalid.assert_exit(1);
     assert!(
         invalid
@@ -353,6 +353,19 @@ fn image_validates_a_mounted_repo() {
             .starts_with(&first_expected_error("bad-port")),
         "{}",
         invalid.text()
+    );
+    // As examples/ci/github-actions.yml runs it: as the runner's user, in the checkout.
+    let annotated = docker_run(
+        &image,
+        &fixture,
+        &["--user", "65534:65534", "-w", "/m"],
+        &["validate", "--format", "github"],
+    );
+    annotated.assert_exit(1);
+    assert_eq!(
+        annotated.stdout(),
+        "::error file=scripts/counts.yaml,line=10,col=11::invalid port `127.0.0.1:9000:90000`: \
+         ports are numbers from 1 to 65535\n"
     );
 
     // FROM scratch: one layer, holding the binary, the CA bundle and /tmp, nothing else.
@@ -399,11 +412,12 @@ fn image_validates_a_mounted_repo() {
     );
 }
 
-/// `docker run --rm -v <repo>:/m:ro <image> <args>`, as a manifest repo's CI runs it.
-fn docker_run(image: &str, repo: &Path, args: &[&str]) -> Run {
+/// `docker run --rm -v <repo>:/m:ro <options> <image> <args>`, as a manifest repo's CI runs it.
+fn docker_run(image: &str, repo: &Path, options: &[&str], args: &[&str]) -> Run {
     run(Command::new("docker")
         .args(["run", "--rm", "-v"])
         .arg(format!("{}:/m:ro", repo.display()))
+        .args(options)
         .arg(image)
         .args(args))
 }
