@@ -368,6 +368,29 @@ fn image_validates_a_mounted_repo() {
          ports are numbers from 1 to 65535\n"
     );
 
+    // Names resolve in an image without NSS modules (glibc linked statically): a registry
+    // at `localhost` is looked up in the engine's /etc/hosts and refuses the connection.
+    let repo = tempfile::tempdir().unwrap();
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(root().join("tests/fixtures/minimal/."))
+        .arg(repo.path()))
+    .assert_exit(0);
+    let script = repo.path().join("scripts/counts.yaml");
+    let text = fs::read_to_string(&script).unwrap();
+    fs::write(
+        &script,
+        text.replace("registry: 127.0.0.1:5000", "registry: localhost:1"),
+    )
+    .unwrap();
+    let lookup = docker_run(&image, repo.path(), &[], &["lock", "/m", "--check"]);
+    lookup.assert_exit(3);
+    assert!(
+        lookup.stderr().contains("localhost:1") && lookup.stderr().contains("Connection refused"),
+        "{}",
+        lookup.text()
+    );
+
     // FROM scratch: one layer, holding the binary, the CA bundle and /tmp, nothing else.
     let layers = docker(&[
         "image",
