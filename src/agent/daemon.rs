@@ -85,6 +85,10 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> Exit {
 
     let mut passes = 0u64;
     loop {
+        // A SIGTERM that arrived while a manifest change settled starts no pass.
+        if stopping.load(Ordering::SeqCst) {
+            return Exit::Ok;
+        }
         passes += 1;
         let end = pass::run(config, &stopping).await;
         own_until.store(unix_nanos(), Ordering::SeqCst);
