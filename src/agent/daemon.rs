@@ -3,7 +3,9 @@
 //! busy service to ask again), within a second of a change to a local manifest directory,
 //! and when a managed container stops (drift); `/status` and `/metrics` on the configured
 //! loopback address; SIGTERM finishes the step in flight, then exits. Why a pass was woken
-//! is logged, never handed to the pass: every pass does the same whole job.
+//! is logged, never handed to the pass: every pass does the same whole job. Each pass runs
+//! in a child process ([`super::pass`]); the daemon itself keeps only this loop, the
+//! watches and the server, so its idle footprint is theirs alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -13,10 +15,9 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::config::AgentConfig;
-use super::run_once;
+use super::pass::{self, NextWake};
 use crate::engine::{ContainerEvent, DockerEngine, Engine, Found};
 use crate::exit::Exit;
-use crate::probe::Http;
 
 /// Why the daemon wakes before its interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,7 @@ const SETTLE: Duration = Duration::from_millis(150);
 
 /// How long to sleep: the jittered interval, or less when the pass asked to be woken
 /// earlier (never less than a second, so a clock at the edge does not spin).
-fn until_next(interval: Duration, wake: Option<crate::reconcile::Wake>) -> Duration {
+fn until_next(interval: Duration, wake: Option<&NextWake>) -> Duration {
     let Some(wake) = wake else {
         return interval;
     };
@@ -39,7 +40,7 @@ fn until_next(interval: Duration, wake: Option<crate::reconcile::Wake>) -> Durat
     let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
     let wait = left.max(Duration::from_secs(1));
     if wait < interval {
-        tracing::info!(why = wake.why, at = %wake.at, "next pass before the interval");
+        tracing::info!(why = %wake.why, at = %wake.at, "next pass before the interval");
         wait
     } else {
         interval
@@ -82,13 +83,20 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> Exit {
         }
     }
 
-    let http = Http::default();
     let mut passes = 0u64;
     loop {
+        // A SIGTERM that arrived while a manifest change settled starts no pass.
+        if stopping.load(Ordering::SeqCst) {
+            return Exit::Ok;
+        }
         passes += 1;
-        let end = run_once(config, &engine, &http, &stopping).await;
+        let end = pass::run(config, &stopping).await;
         own_until.store(unix_nanos(), Ordering::SeqCst);
-        tracing::info!(exit = end.exit.code(), "pass finished");
+        tracing::info!(
+            exit = end.exit.code(),
+            peak_kib = end.peak_kib,
+            "pass finished"
+        );
         if stopping.load(Ordering::SeqCst) {
             tracing::info!("stopping after the pass in flight");
             return Exit::Ok;
@@ -114,7 +122,7 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> Exit {
             tokio::time::sleep(SETTLE).await;
             continue;
         }
-        let wait = until_next(jittered(config.interval, passes), end.wake);
+        let wait = until_next(jittered(config.interval, passes), end.wake.as_ref());
         let woke = tokio::select! {
             () = tokio::time::sleep(wait) => None,
             w = rx.recv() => Some(w.unwrap_or(Wake::Stop)),

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod daemon;
 pub mod fetch;
+pub mod pass;
 pub mod serve;
 pub mod status;
 

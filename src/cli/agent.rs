@@ -32,6 +32,28 @@ pub fn run(config_path: &Path, once: bool) -> Exit {
     })
 }
 
+/// The daemon's pass child (`berth agent-pass`, see [`crate::agent::pass`]): one pass as
+/// `--once` runs it, answered on stdout.
+pub fn pass(config_path: &Path) -> Exit {
+    let config = match config::load(config_path) {
+        Ok(c) => c,
+        Err(diags) => {
+            eprint!("{}", diags.render_text(Path::new("")));
+            return Exit::Wrong;
+        }
+    };
+    host::runtime().block_on(async {
+        let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        agent::pass::prepare(std::sync::Arc::clone(&stopping));
+        let engine = match DockerEngine::connect().await {
+            Ok(e) => e,
+            Err(e) => return cannot_run(&e),
+        };
+        let end = agent::run_once(&config, &engine, &Http::default(), &stopping).await;
+        agent::pass::answer(&end)
+    })
+}
+
 pub fn status(state_dir: &Path, format: StatusFormat) -> Exit {
     let status = match Status::read(state_dir) {
         Ok(Some(s)) => s,

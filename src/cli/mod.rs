@@ -198,8 +198,32 @@ struct FetchCli {
     now: jiff::Timestamp,
 }
 
+/// The daemon's pass child (`berth agent-pass`, see [`crate::agent::pass`]), kept out of
+/// the help, the man pages and the completions like `agent-fetch`.
+#[derive(Parser)]
+#[command(name = "berth agent-pass")]
+struct PassCli {
+    #[arg(long)]
+    config: PathBuf,
+}
+
 /// Parses the arguments, runs the command and returns the process exit code.
 pub fn main() -> Exit {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == crate::agent::pass::COMMAND)
+    {
+        return match PassCli::try_parse_from(std::env::args_os().skip(1)) {
+            Ok(args) => {
+                init_logging(tracing::Level::INFO);
+                agent::pass(&args.config)
+            }
+            Err(e) => {
+                let _ = e.print();
+                Exit::CannotRun
+            }
+        };
+    }
     if std::env::args_os()
         .nth(1)
         .is_some_and(|a| a == crate::agent::fetch::COMMAND)

@@ -721,3 +721,141 @@ fn the_agents_own_changes_are_not_drift_but_a_docker_stop_is() {
     }
     assert_eq!(daemon.terminate(Duration::from_secs(20)), Some(0));
 }
+
+/// How many `berth agent-pass` children run for `config`.
+fn pass_children(config: &Path) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| {
+            let c = String::from_utf8_lossy(c);
+            c.contains("agent-pass") && c.contains(&*config.to_string_lossy())
+        })
+        .count()
+}
+
+/// The pid of the one `berth agent-pass` child for `config`.
+fn pass_child(config: &Path) -> Option<u32> {
+    std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+        let c = std::fs::read(e.path().join("cmdline")).ok()?;
+        let c = String::from_utf8_lossy(&c);
+        (c.contains("agent-pass") && c.contains(&*config.to_string_lossy()))
+            .then(|| e.file_name().to_str()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The host's service at `range`, whose PID 1 ignores SIGTERM for its 3 s stop timeout, so
+/// a replace stays in flight long enough to interfere with.
+fn slow_to_stop(host: &Host, range: &str) {
+    host.write(&Setup {
+        versions: Some(range.into()),
+        ..Setup::default()
+    });
+    let script = host.repo().join("scripts/svc.yaml");
+    let text = std::fs::read_to_string(&script).unwrap();
+    std::fs::write(
+        &script,
+        text.replace(
+            "  stop_timeout: 5s\n",
+            "  stop_timeout: 3s\n  init: false\n",
+        ),
+    )
+    .unwrap();
+}
+
+/// A daemon over a plain directory that has converged at 1.0.0 and is replacing it with
+/// 1.1.0: the replace's old container is renamed aside when this returns.
+fn daemon_in_a_replace(tag: &str) -> (Host, PathBuf, Daemon, u16) {
+    let host = Host::new(tag);
+    slow_to_stop(&host, "=1.0.0");
+    let listen = free_port();
+    let config = plain_config(&host, listen);
+    let daemon = Daemon::spawn(&host, &config, &[]);
+    until("the first pass", Duration::from_secs(20), || {
+        daemon.count("pass finished") == 1
+    });
+    assert!(host.running() && host.version_label() == "1.0.0");
+    slow_to_stop(&host, "^1");
+    let old = format!("{}.old", host.name());
+    until("the replace under way", Duration::from_secs(20), || {
+        !inspect(&old, "{{.Id}}").is_empty()
+    });
+    (host, config, daemon, listen)
+}
+
+/// Each pass runs in a child of the daemon. One that dies in the middle of a replace is a
+/// failed pass (exit 3, counted), the daemon lives on, and its next pass recovers the
+/// interrupted replace from the journal.
+#[test]
+fn a_pass_child_that_dies_fails_the_pass_and_the_next_recovers() {
+    let (host, config, mut daemon, listen) = daemon_in_a_replace("passkill");
+    let child = pass_child(&config).expect("the pass runs in a child");
+    run(Command::new("kill").args(["-KILL", &child.to_string()]));
+    until("the lost pass reported", Duration::from_secs(5), || {
+        daemon.count("pass finished") == 2
+    });
+    let log = daemon.log();
+    assert!(
+        log.contains("the pass ended without an answer (signal: 9 (SIGKILL))"),
+        "{log}"
+    );
+    let (_, body) = wait_for(listen, "/status", Duration::from_secs(2)).expect("/status answers");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["last_pass"]["exit"], 3, "{body}");
+    assert_eq!(status["counters"]["passes"], 2, "{body}");
+    assert_eq!(status["counters"]["failures"], 1, "{body}");
+    assert_eq!(
+        host.containers().len(),
+        2,
+        "the replace was cut short: {:?}",
+        host.containers()
+    );
+
+    // A manifest change wakes the daemon; its pass finishes the job.
+    slow_to_stop(&host, "^1");
+    until("the next pass", Duration::from_secs(30), || {
+        daemon.count("pass finished") == 3
+    });
+    assert_eq!(host.containers(), vec![host.name()], "{}", daemon.log());
+    assert!(host.running());
+    assert!(
+        daemon.log().contains("\"exit\":0,\"peak_kib\""),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.terminate(Duration::from_secs(10)), Some(0));
+    assert_eq!(pass_children(&config), 0);
+}
+
+/// A daemon killed outright does not leave its pass running unattended: the child is sent
+/// SIGTERM by the kernel, finishes the step in flight as the daemon would, and exits.
+#[test]
+fn a_pass_child_does_not_outlive_its_daemon() {
+    let (host, config, mut daemon, _) = daemon_in_a_replace("passorphan");
+    assert_eq!(pass_children(&config), 1);
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    until("the pass child gone", Duration::from_secs(30), || {
+        pass_children(&config) == 0
+    });
+    assert_eq!(host.containers(), vec![host.name()], "no half-done replace");
+    assert_eq!(host.version_label(), "1.1.0");
+    assert!(host.running());
+    assert!(
+        !host
+            .state_dir()
+            .join("journal")
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
+        "journal empty"
+    );
+    // Nobody but the kernel signalled the child.
+    let log = daemon.log();
+    assert!(
+        log.contains("asked to stop; finishing the step in flight"),
+        "{log}"
+    );
+}
