@@ -384,6 +384,16 @@ fn rss_and_ticks(pid: u32) -> (u64, u64) {
     (rss, ticks)
 }
 
+/// The binary the agent targets run: the statically linked one the .deb installs, as
+/// partners run it (`script/bench` builds it and names it in `BERTH_AGENT_BIN`), else this
+/// bench's own release build.
+fn agent_binary() -> std::path::PathBuf {
+    std::env::var_os("BERTH_AGENT_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_berth").into(),
+        std::path::PathBuf::from,
+    )
+}
+
 /// The idle agent's memory target: VmRSS, MiB = 1024² bytes.
 const IDLE_MIB: f64 = 8.0;
 
@@ -439,7 +449,7 @@ fn agent(work: &Path, report: &mut String) {
     )
     .unwrap();
     let log = work.join("agent.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let mut daemon = Command::new(agent_binary())
         .args(["agent", "--config"])
         .arg(&config)
         .env("BERTH_LOG", "info")
@@ -533,7 +543,7 @@ fn agent_on_git(work: &Path, report: &mut String) {
     )
     .unwrap();
     let log = work.join("agent-git.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let mut daemon = Command::new(agent_binary())
         .args(["agent", "--config"])
         .arg(&config)
         .env("BERTH_LOG", "info")

@@ -1,4 +1,4 @@
-# Shared helpers for script/test and script/demo. Source it; it defines functions only.
+# Shared helpers for script/test, script/demo, script/package and script/bench. Source it; it defines functions only.
 # Every helper either gets the machine into the state it names or fails with a message
 # that says what to do: nothing is skipped silently.
 
@@ -93,4 +93,18 @@ ensure_moto_server() {
   hash -r
   command -v moto_server >/dev/null 2>&1 ||
     die "moto[server] installed but moto_server is not on PATH ($(python3 -m site --user-base 2>/dev/null)/bin?)"
+}
+
+# build_static: the statically linked release binary the .deb, the image and the static
+# download carry, built in its own target dir (so the normal release build stays valid);
+# prints its path. An explicit --target keeps build scripts and proc-macros dynamic
+# (crt-static applies to the target only); git2's HTTPS transport links Debian's
+# libssl.a/libcrypto.a (libssl-dev).
+build_static() {
+  local triple=x86_64-unknown-linux-gnu target_dir=target/static built
+  OPENSSL_STATIC=1 RUSTFLAGS='-C target-feature=+crt-static' \
+    cargo build --release --locked --quiet --target "$triple" --target-dir "$target_dir" >&2
+  built=$target_dir/$triple/release/berth
+  file -L "$built" | grep -Eq 'static(-pie)? linked' || die "not statically linked: $(file -L "$built")"
+  echo "$built"
 }
