@@ -28,6 +28,17 @@ impl Exit {
         }
     }
 
+    /// The outcome a process's exit code reports, as another berth process's answer
+    /// carries it; a code no command gives counts as could not run.
+    pub fn from_code(code: u8) -> Exit {
+        match code {
+            0 => Exit::Ok,
+            1 => Exit::Wrong,
+            2 => Exit::Pending,
+            _ => Exit::CannotRun,
+        }
+    }
+
     /// The more serious of two outcomes: could not run, then wrong, then pending, then ok.
     pub fn worst(self, other: Exit) -> Exit {
         self.max(other)
@@ -55,6 +66,14 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_reads_back_as_its_outcome_and_an_unknown_one_could_not_run() {
+        for e in [Exit::Ok, Exit::Pending, Exit::Wrong, Exit::CannotRun] {
+            assert_eq!(Exit::from_code(e.code()), e);
+        }
+        assert_eq!(Exit::from_code(101), Exit::CannotRun);
+    }
 
     #[test]
     fn the_worst_outcome_wins_in_any_order() {

@@ -144,19 +144,11 @@ pub async fn run(config: &AgentConfig, engine: DockerEngine) -> Exit {
 }
 
 fn spawn_signals(tx: mpsc::Sender<Wake>, stopping: Arc<AtomicBool>) {
-    use tokio::signal::unix::{SignalKind, signal};
+    let Some(signalled) = super::stop_signal() else {
+        return;
+    };
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        signalled.await;
         tracing::info!("asked to stop");
         stopping.store(true, Ordering::SeqCst);
         let _ = tx.send(Wake::Stop).await;

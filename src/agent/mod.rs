@@ -32,6 +32,27 @@ pub struct PassEnd {
     pub wake: Option<Wake>,
 }
 
+/// SIGTERM or SIGINT (a terminal's Ctrl-C reaches the whole process group), the daemon's
+/// and its pass child's one way to be asked to stop. The handlers are installed here, at
+/// once, so a signal sent before the returned future is first polled still counts; `None`
+/// (logged) when they cannot be.
+fn stop_signal() -> Option<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return None;
+    };
+    Some(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
 /// One pass of the agent: sync the source, validate, converge, record the status.
 pub async fn run_once(
     config: &AgentConfig,
@@ -53,12 +74,7 @@ pub async fn run_once(
             };
         }
     };
-    let mut status = Status::read(&config.state_dir)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    status.partner = config.partner.clone();
-    status.counters.passes += 1;
+    let mut status = Status::for_pass(&config.state_dir, &config.partner);
     let fx = Effects {
         engine,
         sources: &Sources::new(Some(engine)),

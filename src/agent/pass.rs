@@ -66,7 +66,7 @@ pub async fn run(config: &AgentConfig, stopping: &AtomicBool) -> Ended {
     let at = jiff::Timestamp::now();
     match spawn_and_wait(config, stopping).await {
         Ok(answer) => Ended {
-            exit: exit_of(answer.exit),
+            exit: Exit::from_code(answer.exit),
             wake: answer.wake.and_then(|(at, why)| {
                 Some(NextWake {
                     at: at.parse().ok()?,
@@ -127,24 +127,9 @@ async fn spawn_and_wait(config: &AgentConfig, stopping: &AtomicBool) -> Result<A
     }
 }
 
-/// The exit a child answered; a code no pass gives is one that could not run.
-fn exit_of(code: u8) -> Exit {
-    match code {
-        0 => Exit::Ok,
-        1 => Exit::Wrong,
-        2 => Exit::Pending,
-        _ => Exit::CannotRun,
-    }
-}
-
 /// Counts a pass whose child gave no answer as a failed pass in the status.
 fn record_lost(config: &AgentConfig, at: jiff::Timestamp, took: Duration) {
-    let mut status = Status::read(&config.state_dir)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    status.partner = config.partner.clone();
-    status.counters.passes += 1;
+    let mut status = Status::for_pass(&config.state_dir, &config.partner);
     status.counters.failures += 1;
     status.last_pass = Some(LastPass {
         at: at.to_string(),
@@ -165,19 +150,11 @@ pub fn prepare(stopping: std::sync::Arc<AtomicBool>) {
     {
         tracing::warn!(error = %e, "cannot ask to be stopped with the agent");
     }
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
+    let Some(signalled) = super::stop_signal() else {
         return;
     };
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        signalled.await;
         tracing::info!("asked to stop; finishing the step in flight");
         stopping.store(true, Ordering::SeqCst);
     });

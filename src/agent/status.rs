@@ -73,6 +73,15 @@ impl Status {
         }
     }
 
+    /// The status a new pass starts from: the last one's (its counters persist across
+    /// cron runs and pass children; an unreadable one starts afresh), one more pass counted.
+    pub fn for_pass(state_dir: &Path, partner: &str) -> Status {
+        let mut status = Status::read(state_dir).ok().flatten().unwrap_or_default();
+        status.partner = partner.to_owned();
+        status.counters.passes += 1;
+        status
+    }
+
     pub fn write(&self, state_dir: &Path) -> std::io::Result<()> {
         crate::durable::write(
             &state_dir.join(FILE),

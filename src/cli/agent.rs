@@ -8,13 +8,18 @@ use crate::engine::DockerEngine;
 use crate::exit::Exit;
 use crate::probe::Http;
 
+/// agent.yaml, or its findings rendered and exit 1.
+fn load(config_path: &Path) -> Result<config::AgentConfig, Exit> {
+    config::load(config_path).map_err(|diags| {
+        eprint!("{}", diags.render_text(Path::new("")));
+        Exit::Wrong
+    })
+}
+
 pub fn run(config_path: &Path, once: bool) -> Exit {
-    let config = match config::load(config_path) {
+    let config = match load(config_path) {
         Ok(c) => c,
-        Err(diags) => {
-            eprint!("{}", diags.render_text(Path::new("")));
-            return Exit::Wrong;
-        }
+        Err(exit) => return exit,
     };
     host::runtime().block_on(async {
         let engine = match DockerEngine::connect().await {
@@ -35,12 +40,9 @@ pub fn run(config_path: &Path, once: bool) -> Exit {
 /// The daemon's pass child (`berth agent-pass`, see [`crate::agent::pass`]): one pass as
 /// `--once` runs it, answered on stdout.
 pub fn pass(config_path: &Path) -> Exit {
-    let config = match config::load(config_path) {
+    let config = match load(config_path) {
         Ok(c) => c,
-        Err(diags) => {
-            eprint!("{}", diags.render_text(Path::new("")));
-            return Exit::Wrong;
-        }
+        Err(exit) => return exit,
     };
     host::runtime().block_on(async {
         let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
