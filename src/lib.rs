@@ -36,6 +36,7 @@ pub mod state;
 // Acting: the executor and the pass that drives everything.
 pub mod execute;
 pub mod reconcile;
+pub mod report;
 pub mod volumes;
 
 // Edges: the agent and the command line.
