@@ -18,8 +18,8 @@ const IO: &[&str] = &[
     "http",
     "probe",
     "reconcile",
-    "report",
     "registry",
+    "report",
     "source",
     "state",
 ];
@@ -144,7 +144,7 @@ fn broken(graph: &Graph) -> Vec<String> {
             "registry",
             "execute",
             "reconcile",
-    "report",
+            "report",
         ],
         "the engine speaks container specs only",
         &mut out,

@@ -17,6 +17,7 @@ use crate::exit::{Exit, chain};
 use crate::probe::Http;
 use crate::reconcile::{self, Effects, Target, Wake};
 use crate::registry::Sources;
+use crate::report::{self, Head, Record, WindowRecord};
 use crate::secret::{Keyring, SecretsDir};
 use crate::source::{self, HeldBack};
 use crate::state::StateDir;
@@ -75,13 +76,15 @@ pub async fn run_once(
         }
     };
     let mut status = Status::for_pass(&config.state_dir, &config.partner);
+    let previous = report::read_local(&config.state_dir);
+    let mut converged = None;
     let fx = Effects {
         engine,
         sources: &Sources::new(Some(engine)),
         probe: http,
         clock: &clock,
     };
-    let end = pass_once(config, &fx, &state, &mut status, stopping).await;
+    let end = pass_once(config, &fx, &state, &mut status, &mut converged, stopping).await;
     let code = end.exit;
     if code != Exit::Ok {
         status.counters.failures += 1;
@@ -96,6 +99,30 @@ pub async fn run_once(
     if let Err(e) = status.write(&config.state_dir) {
         tracing::error!(error = %e, "cannot write the status");
     }
+    let mut head = Head {
+        partner: config.partner.clone(),
+        revision: status.revision.clone(),
+        source: status.source.clone(),
+        exit: code.code(),
+        interval_secs: config.interval.as_secs(),
+        at: clock.now(),
+        window: previous
+            .as_ref()
+            .map(|p| p.window.clone())
+            .unwrap_or_default(),
+    };
+    // A pass that made no plan (no manifests, an invalid policy) changed nothing: its
+    // record carries the last one's scripts.
+    let record = match converged {
+        Some((report, window)) => {
+            head.window = window;
+            Record::build(head, &report.plan, &report.reports, previous.as_ref())
+        }
+        None => Record::carried(head, previous.as_ref()),
+    };
+    if let Err(e) = report::write_local(&config.state_dir, &record) {
+        tracing::error!(error = %e, "cannot write the status record");
+    }
     end
 }
 
@@ -104,6 +131,7 @@ async fn pass_once(
     fx: &Effects<'_, DockerEngine, Sources<'_, DockerEngine>, Http, SystemClock>,
     state: &StateDir,
     status: &mut Status,
+    converged: &mut Option<(reconcile::PassReport, WindowRecord)>,
     stopping: &AtomicBool,
 ) -> PassEnd {
     let ended = |exit| PassEnd { exit, wake: None };
@@ -205,18 +233,31 @@ async fn pass_once(
     status.record(&report.plan, &report.reports);
     let schedule = &report.plan.policy.schedule;
     let now = fx.clock.now();
-    status.next_window = match schedule.state(now) {
-        WindowState::Open { closes } => Some(format!("open until {closes}")),
-        _ => schedule.next_open(now).map(|t| t.to_string()),
+    let window = match schedule.state(now) {
+        WindowState::Open { closes } => WindowRecord {
+            closes: Some(closes),
+            opens: None,
+        },
+        _ => WindowRecord {
+            closes: None,
+            opens: schedule.next_open(now),
+        },
     };
+    status.next_window = match window {
+        WindowRecord {
+            closes: Some(closes),
+            ..
+        } => Some(format!("open until {closes}")),
+        WindowRecord { opens, .. } => opens.map(|t| t.to_string()),
+    };
+
     // Staying behind the head is itself an outcome, unless the pass has a worse one.
     let exit = match (&checkout.held_back, report.exit()) {
         (Some(HeldBack::Refused(_)), Exit::Ok) => Exit::Wrong,
         (Some(HeldBack::Unreachable(_)), Exit::Ok) => Exit::CannotRun,
         (_, code) => code,
     };
-    PassEnd {
-        exit,
-        wake: report.next_wake(now),
-    }
+    let wake = report.next_wake(now);
+    *converged = Some((report, window));
+    PassEnd { exit, wake }
 }

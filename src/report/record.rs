@@ -40,7 +40,7 @@ pub struct Record {
 }
 
 /// The partner's update window as the pass saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowRecord {
     /// When the window that is open now closes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,16 +240,30 @@ impl Record {
         }
     }
 
+    /// The record of a pass that made no plan and so changed nothing: the scripts of the
+    /// last record, if any, under the new head.
+    pub fn carried(head: Head, previous: Option<&Record>) -> Record {
+        Record {
+            schema: SCHEMA,
+            partner: head.partner,
+            berth: berth_version(),
+            revision: head.revision,
+            source: head.source,
+            exit: head.exit,
+            interval_secs: head.interval_secs,
+            at: head.at,
+            window: head.window,
+            scripts: previous.map(|p| p.scripts.clone()).unwrap_or_default(),
+        }
+    }
+
     /// Whether two records tell the same outcome: the same record but for its times (the
     /// pass's own, and the window's, which move on by themselves).
     pub fn same_outcome(&self, other: &Record) -> bool {
         let untimed = |r: &Record| {
             let mut r = r.clone();
             r.at = Timestamp::UNIX_EPOCH;
-            r.window = WindowRecord {
-                closes: None,
-                opens: None,
-            };
+            r.window = WindowRecord::default();
             for s in &mut r.scripts {
                 s.since = Timestamp::UNIX_EPOCH;
             }
@@ -274,7 +288,11 @@ mod tests {
             State::Refused,
         ] {
             let text = serde_json::to_string(&state).unwrap();
-            assert_eq!(serde_json::from_str::<State>(&text).unwrap(), state, "{text}");
+            assert_eq!(
+                serde_json::from_str::<State>(&text).unwrap(),
+                state,
+                "{text}"
+            );
         }
         assert_eq!(
             serde_json::to_string(&State::Deferred("busy".into())).unwrap(),
