@@ -2,7 +2,7 @@
 //! loopback: one signed `updated` per update and nothing for a pass that changes nothing;
 //! `rolled-back` then `held` once; a Slack-shaped body; retries past 500s; an event kept
 //! while the receiver is down and delivered once when it is back; `--once` bounded when
-//! the receiver hangs.
+//! the receiver hangs; `deferred-long` once; the daemon's pass child posting as `--once` does.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -467,4 +467,90 @@ fn agent_once_waits_at_most_10s_for_a_receiver_that_hangs() {
     assert_eq!(host.version_label(), "1.1.0");
     let pending = outbox(&host)["pending"].clone();
     assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending:#}");
+}
+
+/// Waits until `done`, failing with `what` past `limit`.
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < end, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_daemons_pass_child_posts_too() {
+    let receiver = Receiver::start();
+    let host = Host::new("notify-daemon");
+    host.write(&versions("=1.0.0"));
+    let config = config(&host, &json_hook(&receiver));
+    let mut daemon = Berth::new("agent")
+        .arg("--config")
+        .arg(&config)
+        .env(SECRET_ENV, SECRET)
+        .spawn();
+    wait_until(Duration::from_secs(30), "the first version runs", || {
+        host.running() && host.state_dir().join("record.json").exists()
+    });
+    host.write(&versions("^1"));
+    wait_until(
+        Duration::from_secs(30),
+        "the daemon posts the update",
+        || !receiver.requests().is_empty(),
+    );
+    run(std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]));
+    let mut status = None;
+    wait_until(
+        Duration::from_secs(30),
+        "the daemon stops on SIGTERM",
+        || {
+            status = daemon.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    let requests = receiver.requests();
+    assert_eq!(events(&requests), ["updated"], "{requests:?}");
+    assert_eq!(requests[0].json()["to"]["version"], "1.1.0");
+    assert_eq!(
+        requests[0].header("x-berth-signature"),
+        Some(signature(&requests[0].body).as_str())
+    );
+}
+
+#[test]
+fn a_long_deferral_is_posted_once() {
+    let receiver = Receiver::start();
+    let host = Host::new("notify-deferred");
+    // An hour-long window twelve hours away: nothing may start now.
+    let hour = (jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .hour()
+        + 12)
+        % 24;
+    host.write(&Setup {
+        windows: Some(format!(
+            "  - days: [mon, tue, wed, thu, fri, sat, sun]\n    start: \"{hour:02}:00\"\n    end: \"{:02}:00\"\n",
+            hour + 1
+        )),
+        ..versions("=1.0.0")
+    });
+    let config = host.agent_config(
+        &format!("  url: {}\n", host.repo().display()),
+        &format!("deferred_long: 2s\nnotify:\n{}", json_hook(&receiver)),
+    );
+    agent_once(&config).assert_exit(0);
+    assert_eq!(record(&host)["scripts"][0]["state"], "deferred(window)");
+    agent_once(&config).assert_exit(0);
+    std::thread::sleep(Duration::from_secs(2));
+    agent_once(&config).assert_exit(0);
+    agent_once(&config).assert_exit(0);
+    let requests = receiver.requests();
+    assert_eq!(events(&requests), ["deferred-long"], "{requests:?}");
+    let body = requests[0].json();
+    assert_eq!(body["state"], "deferred(window)");
+    assert_eq!(body["from"], serde_json::Value::Null, "nothing runs yet");
+    assert_eq!(body["to"]["version"], "1.0.0");
+    assert_eq!(body["since"], record(&host)["scripts"][0]["since"]);
+    assert!(!host.running());
 }
