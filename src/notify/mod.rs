@@ -113,7 +113,7 @@ pub async fn after_pass(
         .map(|hook| (hook, queue(hook, &mut outbox, record)))
         .collect();
     for gone in std::mem::take(&mut outbox.pending) {
-        tracing::info!(url = %gone.url, event = %gone.event.id, "dropping a notification for a hook no longer configured");
+        tracing::info!(url = %shown(&gone.url), event = %gone.event.id, "dropping a notification for a hook no longer configured");
     }
     save(
         &path,
@@ -121,6 +121,9 @@ pub async fn after_pass(
             pending: queues.iter().flat_map(|(_, q)| q.clone()).collect(),
         },
     );
+    if queues.iter().all(|(_, queue)| queue.is_empty()) {
+        return;
+    }
     let deadline = Instant::now() + BOUND;
     let left = futures_util::future::join_all(
         queues
@@ -146,14 +149,14 @@ fn queue(hook: &Hook, outbox: &mut Outbox, record: &Record) -> Vec<Entry> {
     for entry in mine {
         let age = record.at.duration_since(entry.event.at);
         if Duration::try_from(age).is_ok_and(|age| age > MAX_AGE) {
-            tracing::warn!(url = %hook.url, event = %entry.event.id, tries = entry.tries, last_error = entry.last_error.as_deref().unwrap_or(""), "dropping a notification not delivered within 24 h");
+            tracing::warn!(url = %shown(&hook.url), event = %entry.event.id, tries = entry.tries, last_error = entry.last_error.as_deref().unwrap_or(""), "dropping a notification not delivered within 24 h");
         } else {
             kept.push(entry);
         }
     }
     if kept.len() > MAX_QUEUED {
         for entry in kept.drain(..kept.len() - MAX_QUEUED) {
-            tracing::warn!(url = %hook.url, event = %entry.event.id, "dropping a notification: too many are waiting for this hook");
+            tracing::warn!(url = %shown(&hook.url), event = %entry.event.id, "dropping a notification: too many are waiting for this hook");
         }
     }
     kept
@@ -183,12 +186,12 @@ async fn deliver(
         }
         match send(hook, &entry.event, deadline, stopping).await {
             Ok(()) => {
-                tracing::info!(url = %hook.url, event = %entry.event.event, script = %entry.event.script, "notified");
+                tracing::info!(url = %shown(&hook.url), event = %entry.event.event, script = %entry.event.script, "notified");
             }
             Err(e) => {
                 entry.tries += 1;
                 entry.last_error = Some(chain(&e));
-                tracing::warn!(url = %hook.url, error = %chain(&e), tries = entry.tries, "a notification was not delivered; it is kept for the next pass");
+                tracing::warn!(url = %shown(&hook.url), error = %chain(&e), tries = entry.tries, "a notification was not delivered; it is kept for the next pass");
                 left.push(entry);
             }
         }
@@ -219,12 +222,12 @@ async fn send(
         let error = match request.send().await {
             Ok(answer) if answer.status().is_success() => return Ok(()),
             Ok(answer) => SendError::Status {
-                url: hook.url.clone(),
+                url: shown(&hook.url),
                 status: answer.status().as_u16(),
             },
             Err(source) => SendError::Request {
-                url: hook.url.clone(),
-                source,
+                url: shown(&hook.url),
+                source: source.without_url(),
             },
         };
         let wait = jittered(backoff);
@@ -234,9 +237,30 @@ async fn send(
         {
             return Err(error);
         }
-        tracing::debug!(url = %hook.url, error = %chain(&error), "posting again");
+        tracing::debug!(url = %shown(&hook.url), error = %chain(&error), "posting again");
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A hook's URL as logs and errors show it: scheme, host and port only, since a chat
+/// service's webhook URL is itself the credential.
+fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if u.path() == "/" && u.query().is_none() {
+                ""
+            } else {
+                "/…"
+            };
+            format!(
+                "{}://{}{port}{rest}",
+                u.scheme(),
+                u.host_str().unwrap_or_default()
+            )
+        }
+        Err(_) => "(invalid url)".into(),
     }
 }
 
@@ -352,6 +376,16 @@ mod tests {
             body,
             serde_json::json!({"text": "berth lab: svc rolled-back, 1.0.0 → 9.0.0: health check failed"})
         );
+    }
+
+    #[test]
+    fn logs_show_no_path_of_a_hook_url() {
+        assert_eq!(
+            shown("https://hooks.slack.com/services/T000/B000/XXXX"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(shown("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
+        assert_eq!(shown("http://h/?token=x"), "http://h/…");
     }
 
     #[test]

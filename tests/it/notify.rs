@@ -419,6 +419,11 @@ fn an_event_waits_for_a_receiver_that_is_down_and_is_delivered_once() {
         "{}",
         out.text()
     );
+    assert!(
+        !out.text().contains("/hook"),
+        "a hook's path can be its credential: logs show scheme, host and port only\n{}",
+        out.text()
+    );
     let pending = outbox(&host)["pending"].clone();
     assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending:#}");
     assert_eq!(pending[0]["event"]["event"], "updated");
