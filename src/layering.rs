@@ -16,6 +16,7 @@ const IO: &[&str] = &[
     "engine",
     "execute",
     "http",
+    "notify",
     "probe",
     "reconcile",
     "registry",

@@ -35,6 +35,7 @@ pub mod state;
 
 // Acting: the executor and the pass that drives everything.
 pub mod execute;
+pub mod notify;
 pub mod reconcile;
 pub mod report;
 pub mod volumes;

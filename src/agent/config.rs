@@ -31,6 +31,10 @@ struct File {
     secrets_dir: Option<PathBuf>,
     #[serde(default)]
     min_free: Option<Sp<String>>,
+    #[serde(default)]
+    notify: Vec<crate::notify::config::HookFile>,
+    #[serde(default)]
+    deferred_long: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +85,8 @@ pub struct AgentConfig {
     pub policy: Option<PathBuf>,
     /// Bytes a pull must leave free on the engine's data root; 0 turns the guard off.
     pub min_free: u64,
+    /// The webhooks told of transitions, and when a deferral is long.
+    pub notify: crate::notify::Notify,
 }
 
 impl AgentConfig {
@@ -193,6 +199,8 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             DEFAULT_MIN_FREE
         }),
     };
+    let notify =
+        crate::notify::config::check(&name, file.notify, file.deferred_long.as_ref(), &mut diags);
     if diags.has_errors() {
         return Err(diags);
     }
@@ -223,6 +231,7 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             .unwrap_or_else(|| PathBuf::from(".")),
         policy: file.policy,
         min_free,
+        notify,
     })
 }
 

@@ -123,6 +123,14 @@ pub async fn run_once(
     if let Err(e) = report::write_local(&config.state_dir, &record) {
         tracing::error!(error = %e, "cannot write the status record");
     }
+    crate::notify::after_pass(
+        &config.notify,
+        &config.state_dir,
+        previous.as_ref(),
+        &record,
+        stopping,
+    )
+    .await;
     end
 }
 

@@ -14,6 +14,7 @@ mod ecr;
 mod floor;
 mod hostile;
 mod images;
+mod notify;
 mod package;
 mod policy;
 mod registry;
