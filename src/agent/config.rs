@@ -31,6 +31,25 @@ struct File {
     secrets_dir: Option<PathBuf>,
     #[serde(default)]
     min_free: Option<Sp<String>>,
+    #[serde(default)]
+    report: Option<ReportFile>,
+}
+
+/// `report:`, the status repo the agent pushes its record to (docs/reporting.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportFile {
+    url: Sp<String>,
+    #[serde(default)]
+    branch: Option<Sp<String>>,
+    #[serde(default)]
+    ssh_key: Option<PathBuf>,
+    #[serde(default)]
+    token_env: Option<String>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +100,8 @@ pub struct AgentConfig {
     pub policy: Option<PathBuf>,
     /// Bytes a pull must leave free on the engine's data root; 0 turns the guard off.
     pub min_free: u64,
+    /// The status repo the agent reports to, if any.
+    pub report: Option<crate::report::push::Spec>,
 }
 
 impl AgentConfig {
@@ -95,6 +116,11 @@ impl AgentConfig {
             &self.age_identity,
         ]
         .into_iter()
+        .chain(
+            self.report
+                .iter()
+                .flat_map(|r| [&r.ssh_key, &r.token_file, &r.signing_key]),
+        )
         .flatten()
         .chain([&self.secrets_dir])
         .cloned()
@@ -193,6 +219,7 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             DEFAULT_MIN_FREE
         }),
     };
+    let report = file.report.map(|r| report_spec(r, &name, &mut diags));
     if diags.has_errors() {
         return Err(diags);
     }
@@ -223,7 +250,58 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             .unwrap_or_else(|| PathBuf::from(".")),
         policy: file.policy,
         min_free,
+        report,
     })
+}
+
+/// The `report:` block, checked: a URL, a valid branch name, at most one token source.
+fn report_spec(r: ReportFile, name: &str, diags: &mut Diagnostics) -> crate::report::push::Spec {
+    if r.url.trim().is_empty() {
+        diags.push(Diagnostic::error(name, r.url.pos, "report.url is empty"));
+    }
+    let branch = match r.branch {
+        None => "main".to_owned(),
+        Some(b) => {
+            if !is_branch_name(&b.value) {
+                diags.push(Diagnostic::error(
+                    name,
+                    b.pos,
+                    format!("invalid branch name `{}`", b.value),
+                ));
+            }
+            b.value
+        }
+    };
+    if r.token_env.is_some() && r.token_file.is_some() {
+        diags.push(Diagnostic::error(
+            name,
+            r.url.pos,
+            "give at most one of report.token_env and report.token_file",
+        ));
+    }
+    crate::report::push::Spec {
+        url: r.url.value.trim().to_owned(),
+        branch,
+        ssh_key: r.ssh_key,
+        token_env: r.token_env,
+        token_file: r.token_file,
+        signing_key: r.signing_key,
+    }
+}
+
+/// git's rules for a branch name (`git check-ref-format --branch`), checked without
+/// libgit2, which the daemon keeps out of its own process (see `fetch`).
+fn is_branch_name(b: &str) -> bool {
+    !b.is_empty()
+        && !b.starts_with(['-', '/', '.'])
+        && !b.ends_with(['/', '.'])
+        && !b.ends_with(".lock")
+        && !b.contains("..")
+        && !b.contains("//")
+        && !b.contains("@{")
+        && !b.contains("/.")
+        && b != "@"
+        && !b.chars().any(|c| c.is_control() || " ~^:?*[\\".contains(c))
 }
 
 #[cfg(test)]
@@ -259,5 +337,42 @@ mod tests {
                 ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn report_takes_a_url_and_defaults_to_main() {
+        let config = load_text(&format!(
+            "{BASE}report:\n  url: file:///srv/status.git\n  signing_key: /etc/berth/host_key\n"
+        ))
+        .unwrap();
+        let report = config.report.clone().unwrap();
+        assert_eq!(report.url, "file:///srv/status.git");
+        assert_eq!(report.branch, "main");
+        assert!(
+            config
+                .own_files()
+                .contains(&PathBuf::from("/etc/berth/host_key")),
+            "the signing key is berth's own"
+        );
+        assert_eq!(load_text(BASE).unwrap().report, None);
+    }
+
+    #[test]
+    fn a_bad_report_block_is_an_error_at_its_position() {
+        let diags = load_text(&format!(
+            "{BASE}report:\n  url: /srv/status.git\n  branch: a..b\n"
+        ))
+        .unwrap_err();
+        let text = diags.render_text(Path::new(""));
+        assert!(
+            text.contains("agent.yaml:6:11") && text.contains("invalid branch name `a..b`"),
+            "{text}"
+        );
+        let diags = load_text(&format!(
+            "{BASE}report:\n  url: /srv/status.git\n  sign: x\n"
+        ))
+        .unwrap_err();
+        let text = diags.render_text(Path::new(""));
+        assert!(text.contains("agent.yaml:6:3"), "{text}");
     }
 }

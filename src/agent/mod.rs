@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod fetch;
 pub mod pass;
+pub mod send;
 pub mod serve;
 pub mod status;
 
@@ -123,6 +124,7 @@ pub async fn run_once(
     if let Err(e) = report::write_local(&config.state_dir, &record) {
         tracing::error!(error = %e, "cannot write the status record");
     }
+    send::after_pass(config, &record, stopping).await;
     end
 }
 
