@@ -88,11 +88,12 @@ pub enum PushError {
         branch: String,
         message: String,
     },
-    #[error("{branch} of {url} kept moving: gave up after {attempts} attempts")]
+    #[error("{branch} of {url} kept moving: gave up after {attempts} attempts (last: {last})")]
     Contended {
         url: String,
         branch: String,
         attempts: u32,
+        last: String,
     },
 }
 
@@ -159,6 +160,7 @@ pub fn push(
                 url: spec.url.clone(),
                 branch: spec.branch.clone(),
                 attempts,
+                last: why,
             });
         }
         tracing::debug!(attempts, why = %why, "the status branch moved; trying again");
@@ -345,13 +347,15 @@ fn try_remote(spec: &Spec, repo: &Repository, change: &Change<'_>) -> Result<Try
     }
 }
 
-/// Whether a server's refusal of a ref update means the branch moved, as git's
-/// receive-pack words it.
+/// Whether a server's refusal of a ref update may mean the branch moved, as git's
+/// receive-pack words it (a compare-and-swap it lost is "failed to update ref"). Trying
+/// again is harmless if it was something else: the last refusal ends up in the error.
 fn is_race(message: &str) -> bool {
     [
         "fetch first",
         "non-fast-forward",
         "failed to lock",
+        "failed to update ref",
         "stale info",
         "cannot lock",
     ]
@@ -488,6 +492,7 @@ mod tests {
     fn a_lost_race_is_told_from_a_refusal() {
         assert!(is_race("fetch first"));
         assert!(is_race("failed to lock"));
+        assert!(is_race("failed to update ref"));
         assert!(!is_race("pre-receive hook declined"));
         assert!(!is_race("protected branch hook declined"));
     }

@@ -477,7 +477,8 @@ mod tests {
             ],
             None,
         );
-        let got: Vec<(&str, Option<Pin>, Option<Pin>, String, &str)> = record
+        type Row<'a> = (&'a str, Option<Pin>, Option<Pin>, String, &'a str);
+        let got: Vec<Row<'_>> = record
             .scripts
             .iter()
             .map(|s| {

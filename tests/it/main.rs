@@ -17,6 +17,7 @@ mod images;
 mod package;
 mod policy;
 mod registry;
+mod report;
 mod secrets;
 mod source;
 mod validate;
