@@ -123,8 +123,9 @@ pub async fn run_once(
     };
     if let Err(e) = report::write_local(&config.state_dir, &record) {
         tracing::error!(error = %e, "cannot write the status record");
+    } else {
+        send::after_pass(config, &record, stopping).await;
     }
-    send::after_pass(config, &record, stopping).await;
     end
 }
 
