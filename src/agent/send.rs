@@ -65,6 +65,10 @@ pub async fn after_pass(config: &AgentConfig, record: &Record, stopping: &Atomic
     let Some(spec) = &config.report else {
         return;
     };
+    // Shutting down: the record, news to the repo, is still news at the next start.
+    if stopping.load(Ordering::SeqCst) {
+        return;
+    }
     let mut status = Status::read(&config.state_dir)
         .ok()
         .flatten()
