@@ -131,25 +131,24 @@ pub fn push(
         message,
         key: key.as_ref(),
     };
-    let local = local_path(&spec.url);
-    let mirror = match &local {
-        Some(_) => None,
-        None => Some(open_mirror(&state_dir.join("status-repo.git"), &spec.url)?),
+    let target = match local_path(&spec.url) {
+        Some(path) => Target::Local(path),
+        None => Target::Mirror(open_mirror(&state_dir.join("status-repo.git"), &spec.url)?),
     };
     let mut attempts = 0;
     let mut rng = seed(partner);
     loop {
         attempts += 1;
-        let tried = match (&local, &mirror) {
-            (Some(path), _) => try_local(spec, path, &change)?,
-            (None, Some(mirror)) => try_remote(spec, mirror, &change)?,
-            (None, None) => unreachable!("a remote that is not local has a mirror"),
+        let tried = match &target {
+            Target::Local(path) => try_local(spec, path, &change)?,
+            Target::Mirror(mirror) => try_remote(spec, mirror, &change)?,
         };
         let why = match tried {
             Try::Done(pushed) => return Ok(pushed),
             Try::Raced(why) => why,
         };
-        // Up to 250 ms, growing with each attempt, spread so racing partners part ways.
+        // 50 ms more per attempt up to 250 ms, plus up to 200 ms at random, so partners
+        // racing for the branch part ways.
         rng = rng
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -166,6 +165,12 @@ pub fn push(
         tracing::debug!(attempts, why = %why, "the status branch moved; trying again");
         std::thread::sleep(pause);
     }
+}
+
+/// Where the commit goes: a repo on this host, or a remote through the state dir's mirror.
+enum Target {
+    Local(PathBuf),
+    Mirror(Repository),
 }
 
 /// The commit a push adds.

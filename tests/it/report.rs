@@ -478,3 +478,27 @@ fn the_daemon_reports_from_its_pass() {
     assert!(!found.is_empty(), "the daemon's pass pushed no record");
     assert_eq!(found, local_record(&host));
 }
+
+/// The commented `report:` block of the example agent.yaml, uncommented, is a valid one.
+#[test]
+fn the_example_report_block_parses() {
+    let example = std::fs::read_to_string(root().join("examples/agent/agent.yaml")).unwrap();
+    let (before, block) = example.split_once("# report:\n").unwrap();
+    let block: String = block
+        .lines()
+        .take_while(|l| l.starts_with("#   "))
+        .map(|l| format!("{}\n", &l[2..]))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(&path, format!("{before}report:\n{block}")).unwrap();
+    let config = berth::agent::config::load(&path)
+        .unwrap_or_else(|d| panic!("{}", d.render_text(Path::new(""))));
+    let report = config.report.expect("a report block");
+    assert_eq!(report.url, "ssh://git@git.example.org/fleet/status.git");
+    assert_eq!(report.branch, "main");
+    assert_eq!(
+        report.signing_key.as_deref(),
+        Some(Path::new("/etc/berth/report_signing_key"))
+    );
+}
