@@ -35,6 +35,25 @@ struct File {
     notify: Vec<crate::notify::config::HookFile>,
     #[serde(default)]
     deferred_long: Option<Sp<String>>,
+    #[serde(default)]
+    report: Option<ReportFile>,
+}
+
+/// `report:`, the status repo the agent pushes its record to (docs/reporting.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportFile {
+    url: Sp<String>,
+    #[serde(default)]
+    branch: Option<Sp<String>>,
+    #[serde(default)]
+    ssh_key: Option<PathBuf>,
+    #[serde(default)]
+    token_env: Option<String>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +106,8 @@ pub struct AgentConfig {
     pub min_free: u64,
     /// The webhooks told of transitions, and when a deferral is long.
     pub notify: crate::notify::Notify,
+    /// The status repo the agent reports to, if any.
+    pub report: Option<crate::report::push::Spec>,
 }
 
 impl AgentConfig {
@@ -101,6 +122,11 @@ impl AgentConfig {
             &self.age_identity,
         ]
         .into_iter()
+        .chain(
+            self.report
+                .iter()
+                .flat_map(|r| [&r.ssh_key, &r.token_file, &r.signing_key]),
+        )
         .flatten()
         .chain([&self.secrets_dir])
         .cloned()
@@ -201,6 +227,7 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
     };
     let notify =
         crate::notify::config::check(&name, file.notify, file.deferred_long.as_ref(), &mut diags);
+    let report = file.report.map(|r| report_spec(r, &name, &mut diags));
     if diags.has_errors() {
         return Err(diags);
     }
@@ -232,7 +259,58 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
         policy: file.policy,
         min_free,
         notify,
+        report,
     })
+}
+
+/// The `report:` block, checked: a URL, a valid branch name, at most one token source.
+fn report_spec(r: ReportFile, name: &str, diags: &mut Diagnostics) -> crate::report::push::Spec {
+    if r.url.trim().is_empty() {
+        diags.push(Diagnostic::error(name, r.url.pos, "report.url is empty"));
+    }
+    let branch = match r.branch {
+        None => "main".to_owned(),
+        Some(b) => {
+            if !is_branch_name(&b.value) {
+                diags.push(Diagnostic::error(
+                    name,
+                    b.pos,
+                    format!("invalid branch name `{}`", b.value),
+                ));
+            }
+            b.value
+        }
+    };
+    if r.token_env.is_some() && r.token_file.is_some() {
+        diags.push(Diagnostic::error(
+            name,
+            r.url.pos,
+            "give at most one of report.token_env and report.token_file",
+        ));
+    }
+    crate::report::push::Spec {
+        url: r.url.value.trim().to_owned(),
+        branch,
+        ssh_key: r.ssh_key,
+        token_env: r.token_env,
+        token_file: r.token_file,
+        signing_key: r.signing_key,
+    }
+}
+
+/// git's rules for a branch name (`git check-ref-format --branch`), checked without
+/// libgit2, which the daemon keeps out of its own process (see `fetch`).
+fn is_branch_name(b: &str) -> bool {
+    !b.is_empty()
+        && !b.starts_with(['-', '/', '.'])
+        && !b.ends_with(['/', '.'])
+        && !b.ends_with(".lock")
+        && !b.contains("..")
+        && !b.contains("//")
+        && !b.contains("@{")
+        && !b.contains("/.")
+        && b != "@"
+        && !b.chars().any(|c| c.is_control() || " ~^:?*[\\".contains(c))
 }
 
 #[cfg(test)]
@@ -268,5 +346,42 @@ mod tests {
                 ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn report_takes_a_url_and_defaults_to_main() {
+        let config = load_text(&format!(
+            "{BASE}report:\n  url: file:///srv/status.git\n  signing_key: /etc/berth/host_key\n"
+        ))
+        .unwrap();
+        let report = config.report.clone().unwrap();
+        assert_eq!(report.url, "file:///srv/status.git");
+        assert_eq!(report.branch, "main");
+        assert!(
+            config
+                .own_files()
+                .contains(&PathBuf::from("/etc/berth/host_key")),
+            "the signing key is berth's own"
+        );
+        assert_eq!(load_text(BASE).unwrap().report, None);
+    }
+
+    #[test]
+    fn a_bad_report_block_is_an_error_at_its_position() {
+        let diags = load_text(&format!(
+            "{BASE}report:\n  url: /srv/status.git\n  branch: a..b\n"
+        ))
+        .unwrap_err();
+        let text = diags.render_text(Path::new(""));
+        assert!(
+            text.contains("agent.yaml:6:11") && text.contains("invalid branch name `a..b`"),
+            "{text}"
+        );
+        let diags = load_text(&format!(
+            "{BASE}report:\n  url: /srv/status.git\n  sign: x\n"
+        ))
+        .unwrap_err();
+        let text = diags.render_text(Path::new(""));
+        assert!(text.contains("agent.yaml:6:3"), "{text}");
     }
 }

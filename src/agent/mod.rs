@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod fetch;
 pub mod pass;
+pub mod send;
 pub mod serve;
 pub mod status;
 
@@ -120,17 +121,25 @@ pub async fn run_once(
         }
         None => Record::carried(head, previous.as_ref()),
     };
-    if let Err(e) = report::write_local(&config.state_dir, &record) {
+    let written = report::write_local(&config.state_dir, &record);
+    if let Err(e) = &written {
         tracing::error!(error = %e, "cannot write the status record");
     }
-    crate::notify::after_pass(
+    // The report and the webhooks go out side by side, each within its own bound; neither
+    // changes how the pass ended.
+    let push = async {
+        if written.is_ok() {
+            send::after_pass(config, &record, stopping).await;
+        }
+    };
+    let notify = crate::notify::after_pass(
         &config.notify,
         &config.state_dir,
         previous.as_ref(),
         &record,
         stopping,
-    )
-    .await;
+    );
+    tokio::join!(push, notify);
     end
 }
 

@@ -57,6 +57,24 @@ pub struct Status {
     pub pending: usize,
     pub next_window: Option<String>,
     pub counters: Counters,
+    /// How the status record last went to the status repo; absent without `report:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportStatus>,
+}
+
+/// The agent's pushes to the status repo (docs/reporting.md). A failed push never fails a
+/// pass: it shows here, and the record goes out at the next pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportStatus {
+    /// When the last push was tried.
+    pub last_attempt: Option<String>,
+    /// When a record last reached the status repo (or was found there already).
+    pub last_success: Option<String>,
+    /// Why the last push failed; `None` once one succeeds.
+    pub last_error: Option<String>,
+    /// The commit the last successful push made, if it made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 const FILE: &str = "status.json";

@@ -97,6 +97,15 @@ pub fn status(state_dir: &Path, format: StatusFormat) -> Exit {
                 status.next_window.as_deref().unwrap_or("none")
             );
             outln!("pending:      {}", status.pending);
+            if let Some(r) = &status.report {
+                outln!(
+                    "reported:     {}",
+                    r.last_success.as_deref().unwrap_or("never")
+                );
+                if let Some(e) = &r.last_error {
+                    outln!("report error: {e}");
+                }
+            }
             for s in &status.scripts {
                 outln!(
                     "  {:<24} {:<12} {:<12} {}",

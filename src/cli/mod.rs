@@ -207,8 +207,32 @@ struct PassCli {
     config: PathBuf,
 }
 
+/// The agent's push child (`berth agent-report`, see [`crate::agent::send`]), kept out of
+/// the help, the man pages and the completions like `agent-fetch`.
+#[derive(Parser)]
+#[command(name = "berth agent-report")]
+struct ReportCli {
+    #[arg(long)]
+    config: PathBuf,
+}
+
 /// Parses the arguments, runs the command and returns the process exit code.
 pub fn main() -> Exit {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == crate::agent::send::COMMAND)
+    {
+        return match ReportCli::try_parse_from(std::env::args_os().skip(1)) {
+            Ok(args) => {
+                init_logging(tracing::Level::INFO);
+                crate::agent::send::answer(&args.config)
+            }
+            Err(e) => {
+                let _ = e.print();
+                Exit::CannotRun
+            }
+        };
+    }
     if std::env::args_os()
         .nth(1)
         .is_some_and(|a| a == crate::agent::pass::COMMAND)

@@ -257,6 +257,40 @@ impl Record {
         }
     }
 
+    /// The record as the state dir and the status repo keep it: pretty JSON and a newline.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut json = serde_json::to_vec_pretty(self).expect("the record serializes");
+        json.push(b'\n');
+        json
+    }
+
+    /// The subject of the commit that carries the record: the partner, the revision and
+    /// how many scripts are in each state, e.g. `lab: 2 in-sync, 1 deferred(window) at
+    /// 1a2b3c4d5e6f (exit 0)`.
+    pub fn summary(&self) -> String {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for s in &self.scripts {
+            *counts.entry(s.state.to_string()).or_default() += 1;
+        }
+        let states = if counts.is_empty() {
+            "no scripts".to_owned()
+        } else {
+            counts
+                .iter()
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let revision = self
+            .revision
+            .as_deref()
+            .map_or("no revision", |r| &r[..r.len().min(12)]);
+        format!(
+            "{}: {states} at {revision} (exit {})",
+            self.partner, self.exit
+        )
+    }
+
     /// Whether two records tell the same outcome: the same record but for its times (the
     /// pass's own, and the window's, which move on by themselves).
     pub fn same_outcome(&self, other: &Record) -> bool {
@@ -276,6 +310,306 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::{ContainerSpec, ObservedContainer};
+    use crate::plan::gate::{Gate, saturday_mornings};
+    use crate::plan::{Change, Step};
+    use crate::resolve::{DesiredContainer, HealthCheck};
+
+    fn want(script: &str, version: &str) -> DesiredContainer {
+        let spec = ContainerSpec::minimal();
+        DesiredContainer {
+            script: script.into(),
+            component: None,
+            version: version.into(),
+            digest: format!("sha256:{script}{version}"),
+            image: format!("sha256:{script}{version}"),
+            pull_from: None,
+            spec_hash: spec.hash(),
+            spec,
+            health: HealthCheck {
+                http: None,
+                timeout: std::time::Duration::from_secs(5),
+            },
+            binds: vec![],
+            env_files: vec![],
+            origin: Default::default(),
+        }
+    }
+
+    fn running(script: &str, version: &str) -> ObservedContainer {
+        let d = want(script, version);
+        ObservedContainer {
+            id: format!("id-{script}"),
+            name: format!("berth-lab-{script}"),
+            script: script.into(),
+            component: None,
+            version: version.into(),
+            digest: d.digest,
+            spec_hash: d.spec_hash,
+            revision: "r1".into(),
+            running: true,
+            secrets: Default::default(),
+            secrets_dir: None,
+        }
+    }
+
+    fn pin(script: &str, version: &str) -> Option<Pin> {
+        Some(Pin {
+            version: version.into(),
+            digest: format!("sha256:{script}{version}"),
+        })
+    }
+
+    fn head(at: &str) -> Head {
+        Head {
+            partner: "lab".into(),
+            revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            source: None,
+            exit: 0,
+            interval_secs: 300,
+            at: at.parse().unwrap(),
+            window: WindowRecord::default(),
+        }
+    }
+
+    /// A pass over these steps with these outcomes.
+    fn pass(at: &str, steps: Vec<(Change, Outcome)>, previous: Option<&Record>) -> Record {
+        let (steps, outcomes): (Vec<Step>, Vec<Outcome>) = steps
+            .into_iter()
+            .map(|(change, outcome)| {
+                let script = change
+                    .desired()
+                    .map(|d| d.script.clone())
+                    .or_else(|| change.observed().map(|o| o.script.clone()))
+                    .unwrap();
+                (
+                    Step::new(&script, change, "test".into(), Gate::Allowed),
+                    outcome,
+                )
+            })
+            .unzip();
+        let reports: Vec<StepReport> = steps
+            .iter()
+            .zip(outcomes)
+            .map(|(step, outcome)| StepReport {
+                script: step.script.clone(),
+                component: step.component.clone(),
+                action: step.action(),
+                reason: step.reason.clone(),
+                outcome,
+                millis: 0,
+            })
+            .collect();
+        let plan = Plan {
+            partner: "lab".into(),
+            revision: "r2".into(),
+            now: at.parse().unwrap(),
+            steps,
+            policy: saturday_mornings(),
+            networks_to_remove: vec![],
+        };
+        Record::build(head(at), &plan, &reports, previous)
+    }
+
+    #[test]
+    fn build_tells_each_scripts_state_and_pins() {
+        let record = pass(
+            "2026-12-01T10:00:00Z",
+            vec![
+                (
+                    Change::Keep {
+                        current: Some(running("api", "1.0.0")),
+                        to: Some(want("api", "1.0.0")),
+                    },
+                    Outcome::Unchanged,
+                ),
+                (
+                    Change::Replace {
+                        from: running("web", "1.0.0"),
+                        to: want("web", "1.1.0"),
+                    },
+                    Outcome::Done,
+                ),
+                (
+                    Change::Replace {
+                        from: running("db", "1.0.0"),
+                        to: want("db", "2.0.0"),
+                    },
+                    Outcome::Deferred {
+                        reason: "window".into(),
+                        detail: "opens at 02:00".into(),
+                    },
+                ),
+                (
+                    Change::Replace {
+                        from: running("jobs", "1.0.0"),
+                        to: want("jobs", "9.0.0"),
+                    },
+                    Outcome::Deferred {
+                        reason: "failed-health".into(),
+                        detail: "9.0.0 failed its health check".into(),
+                    },
+                ),
+                (
+                    Change::Replace {
+                        from: running("mail", "1.0.0"),
+                        to: want("mail", "1.1.0"),
+                    },
+                    Outcome::RolledBack {
+                        error: "unhealthy".into(),
+                        could_not_run: false,
+                    },
+                ),
+                (
+                    Change::Create {
+                        to: want("cache", "1.0.0"),
+                    },
+                    Outcome::NotPulled {
+                        error: "no such image".into(),
+                    },
+                ),
+                (
+                    Change::Remove {
+                        from: running("old", "1.0.0"),
+                    },
+                    Outcome::Done,
+                ),
+            ],
+            None,
+        );
+        type Row<'a> = (&'a str, Option<Pin>, Option<Pin>, String, &'a str);
+        let got: Vec<Row<'_>> = record
+            .scripts
+            .iter()
+            .map(|s| {
+                (
+                    s.script.as_str(),
+                    s.desired.clone(),
+                    s.running.clone(),
+                    s.state.to_string(),
+                    s.detail.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "api",
+                    pin("api", "1.0.0"),
+                    pin("api", "1.0.0"),
+                    "in-sync".into(),
+                    ""
+                ),
+                (
+                    "web",
+                    pin("web", "1.1.0"),
+                    pin("web", "1.1.0"),
+                    "in-sync".into(),
+                    ""
+                ),
+                (
+                    "db",
+                    pin("db", "2.0.0"),
+                    pin("db", "1.0.0"),
+                    "deferred(window)".into(),
+                    "opens at 02:00"
+                ),
+                (
+                    "jobs",
+                    pin("jobs", "9.0.0"),
+                    pin("jobs", "1.0.0"),
+                    "held".into(),
+                    "9.0.0 failed its health check"
+                ),
+                (
+                    "mail",
+                    pin("mail", "1.1.0"),
+                    pin("mail", "1.0.0"),
+                    "rolled-back".into(),
+                    "unhealthy"
+                ),
+                (
+                    "cache",
+                    pin("cache", "1.0.0"),
+                    None,
+                    "failed".into(),
+                    "no such image"
+                ),
+            ],
+            "a removed script leaves no entry"
+        );
+        assert_eq!(record.schema, SCHEMA);
+        assert_eq!(record.partner, "lab");
+        assert_eq!(record.berth, berth_version());
+        assert!(record.scripts.iter().all(|s| s.since == record.at));
+        assert_eq!(
+            record.summary(),
+            "lab: 1 deferred(window), 1 failed, 1 held, 2 in-sync, 1 rolled-back at 0123456789ab (exit 0)"
+        );
+    }
+
+    #[test]
+    fn build_keeps_since_while_nothing_changes() {
+        let keep = |version: &str| {
+            (
+                Change::Keep {
+                    current: Some(running("api", version)),
+                    to: Some(want("api", version)),
+                },
+                Outcome::Unchanged,
+            )
+        };
+        let first = pass("2026-12-01T10:00:00Z", vec![keep("1.0.0")], None);
+        let second = pass("2026-12-01T10:05:00Z", vec![keep("1.0.0")], Some(&first));
+        assert_eq!(second.scripts[0].since, first.at, "unchanged: since stays");
+        assert!(second.same_outcome(&first));
+        assert_ne!(second, first);
+        let deferred = pass(
+            "2026-12-01T10:10:00Z",
+            vec![(
+                Change::Replace {
+                    from: running("api", "1.0.0"),
+                    to: want("api", "1.1.0"),
+                },
+                Outcome::Deferred {
+                    reason: "window".into(),
+                    detail: String::new(),
+                },
+            )],
+            Some(&second),
+        );
+        assert_eq!(
+            deferred.scripts[0].since, deferred.at,
+            "a new state starts anew"
+        );
+        assert!(!deferred.same_outcome(&second));
+    }
+
+    #[test]
+    fn carried_keeps_the_last_scripts_under_the_new_head() {
+        let first = pass(
+            "2026-12-01T10:00:00Z",
+            vec![(
+                Change::Keep {
+                    current: Some(running("api", "1.0.0")),
+                    to: Some(want("api", "1.0.0")),
+                },
+                Outcome::Unchanged,
+            )],
+            None,
+        );
+        let mut h = head("2026-12-01T10:05:00Z");
+        h.exit = 3;
+        let carried = Record::carried(h, Some(&first));
+        assert_eq!(carried.scripts, first.scripts);
+        assert_eq!(carried.exit, 3);
+        assert!(
+            Record::carried(head("2026-12-01T10:05:00Z"), None)
+                .scripts
+                .is_empty()
+        );
+    }
 
     #[test]
     fn states_read_back_as_written() {

@@ -18,6 +18,7 @@ mod notify;
 mod package;
 mod policy;
 mod registry;
+mod report;
 mod secrets;
 mod source;
 mod validate;
