@@ -19,6 +19,7 @@ mod policy;
 mod registry;
 mod secrets;
 mod source;
+mod ssh;
 mod validate;
 mod volumes;
 mod windows;
