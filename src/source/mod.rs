@@ -71,7 +71,7 @@ pub enum SourceError {
     HostKey {
         url: String,
         #[source]
-        source: known_hosts::HostKeyError,
+        source: Box<known_hosts::HostKeyError>,
     },
     #[error("cannot read the known_hosts file {path}")]
     KnownHosts {
@@ -337,7 +337,7 @@ fn fetch(repo: &git2::Repository, spec: &RepoSpec) -> Result<(), SourceError> {
             _ => match refusal.take() {
                 Some(refused) => SourceError::HostKey {
                     url: spec.url.clone(),
-                    source: refused,
+                    source: Box::new(refused),
                 },
                 None => fetch_err(source),
             },
@@ -389,22 +389,27 @@ pub fn remote_callbacks(
     let mut callbacks = git2::RemoteCallbacks::new();
     let ssh_key = auth.ssh_key.clone();
     let token = auth.token.clone();
-    let mut tried = false;
+    let mut offered: Option<String> = None;
     callbacks.credentials(move |_url, username, allowed| {
-        if tried {
-            return Err(git2::Error::from_str("the remote refused the credentials"));
+        if let Some(offered) = &offered {
+            return Err(git2::Error::from_str(&format!(
+                "the remote refused the credentials ({offered})"
+            )));
         }
-        tried = true;
         if allowed.contains(git2::CredentialType::SSH_KEY)
             && let Some(key) = &ssh_key
         {
-            return git2::Cred::ssh_key(username.unwrap_or("git"), None, key, None);
+            let user = username.unwrap_or("git");
+            offered = Some(format!("the SSH key {} for user {user}", key.display()));
+            return git2::Cred::ssh_key(user, None, key, None);
         }
         if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT)
             && let Some(token) = &token
         {
+            offered = Some("the token".into());
             return git2::Cred::userpass_plaintext(username.unwrap_or("berth"), token);
         }
+        offered = Some("no key or token is configured for this kind of remote".into());
         git2::Cred::default()
     });
     let refusal = HostKeyRefusal::default();
