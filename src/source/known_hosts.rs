@@ -116,67 +116,64 @@ impl KnownHosts {
     /// Whether the server at `host`:`port` may present `key` (its SSH wire encoding, as
     /// libssh2 hands it over).
     pub fn check(&self, host: &str, port: u16, key: &[u8]) -> Result<(), HostKeyError> {
-        let name = lookup_name(host, port);
-        let algorithm = algorithm_of(key);
-        let fingerprint = fingerprint(key);
-        let details = || (name.clone(), algorithm.clone(), fingerprint.clone());
-        let Some(algorithm_name) = algorithm.clone() else {
-            return Err(HostKeyError::Unreadable { host: name });
+        let host = lookup_name(host, port);
+        let Some(algorithm) = algorithm_of(key) else {
+            return Err(HostKeyError::Unreadable { host });
         };
+        let (mut matched, mut revoked) = (false, false);
         let mut listed: Vec<String> = Vec::new();
-        let mut same_type = false;
-        let mut matched = false;
         for entry in self
             .entries
             .iter()
-            .filter(|e| host_matches(e.host_patterns(), &name))
+            .filter(|e| host_matches(e.host_patterns(), &host))
         {
-            let entry_key = entry.public_key().to_bytes().unwrap_or_default();
+            let same_key = entry.public_key().to_bytes().is_ok_and(|k| k == key);
             match entry.marker() {
-                Some(Marker::Revoked) if entry_key == key => {
-                    let (host, _, fingerprint) = details();
-                    return Err(HostKeyError::Revoked {
-                        host,
-                        algorithm: algorithm_name,
-                        fingerprint,
-                        file: self.file.clone(),
-                    });
-                }
-                Some(_) => {}
-                None if entry_key == key => matched = true,
+                Some(Marker::Revoked) => revoked |= same_key,
+                Some(Marker::CertAuthority) => {}
+                None if same_key => matched = true,
                 None => {
-                    let listed_type = entry.public_key().algorithm().as_str().to_owned();
-                    same_type |= listed_type == algorithm_name;
-                    if !listed.contains(&listed_type) {
-                        listed.push(listed_type);
+                    let other = entry.public_key().algorithm().as_str().to_owned();
+                    if !listed.contains(&other) {
+                        listed.push(other);
                     }
                 }
             }
         }
-        let (host, _, fingerprint) = details();
-        let file = self.file.clone();
-        match () {
-            () if matched => Ok(()),
-            () if same_type => Err(HostKeyError::Changed {
+        if matched && !revoked {
+            return Ok(());
+        }
+        let (fingerprint, file) = (fingerprint(key), self.file.clone());
+        Err(if revoked {
+            HostKeyError::Revoked {
                 host,
-                algorithm: algorithm_name,
+                algorithm,
                 fingerprint,
                 file,
-            }),
-            () if !listed.is_empty() => Err(HostKeyError::OtherType {
+            }
+        } else if listed.contains(&algorithm) {
+            HostKeyError::Changed {
                 host,
-                algorithm: algorithm_name,
+                algorithm,
+                fingerprint,
+                file,
+            }
+        } else if !listed.is_empty() {
+            HostKeyError::OtherType {
+                host,
+                algorithm,
                 fingerprint,
                 listed,
                 file,
-            }),
-            () => Err(HostKeyError::Unknown {
+            }
+        } else {
+            HostKeyError::Unknown {
                 host,
-                algorithm: algorithm_name,
+                algorithm,
                 fingerprint,
                 file,
-            }),
-        }
+            }
+        })
     }
 }
 
@@ -250,6 +247,8 @@ mod tests {
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINqseu5trohQHnUDCQXpcgZF7lUf02jPv32PxrKDEjTY";
     const OTHER: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILr9HbfEC56fXHl4iUZ5LvNUFwia2du9LSJJ7NVC8dCo";
+
+    const ECDSA: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBDGNIuN8fvOYPepFHOC1E5ur36kAY9zwcdVA7iKx9/Yz8lOz6dLmpV/wL+TSNR40vf9KH+8LFwiNozTks20YY/c=";
 
     fn blob(line: &str) -> Vec<u8> {
         line.parse::<ssh_key::PublicKey>()
@@ -344,6 +343,11 @@ mod tests {
         assert!(
             matches!(revoked, Err(HostKeyError::Revoked { .. })),
             "{revoked:?}"
+        );
+        let other_type = check(&format!("example.org {ECDSA}\n"), "example.org", 22, KEY);
+        assert!(
+            matches!(&other_type, Err(HostKeyError::OtherType { listed, .. }) if listed == &["ecdsa-sha2-nistp256"]),
+            "{other_type:?}"
         );
         let unknown = check(&format!("other.org {KEY}\n"), "example.org", 2222, KEY)
             .unwrap_err()
