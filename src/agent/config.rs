@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::manifest::{Pos, Sp, syntax};
 use crate::plan::gate::DEFAULT_MIN_FREE;
-use crate::source::{Follow, RepoSpec};
+use crate::source::{self, Follow, RepoSpec};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +76,8 @@ struct RepoFile {
     token_file: Option<PathBuf>,
     #[serde(default)]
     ssh_key: Option<PathBuf>,
+    #[serde(default)]
+    known_hosts: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +119,7 @@ impl AgentConfig {
         [
             &self.repo.token_file,
             &self.repo.ssh_key,
+            &self.repo.known_hosts,
             &self.repo.allowed_signers,
             &self.policy,
             &self.age_identity,
@@ -186,6 +189,28 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             Follow::Branch("main".into())
         }
     };
+    // An SSH remote names the host keys it trusts, as it names its key: an unattended agent
+    // must not depend on what the service user's home happens to hold.
+    match (&file.repo.known_hosts, source::is_ssh_url(&file.repo.url)) {
+        (None, true) => diags.push(Diagnostic::error(
+            &name,
+            file.repo.url.pos,
+            format!(
+                "`{}` is an SSH remote: set repo.known_hosts to a file listing the server's host key \
+                 (ssh-keyscan -p PORT HOST > /etc/berth/known_hosts, then check the fingerprint)",
+                file.repo.url.value
+            ),
+        )),
+        (Some(k), false) => diags.push(Diagnostic::error(
+            &name,
+            k.pos,
+            format!(
+                "known_hosts is for SSH remotes, and `{}` is not one",
+                file.repo.url.value
+            ),
+        )),
+        _ => {}
+    }
     let interval = match &file.interval {
         None => Duration::from_secs(300),
         Some(i) => match syntax::parse_duration(i) {
@@ -241,6 +266,7 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             token_env: file.repo.token_env,
             token_file: file.repo.token_file,
             ssh_key: file.repo.ssh_key,
+            known_hosts: file.repo.known_hosts.map(|k| PathBuf::from(k.value)),
         },
         interval,
         state_dir: file
@@ -333,6 +359,33 @@ mod tests {
         assert_eq!(set.min_free, 512 << 20);
         let off = load_text(&format!("{BASE}min_free: 0\n")).unwrap();
         assert_eq!(off.min_free, 0);
+    }
+
+    #[test]
+    fn an_ssh_remote_names_its_known_hosts() {
+        let ssh = "partner: lab\nrepo:\n  url: git@git.example.org:fleet/manifests.git\n";
+        let text = load_text(ssh).unwrap_err().render_text(Path::new(""));
+        assert!(
+            text.contains("agent.yaml:3:8")
+                && text.contains("is an SSH remote: set repo.known_hosts"),
+            "{text}"
+        );
+        let set = load_text(&format!("{ssh}  known_hosts: /etc/berth/known_hosts\n")).unwrap();
+        assert_eq!(
+            set.repo.known_hosts.as_deref(),
+            Some(Path::new("/etc/berth/known_hosts"))
+        );
+        assert!(
+            set.own_files()
+                .contains(&PathBuf::from("/etc/berth/known_hosts"))
+        );
+        let https =
+            "partner: lab\nrepo:\n  url: https://git.example.org/m.git\n  known_hosts: kh\n";
+        let text = load_text(https).unwrap_err().render_text(Path::new(""));
+        assert!(
+            text.contains("agent.yaml:4:16") && text.contains("known_hosts is for SSH remotes"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! `verify` is set) or that rewrite history (unless `allow_rewrite`). A plain directory is a
 //! source too, at revision `worktree`.
 
+pub mod known_hosts;
 pub mod verify;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +36,8 @@ pub struct RepoSpec {
     pub token_file: Option<PathBuf>,
     /// Private key for SSH remotes.
     pub ssh_key: Option<PathBuf>,
+    /// OpenSSH `known_hosts` file the SSH server's host key must be listed in.
+    pub known_hosts: Option<PathBuf>,
 }
 
 /// The manifests of one revision, ready to load.
@@ -61,6 +66,18 @@ pub enum SourceError {
         url: String,
         #[source]
         source: git2::Error,
+    },
+    #[error("cannot fetch {url}")]
+    HostKey {
+        url: String,
+        #[source]
+        source: Box<known_hosts::HostKeyError>,
+    },
+    #[error("cannot read the known_hosts file {path}")]
+    KnownHosts {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("{url} did not answer within {}s (BERTH_GIT_TIMEOUT)", timeout.as_secs_f64())]
     FetchTimeout {
@@ -275,7 +292,7 @@ fn open_mirror(path: &Path, url: &str) -> Result<git2::Repository, SourceError> 
     Ok(repo)
 }
 
-/// Fetches what the spec follows, with the credentials it names.
+/// Fetches what the spec follows, with the credentials and host keys it names.
 fn fetch(repo: &git2::Repository, spec: &RepoSpec) -> Result<(), SourceError> {
     let fetch_err = |source| SourceError::Fetch {
         url: spec.url.clone(),
@@ -293,26 +310,12 @@ fn fetch(repo: &git2::Repository, spec: &RepoSpec) -> Result<(), SourceError> {
         ),
         (None, None) => None,
     };
-    let mut callbacks = git2::RemoteCallbacks::new();
-    let ssh_key = spec.ssh_key.clone();
-    let mut tried = false;
-    callbacks.credentials(move |_url, username, allowed| {
-        if tried {
-            return Err(git2::Error::from_str("the remote refused the credentials"));
-        }
-        tried = true;
-        if allowed.contains(git2::CredentialType::SSH_KEY)
-            && let Some(key) = &ssh_key
-        {
-            return git2::Cred::ssh_key(username.unwrap_or("git"), None, key, None);
-        }
-        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT)
-            && let Some(token) = &token
-        {
-            return git2::Cred::userpass_plaintext(username.unwrap_or("berth"), token);
-        }
-        git2::Cred::default()
-    });
+    let auth = RemoteAuth {
+        ssh_key: spec.ssh_key.clone(),
+        token,
+        known_hosts: spec.known_hosts.clone(),
+    };
+    let (callbacks, refusal) = remote_callbacks(&spec.url, &auth)?;
     let mut options = git2::FetchOptions::new();
     options.remote_callbacks(callbacks);
     options.download_tags(git2::AutotagOption::None);
@@ -331,8 +334,133 @@ fn fetch(repo: &git2::Repository, spec: &RepoSpec) -> Result<(), SourceError> {
                 timeout: git_timeout(),
                 source,
             },
-            _ => fetch_err(source),
+            _ => match refusal.take() {
+                Some(refused) => SourceError::HostKey {
+                    url: spec.url.clone(),
+                    source: Box::new(refused),
+                },
+                None => fetch_err(source),
+            },
         })
+}
+
+/// How berth authenticates to a git remote, and which SSH host keys it trusts there.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteAuth {
+    /// Private key for SSH remotes.
+    pub ssh_key: Option<PathBuf>,
+    /// Token for HTTPS remotes, sent as the password.
+    pub token: Option<String>,
+    /// OpenSSH `known_hosts` file; without it libgit2 checks `$HOME/.ssh/known_hosts`
+    /// (the `HOME` of the process when libgit2 started), refusing a host it does not list.
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// What the host-key check refused on a connection. libgit2 replaces the callback's error
+/// with its own "invalid or unknown remote ssh hostkey", so the caller reads the reason
+/// here after a failed fetch or push.
+#[derive(Debug, Clone, Default)]
+pub struct HostKeyRefusal(Rc<RefCell<Option<known_hosts::HostKeyError>>>);
+
+impl HostKeyRefusal {
+    pub fn take(&self) -> Option<known_hosts::HostKeyError> {
+        self.0.borrow_mut().take()
+    }
+}
+
+/// The credential and host-key callbacks for a fetch from or a push to `url`: the SSH key
+/// or token of `auth` (offered once: a refused credential fails rather than loops), and,
+/// with `known_hosts`, the server's SSH host key checked against that file (TLS
+/// certificates stay libgit2's to check).
+pub fn remote_callbacks(
+    url: &str,
+    auth: &RemoteAuth,
+) -> Result<(git2::RemoteCallbacks<'static>, HostKeyRefusal), SourceError> {
+    let trusted =
+        match &auth.known_hosts {
+            Some(path) => Some(known_hosts::KnownHosts::read(path).map_err(|source| {
+                SourceError::KnownHosts {
+                    path: path.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+    let mut callbacks = git2::RemoteCallbacks::new();
+    let ssh_key = auth.ssh_key.clone();
+    let token = auth.token.clone();
+    let mut offered: Option<String> = None;
+    callbacks.credentials(move |_url, username, allowed| {
+        if let Some(offered) = &offered {
+            return Err(git2::Error::from_str(&format!(
+                "the remote refused the credentials ({offered})"
+            )));
+        }
+        if allowed.contains(git2::CredentialType::SSH_KEY)
+            && let Some(key) = &ssh_key
+        {
+            let user = username.unwrap_or("git");
+            offered = Some(format!("the SSH key {} for user {user}", key.display()));
+            return git2::Cred::ssh_key(user, None, key, None);
+        }
+        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT)
+            && let Some(token) = &token
+        {
+            offered = Some("the token".into());
+            return git2::Cred::userpass_plaintext(username.unwrap_or("berth"), token);
+        }
+        offered = Some("no key or token is configured for this kind of remote".into());
+        git2::Cred::default()
+    });
+    let refusal = HostKeyRefusal::default();
+    if let Some(trusted) = trusted {
+        let port = ssh_port(url);
+        let refused = refusal.clone();
+        callbacks.certificate_check(move |cert, host| {
+            let Some(hostkey) = cert.as_hostkey() else {
+                return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
+            };
+            let checked = match hostkey.hostkey() {
+                Some(key) => trusted.check(host, port, key),
+                None => Err(known_hosts::HostKeyError::Unreadable {
+                    host: host.to_owned(),
+                }),
+            };
+            match checked {
+                Ok(()) => Ok(git2::CertificateCheckStatus::CertificateOk),
+                Err(e) => {
+                    let message = e.to_string();
+                    *refused.0.borrow_mut() = Some(e);
+                    Err(git2::Error::from_str(&message))
+                }
+            }
+        });
+    }
+    Ok((callbacks, refusal))
+}
+
+/// Whether libgit2 reaches `url` over SSH: `ssh://`, `ssh+git://`, `git+ssh://`, or the
+/// scp-like `[user@]host:path`.
+pub fn is_ssh_url(url: &str) -> bool {
+    if let Some((scheme, _)) = url.split_once("://") {
+        return matches!(scheme, "ssh" | "ssh+git" | "git+ssh");
+    }
+    url.split_once(':')
+        .is_some_and(|(host, _)| !host.is_empty() && !host.contains('/'))
+}
+
+/// The SSH port of `url`: the one in `ssh://host:port/…`, else 22.
+fn ssh_port(url: &str) -> u16 {
+    let Some((_, rest)) = url.split_once("://") else {
+        return 22;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = match host_port.rsplit_once(']') {
+        Some((_, after)) => after.strip_prefix(':'),
+        None => host_port.rsplit_once(':').map(|(_, p)| p),
+    };
+    port.and_then(|p| p.parse().ok()).unwrap_or(22)
 }
 
 fn resolve_head(repo: &git2::Repository, spec: &RepoSpec) -> Result<git2::Oid, SourceError> {
@@ -429,4 +557,27 @@ pub fn write_tree(repo: &git2::Repository, tree: &git2::Tree, dir: &Path) -> std
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_urls_and_their_ports_as_libgit2_reads_them() {
+        for url in [
+            "ssh://git@example.org/m.git",
+            "git+ssh://example.org:2222/m.git",
+            "git@example.org:fleet/m.git",
+        ] {
+            assert!(is_ssh_url(url), "{url}");
+        }
+        for url in ["https://example.org/m.git", "file:///srv/m.git", "/srv/m"] {
+            assert!(!is_ssh_url(url), "{url}");
+        }
+        assert_eq!(ssh_port("ssh://root@127.0.0.1:2222/srv/m.git"), 2222);
+        assert_eq!(ssh_port("ssh://[::1]:2200/m.git"), 2200);
+        assert_eq!(ssh_port("ssh://example.org/m.git"), 22);
+        assert_eq!(ssh_port("git@example.org:m.git"), 22);
+    }
 }

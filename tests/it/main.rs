@@ -21,6 +21,7 @@ mod registry;
 mod report;
 mod secrets;
 mod source;
+mod ssh;
 mod validate;
 mod volumes;
 mod windows;

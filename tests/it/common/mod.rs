@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod registry;
 pub mod slow;
 mod snapshot;
+pub mod sshd;
 
 pub use command::{BIN, Berth, Run, run};
 pub(crate) use snapshot::{assert_stable_snapshot, filters};
