@@ -107,14 +107,6 @@ impl Signature {
             Signature::None => "-",
         }
     }
-
-    /// A record whose origin a declared key cannot confirm is not to be trusted.
-    pub fn exit(&self) -> Exit {
-        match self {
-            Signature::Unsigned | Signature::Bad { .. } => Exit::Wrong,
-            _ => Exit::Ok,
-        }
-    }
 }
 
 /// Where the status repo was read.
@@ -174,7 +166,7 @@ impl Row {
             .marks
             .iter()
             .map(|m| m.exit())
-            .fold(self.signature.exit(), Exit::worst)
+            .fold(Exit::Ok, Exit::worst)
     }
 }
 
@@ -285,7 +277,12 @@ pub fn read(status: &RepoRef, manifests: &Manifests, now: Timestamp) -> Result<F
             (Some(_), None) => Signature::NoKey,
             (Some(c), Some(key)) => signature(repo, c, name, doc, key, &keys, now),
         };
-        let verdict = status::judge(&expected, &reported, now);
+        let mut verdict = status::judge(&expected, &reported, now);
+        // A record whose origin the declared key cannot confirm is not to be trusted.
+        if matches!(signature, Signature::Unsigned | Signature::Bad { .. }) {
+            verdict.marks.push(Mark::Unverified);
+            verdict.marks.sort();
+        }
         let record = match reported {
             Reported::Record(r) => Some(*r),
             _ => None,

@@ -50,6 +50,8 @@ pub enum Mark {
     Held,
     /// The record cannot be read.
     Unreadable,
+    /// The partner declares a `report_key` and the record's commit is not signed with it.
+    Unverified,
     /// No record at all.
     Missing,
     /// The record is older than a day plus the agent's interval.
@@ -66,6 +68,7 @@ impl Mark {
             Mark::Failed => "failed",
             Mark::Held => "held",
             Mark::Unreadable => "unreadable",
+            Mark::Unverified => "unverified",
             Mark::Missing => "missing",
             Mark::Stale => "stale",
             Mark::Behind => "behind",
@@ -77,7 +80,7 @@ impl Mark {
     /// a host that is not (known to be) where the manifests ask.
     pub fn exit(self) -> Exit {
         match self {
-            Mark::Failed | Mark::Held | Mark::Unreadable => Exit::Wrong,
+            Mark::Failed | Mark::Held | Mark::Unreadable | Mark::Unverified => Exit::Wrong,
             Mark::Missing | Mark::Stale | Mark::Behind => Exit::Pending,
             Mark::Pending => Exit::Ok,
         }
