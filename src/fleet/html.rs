@@ -9,7 +9,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
 use super::render::utc;
-use super::{Fleet, Signature, status::short};
+use super::{Fleet, Row, Signature, status::short};
 
 /// Colours the page and its tests agree on.
 pub const HEADER: &str = "#1f3a5f";
@@ -24,11 +24,13 @@ h2 { font-size: 16px; margin: 28px 0 8px; }
 p.meta { color: #555; margin: 0 0 16px; }
 table.fleet { border-collapse: collapse; width: 100%; }
 table.fleet th { background: HEADER; color: #fff; text-align: left; padding: 8px; }
-table.fleet td { border-bottom: 1px solid #ddd; padding: 6px 8px; vertical-align: top; }
+table.fleet td { border-bottom: 1px solid #ddd; padding: 6px 8px; vertical-align: top; overflow-wrap: anywhere; }
+td.when { white-space: nowrap; }
+small { color: #666; }
 code { font: 12px ui-monospace, monospace; }
 ul { margin: 0; padding-left: 16px; }
-.mark { display: inline-block; padding: 1px 6px; border-radius: 3px; margin: 0 2px 2px 0; font-size: 12px; color: #fff; }
-.m-ok { background: #2e7d32; } .m-failed, .m-held, .m-unreadable, .m-bad { background: #b71c1c; }
+.mark { display: inline-block; white-space: nowrap; overflow-wrap: normal; padding: 1px 6px; border-radius: 3px; margin: 0 2px 2px 0; font-size: 12px; color: #fff; }
+.m-ok { background: #2e7d32; } .m-failed, .m-held, .m-unreadable, .m-unverified, .m-bad { background: #b71c1c; }
 .m-behind, .m-stale, .m-missing { background: #8d6e00; } .m-pending { background: #555; }
 .timeline { position: relative; margin-left: 180px; }
 .days { display: flex; border-bottom: 1px solid #999; }
@@ -72,6 +74,8 @@ pub fn page(fleet: &Fleet) -> String {
                 short(r)
             ))
     );
+    timeline(&mut out, fleet);
+    let _ = writeln!(out, "<h2>Partners</h2>");
     table(&mut out, fleet);
     if !fleet.strays.is_empty() {
         let _ = writeln!(
@@ -80,7 +84,6 @@ pub fn page(fleet: &Fleet) -> String {
             esc(&fleet.strays.join(", "))
         );
     }
-    timeline(&mut out, fleet);
     out.push_str("</body>\n</html>\n");
     out
 }
@@ -114,13 +117,13 @@ fn table(out: &mut String, fleet: &Fleet) {
         for line in super::render::script_lines(row) {
             let _ = write!(out, "<li>{}</li>", esc(&line));
         }
-        out.push_str("</ul></td><td>");
+        out.push_str("</ul></td><td class=\"when\">");
         if let Some(r) = &row.record {
             let _ = write!(
                 out,
-                "{}<br>{}",
-                utc(r.at),
-                esc(&super::render::age(row.verdict.age_secs.unwrap_or(0)))
+                "{}<br><small>{}</small>",
+                esc(&super::render::age(row.verdict.age_secs.unwrap_or(0))),
+                utc(r.at)
             );
         }
         out.push_str("</td><td>");
@@ -139,8 +142,8 @@ fn table(out: &mut String, fleet: &Fleet) {
         }
         let _ = write!(
             out,
-            "</td><td>{}</td><td><ul>",
-            esc(&super::render::next_window(row, fleet.now))
+            "</td><td class=\"when\">{}</td><td><ul>",
+            next_window(row, fleet.now)
         );
         for line in super::render::pending_lines(row) {
             let _ = write!(out, "<li>{}</li>", esc(&line));
@@ -212,6 +215,19 @@ fn timeline(out: &mut String, fleet: &Fleet) {
         );
     }
     out.push_str("</div>\n");
+}
+
+/// The next window in two lines: when, then how soon.
+fn next_window(row: &Row, now: Timestamp) -> String {
+    match (row.windows.open_until, row.windows.next_opens) {
+        (Some(end), _) => format!("open until<br>{}", utc(end)),
+        (None, Some(at)) => format!(
+            "{}<br><small>in {}</small>",
+            utc(at),
+            super::render::duration(at.duration_since(now).as_secs())
+        ),
+        (None, None) => "none".to_owned(),
+    }
 }
 
 /// Escapes text for HTML content and attribute values.

@@ -505,3 +505,177 @@ fn invalid_manifests_and_a_bad_report_key_exit_1_at_the_line() {
         run.stderr()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The page, in a real browser.
+
+/// Debian's Chromium, as script/test installs it.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// What headless Chromium made of a page: its screenshot and the console lines it logged.
+struct Shot {
+    width: usize,
+    height: usize,
+    rgb: Vec<[u8; 3]>,
+    console: Vec<String>,
+}
+
+impl Shot {
+    /// Opens `page` in headless Chromium, with every background service that would reach
+    /// the network turned off; the page itself names no resource.
+    fn take(page: &Path) -> Shot {
+        assert!(
+            Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is missing: install Debian's chromium package (script/test does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("shot.png");
+        let out = common::run(
+            Command::new("timeout")
+                .arg("120")
+                .arg(CHROMIUM)
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-default-apps",
+                    "--no-default-browser-check",
+                    "--disable-domain-reliability",
+                    "--enable-logging=stderr",
+                    "--v=1",
+                    "--window-size=1400,1000",
+                ])
+                .arg(format!(
+                    "--user-data-dir={}",
+                    dir.path().join("profile").display()
+                ))
+                .arg(format!("--screenshot={}", png.display()))
+                .arg(format!("file://{}", page.display()))
+                .env("HOME", dir.path()),
+        );
+        out.assert_exit(0);
+        // Chromium logs what the page's console says as `…:INFO:CONSOLE:<line>] "…"`.
+        let console = out
+            .stderr()
+            .lines()
+            .filter(|l| l.contains(":CONSOLE"))
+            .map(str::to_owned)
+            .collect();
+        let decoder = png::Decoder::new(std::fs::File::open(&png).expect("a screenshot"));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let step = match info.color_type {
+            png::ColorType::Rgb => 3,
+            png::ColorType::Rgba => 4,
+            other => panic!("unexpected screenshot colour type {other:?}"),
+        };
+        let rgb = buf[..info.buffer_size()]
+            .chunks(step)
+            .map(|p| [p[0], p[1], p[2]])
+            .collect();
+        Shot {
+            width: info.width as usize,
+            height: info.height as usize,
+            rgb,
+            console,
+        }
+    }
+
+    /// The rows (y) at which `colour` (`#rrggbb`) is drawn, and how many pixels have it.
+    fn rows_of(&self, colour: &str) -> (Vec<usize>, usize) {
+        let hex = |i: usize| u8::from_str_radix(&colour[i..i + 2], 16).unwrap();
+        let want = [hex(1), hex(3), hex(5)];
+        let mut rows = Vec::new();
+        let mut count = 0;
+        for y in 0..self.height {
+            let n = self.rgb[y * self.width..(y + 1) * self.width]
+                .iter()
+                .filter(|p| **p == want)
+                .count();
+            if n > 0 {
+                rows.push(y);
+                count += n;
+            }
+        }
+        (rows, count)
+    }
+}
+
+#[test]
+fn the_page_draws_the_table_and_the_timeline_in_chromium_without_console_errors() {
+    let f = Fixture::new(&every_kind());
+    let run = f.fleet(&f.status_str(), &["--format", "html"]);
+    run.assert_exit(0);
+    let html = run.stdout();
+    assert!(
+        html.contains(
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+        ),
+        "{html}"
+    );
+    for external in ["http://", "https://", "src=", "<link", "<script", "url("] {
+        assert!(
+            !html.contains(external),
+            "the page names `{external}`:\n{html}"
+        );
+    }
+    let page = f.root().join("fleet.html");
+    std::fs::write(&page, html).unwrap();
+    let shot = Shot::take(&page);
+    assert_eq!(shot.console, Vec::<String>::new(), "console messages");
+
+    // The timeline (window bars, the change echo waits with, the now line), then below it
+    // the table, from its header row on.
+    let (header, header_px) = shot.rows_of("#1f3a5f");
+    let (bars, bar_px) = shot.rows_of("#2e8b57");
+    let (pending, pending_px) = shot.rows_of("#e67e22");
+    let (now, now_px) = shot.rows_of("#d00000");
+    assert!(
+        header_px > 20_000,
+        "the table's header is drawn ({header_px} px)"
+    );
+    // 9 partners × 4 windows over the 14 days, each a bar of some 12 × 16 px.
+    assert!(bar_px > 9 * 4 * 100, "window bars are drawn ({bar_px} px)");
+    assert!(
+        pending_px > 100,
+        "the pending marker is drawn ({pending_px} px)"
+    );
+    assert!(now_px > 9 * 20, "the now line is drawn ({now_px} px)");
+    let top = header[0];
+    let above = |rows: &[usize]| rows.iter().filter(|y| **y < top).count();
+    assert!(
+        above(&bars) > 9 * 14 && above(&pending) > 0 && above(&now) > 9 * 20,
+        "the timeline is above the table (header from row {top}, bars in rows {:?}..{:?})",
+        bars.first(),
+        bars.last()
+    );
+
+    // The check can fail: a page with an external image and an inline script is reported.
+    let bad = f.root().join("bad.html");
+    std::fs::write(
+        &bad,
+        html.replace(
+            "</body>",
+            "<img src=\"http://127.0.0.1:9/logo.png\"><script>alert(1)</script></body>",
+        ),
+    )
+    .unwrap();
+    let shot = Shot::take(&bad);
+    assert!(
+        shot.console
+            .iter()
+            .any(|l| l.contains("Content Security Policy") && l.contains("127.0.0.1:9")),
+        "{:?}",
+        shot.console
+    );
+    assert!(
+        shot.console.iter().any(|l| l.contains("inline script")),
+        "{:?}",
+        shot.console
+    );
+}
