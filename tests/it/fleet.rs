@@ -679,3 +679,25 @@ fn the_page_draws_the_table_and_the_timeline_in_chromium_without_console_errors(
         shot.console
     );
 }
+
+/// The shipped workflow parses as YAML, runs on a schedule and publishes the page.
+#[test]
+fn the_ci_example_publishes_the_page_on_a_schedule() {
+    let path = common::root().join("examples/ci/fleet-page.yml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let parsed: Result<serde_json::Value, _> = berth::manifest::parse(&text);
+    let parsed = parsed.unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+    assert!(
+        parsed["on"]["schedule"][0]["cron"].is_string(),
+        "{parsed:#}"
+    );
+    for needle in [
+        "berth fleet --status status --manifests manifests --format html > site/index.html",
+        "--format markdown >> \"$GITHUB_STEP_SUMMARY\"",
+        "actions/upload-pages-artifact",
+        "actions/deploy-pages",
+        "--exit-code",
+    ] {
+        assert!(text.contains(needle), "fleet-page.yml lacks `{needle}`");
+    }
+}
