@@ -483,6 +483,44 @@ fn the_status_repo_is_read_bare_checked_out_over_file_urls_and_on_another_branch
 }
 
 #[test]
+fn the_manifests_are_read_from_a_git_url_or_a_plain_directory() {
+    let f = Fixture::new(&every_kind());
+    let status = f.status_str();
+    let from_path = f.fleet(&status, &["--format", "json"]).json();
+    let url = format!("file://{}#main", f.manifests().display());
+    let run = Berth::new("fleet")
+        .args(["--status", &status, "--now", NOW, "--format", "json"])
+        .args(["--manifests", &url])
+        .run();
+    run.assert_exit(0);
+    assert_eq!(run.json()["partners"], from_path["partners"]);
+    assert_eq!(run.json()["revision"], f.revision.as_str());
+
+    // A plain directory has no revision: echo is then only pending, not behind on it.
+    let plain = f.root().join("plain");
+    git(f.root(), &["clone", "-q", "manifests", "plain"]);
+    std::fs::remove_dir_all(plain.join(".git")).unwrap();
+    let run = Berth::new("fleet")
+        .args(["--status", &status, "--now", NOW, "--format", "json"])
+        .arg("--manifests")
+        .arg(&plain)
+        .run();
+    run.assert_exit(0);
+    let doc = run.json();
+    assert_eq!(doc["revision"], serde_json::Value::Null);
+    let echo = doc["partners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["partner"] == "echo")
+        .unwrap();
+    assert_eq!(
+        echo["verdict"]["behind"],
+        serde_json::json!(["case-counts 1.4.2 -> 1.4.3 waits"])
+    );
+}
+
+#[test]
 fn invalid_manifests_and_a_bad_report_key_exit_1_at_the_line() {
     let f = Fixture::new(&[P {
         name: "alpha",
