@@ -96,6 +96,7 @@ fn fetch(url: &str, branch: Option<&str>, dir: &Path) -> Result<Repository, Flee
         let mut options = git2::FetchOptions::new();
         options.download_tags(git2::AutotagOption::None);
         tracing::debug!(url, refspec, "fetching");
+        crate::source::bound_git_io();
         remote
             .fetch(&[&refspec], Some(&mut options), None)
             .map_err(fetch_err)?;

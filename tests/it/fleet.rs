@@ -26,9 +26,11 @@ enum Sign {
     Unsigned,
 }
 
-/// One partner of a fixture: whether its manifest declares its key, and its record.
+/// One partner of a fixture: whether the manifests have it and declare its key, and its
+/// record.
 struct P {
     name: &'static str,
+    manifest: bool,
     key: bool,
     record: Option<(Rec, Sign)>,
 }
@@ -95,7 +97,7 @@ impl Fixture {
         std::fs::create_dir_all(m.join("partners")).unwrap();
         std::fs::create_dir_all(m.join("scripts")).unwrap();
         std::fs::write(m.join("scripts/case-counts.yaml"), SCRIPT).unwrap();
-        for p in partners {
+        for p in partners.iter().filter(|p| p.manifest) {
             let mut body = format!(
                 "apiVersion: berth/v1\nkind: Partner\nname: {}\n{WINDOWS}scripts:\n  - script: case-counts\n    versions: \"~1.4\"\n",
                 p.name
@@ -218,21 +220,25 @@ fn every_kind() -> Vec<P> {
     vec![
         P {
             name: "alpha",
+            manifest: true,
             key: true,
             record: Some((rec(None, FRESH, IN_SYNC), Sign::By("alpha"))),
         },
         P {
             name: "bravo",
+            manifest: true,
             key: true,
             record: Some((rec(None, FRESH, IN_SYNC), Sign::Unsigned)),
         },
         P {
             name: "charlie",
+            manifest: true,
             key: true,
             record: Some((rec(None, FRESH, IN_SYNC), Sign::By("alpha"))),
         },
         P {
             name: "delta",
+            manifest: true,
             key: true,
             record: Some((
                 rec(None, "2026-12-01T00:00:00Z", IN_SYNC),
@@ -241,6 +247,7 @@ fn every_kind() -> Vec<P> {
         },
         P {
             name: "echo",
+            manifest: true,
             key: true,
             record: Some((
                 rec(
@@ -253,6 +260,7 @@ fn every_kind() -> Vec<P> {
         },
         P {
             name: "foxtrot",
+            manifest: true,
             key: true,
             record: Some((
                 rec(None, FRESH, ("1.4.3", "1.4.2", "rolled-back")),
@@ -261,18 +269,27 @@ fn every_kind() -> Vec<P> {
         },
         P {
             name: "golf",
+            manifest: true,
             key: false,
             record: None,
         },
         P {
             name: "hotel",
+            manifest: true,
             key: true,
             record: Some((rec(None, FRESH, IN_SYNC), Sign::By("stranger"))),
         },
         P {
             name: "india",
+            manifest: true,
             key: false,
             record: Some((Rec::Raw("{ \"partner\": \"india\""), Sign::Unsigned)),
+        },
+        P {
+            name: "zulu",
+            manifest: false,
+            key: false,
+            record: Some((rec(None, FRESH, IN_SYNC), Sign::Unsigned)),
         },
     ]
 }
@@ -345,6 +362,7 @@ fn the_table_marks_every_kind_of_partner_in_text_json_and_markdown() {
         serde_json::json!(["stale"])
     );
     assert_eq!(rows["golf"]["signature"]["mark"], "none");
+    assert_eq!(doc["strays"], serde_json::json!(["zulu"]));
     snapshot("fleet_json", json.stdout());
 
     let md = f.fleet(&status, &["--format", "markdown"]);
@@ -359,6 +377,7 @@ fn the_table_marks_every_kind_of_partner_in_text_json_and_markdown() {
 fn exit_code_is_2_when_a_partner_is_behind_and_0_when_all_are_current() {
     let good = P {
         name: "alpha",
+        manifest: true,
         key: true,
         record: Some((rec(None, FRESH, IN_SYNC), Sign::By("alpha"))),
     };
@@ -368,11 +387,13 @@ fn exit_code_is_2_when_a_partner_is_behind_and_0_when_all_are_current() {
     let f = Fixture::new(&[
         P {
             name: "alpha",
+            manifest: true,
             key: true,
             record: Some((rec(None, FRESH, IN_SYNC), Sign::By("alpha"))),
         },
         P {
             name: "echo",
+            manifest: true,
             key: true,
             record: Some((rec(Some(&"0".repeat(40)), FRESH, IN_SYNC), Sign::By("echo"))),
         },
@@ -388,6 +409,7 @@ fn exit_code_is_2_when_a_partner_is_behind_and_0_when_all_are_current() {
     // A stale record is not known to be current either.
     let stale = P {
         name: "delta",
+        manifest: true,
         key: false,
         record: Some((rec(None, "2026-12-01T00:00:00Z", IN_SYNC), Sign::Unsigned)),
     };
@@ -524,6 +546,7 @@ fn the_manifests_are_read_from_a_git_url_or_a_plain_directory() {
 fn invalid_manifests_and_a_bad_report_key_exit_1_at_the_line() {
     let f = Fixture::new(&[P {
         name: "alpha",
+        manifest: true,
         key: false,
         record: None,
     }]);
