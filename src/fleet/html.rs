@@ -130,7 +130,7 @@ fn table(out: &mut String, fleet: &Fleet) {
         let class = match row.signature {
             Signature::Signed { .. } => "m-ok",
             Signature::Unsigned | Signature::Bad { .. } => "m-bad",
-            Signature::NoKey | Signature::None => "m-pending",
+            Signature::NoKey | Signature::NoRecord => "m-pending",
         };
         let _ = write!(
             out,

@@ -94,7 +94,7 @@ pub enum Signature {
     /// The partner declares no `report_key`: nothing to verify against.
     NoKey,
     /// There is no record to verify.
-    None,
+    NoRecord,
 }
 
 impl Signature {
@@ -104,7 +104,7 @@ impl Signature {
             Signature::Unsigned => "unsigned",
             Signature::Bad { .. } => "bad signature",
             Signature::NoKey => "no key declared",
-            Signature::None => "-",
+            Signature::NoRecord => "-",
         }
     }
 }
@@ -273,7 +273,7 @@ pub fn read(status: &RepoRef, manifests: &Manifests, now: Timestamp) -> Result<F
             _ => repo::last_change(repo, tip, &path),
         };
         let signature = match (commit, &doc.doc.report_key) {
-            (None, _) => Signature::None,
+            (None, _) => Signature::NoRecord,
             (Some(_), None) => Signature::NoKey,
             (Some(c), Some(key)) => signature(repo, c, name, doc, key, &keys, now),
         };

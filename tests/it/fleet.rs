@@ -361,7 +361,7 @@ fn the_table_marks_every_kind_of_partner_in_text_json_and_markdown() {
         rows["delta"]["verdict"]["marks"],
         serde_json::json!(["stale"])
     );
-    assert_eq!(rows["golf"]["signature"]["mark"], "none");
+    assert_eq!(rows["golf"]["signature"]["mark"], "no-record");
     assert_eq!(doc["strays"], serde_json::json!(["zulu"]));
     snapshot("fleet_json", json.stdout());
 
