@@ -15,6 +15,7 @@ const IO: &[&str] = &[
     "durable",
     "engine",
     "execute",
+    "fleet",
     "http",
     "notify",
     "probe",

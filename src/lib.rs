@@ -43,6 +43,7 @@ pub mod volumes;
 // Edges: the agent and the command line.
 pub mod agent;
 pub mod cli;
+pub mod fleet;
 
 #[cfg(test)]
 mod layering;

@@ -28,6 +28,7 @@ macro_rules! outln {
 
 mod agent;
 mod diff;
+mod fleet;
 mod host;
 mod lock;
 mod render;
@@ -158,6 +159,26 @@ enum Command {
         state_dir: PathBuf,
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
+    },
+    /// Every partner: what it should run and what its host last reported to the status
+    /// repo, with stale records and bad signatures marked.
+    Fleet {
+        /// The status repo: a git URL or a path (bare or checked out), `#branch` appended
+        /// for another branch than `main`.
+        #[arg(long, value_name = "REPO")]
+        status: String,
+        /// The manifest repo: a directory, or a git repo or URL (`#branch` to pick one).
+        #[arg(long, value_name = "REPO", default_value = ".")]
+        manifests: String,
+        #[arg(long, value_enum, default_value_t = fleet::FleetFormat::Text)]
+        format: fleet::FleetFormat,
+        /// Exit 2 when a partner is behind, stale or missing, 1 when one failed, rolled back,
+        /// is held, or its record is unreadable or not signed by its key.
+        #[arg(long)]
+        exit_code: bool,
+        /// Judge as if it were this instant (RFC 3339).
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
     },
     /// Print the JSON Schema of a manifest kind, for editors.
     Schema {
@@ -325,6 +346,19 @@ pub fn main() -> Exit {
             state_dir,
             format,
         } => volumes::volumes(partner.as_deref(), &state_dir, format),
+        Command::Fleet {
+            status,
+            manifests,
+            format,
+            exit_code,
+            now,
+        } => fleet::fleet(&fleet::FleetArgs {
+            status,
+            manifests,
+            format,
+            exit_code,
+            now,
+        }),
         Command::Schema { kind } => {
             outln!("{}", schema_json(kind));
             Exit::Ok

@@ -626,6 +626,9 @@ fn check_partner(
         c.format(&idle.pointer, check_json_pointer(&idle.pointer));
         c.duration(&idle.timeout);
     }
+    if let Some(key) = &p.report_key {
+        c.format(key, check_report_key(key));
+    }
     let mut first_line: BTreeMap<&str, u32> = BTreeMap::new();
     for o in &p.scripts {
         if let Some(line) = first_line.get(o.script.as_str()) {
@@ -692,6 +695,13 @@ fn check_partner(
         });
         check_secrets(&mut c, &repo.root, stem, o, &volumes);
     }
+}
+
+/// A partner's `report_key`: one OpenSSH public key line (`ssh-ed25519 AAAA… comment`).
+fn check_report_key(key: &str) -> Result<(), String> {
+    ssh_key::PublicKey::from_openssh(key.trim())
+        .map(drop)
+        .map_err(|e| format!("`report_key` is not an OpenSSH public key line ({e})"))
 }
 
 /// Each secret an opt-in names is a plain name with a well-formed age file in the
@@ -1146,6 +1156,30 @@ mod tests {
             ("scripts/counts.yaml", SCRIPT),
         ]);
         assert_eq!(got, Vec::<String>::new());
+    }
+
+    #[test]
+    fn report_key_must_be_an_openssh_public_key_line() {
+        let good = format!(
+            "{PARTNER}report_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl host\n"
+        );
+        let got = findings(&[
+            ("partners/alpha.yaml", &good),
+            ("scripts/counts.yaml", SCRIPT),
+        ]);
+        assert_eq!(got, Vec::<String>::new());
+        let bad = format!("{PARTNER}report_key: ssh-ed25519 not-base64\n");
+        let got = findings(&[
+            ("partners/alpha.yaml", &bad),
+            ("scripts/counts.yaml", SCRIPT),
+        ]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "partners/alpha.yaml:10:13: error: `report_key` is not an OpenSSH public key line"
+            ),
+            "{got:?}"
+        );
     }
 
     #[test]

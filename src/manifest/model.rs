@@ -64,6 +64,10 @@ pub struct Partner {
     /// The scripts this partner runs.
     #[serde(default)]
     pub scripts: Vec<OptIn>,
+    /// The partner host's SSH public key (an OpenSSH `authorized_keys` line): `berth fleet`
+    /// trusts a status record only when the commit that wrote it was signed with this key.
+    #[serde(default)]
+    pub report_key: Option<Sp<String>>,
 }
 
 /// A weekly window in the partner's zone.

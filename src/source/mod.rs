@@ -146,8 +146,9 @@ pub fn git_timeout() -> Duration {
         .map_or(Duration::from_secs(30), Duration::from_secs_f64)
 }
 
-/// Sets libgit2's process-wide connect and read timeouts, once, before the first fetch.
-fn bound_git_io() {
+/// Sets libgit2's process-wide connect and read timeouts, once, before the first fetch
+/// (the agent's and `berth fleet`'s).
+pub fn bound_git_io() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let millis = i32::try_from(git_timeout().as_millis()).unwrap_or(i32::MAX);

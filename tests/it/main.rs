@@ -11,6 +11,7 @@ mod apply;
 mod components;
 mod disk;
 mod ecr;
+mod fleet;
 mod floor;
 mod hostile;
 mod images;
