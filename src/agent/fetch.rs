@@ -5,13 +5,13 @@
 //! killing the child rather than abandoning a thread. A plain-directory source needs no git
 //! and is read in the agent itself.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
+use super::child::{self, Unanswered};
 use super::config::{self, AgentConfig};
 use crate::exit::{Exit, chain};
 use crate::source::{self, Checkout};
@@ -74,52 +74,20 @@ pub async fn sync(
             FetchError::Source { message, wrong }
         });
     }
-    let exe = std::env::current_exe().map_err(|source| FetchError::Spawn {
-        url: url.clone(),
-        source,
-    })?;
-    let mut child = tokio::process::Command::new(exe)
-        .arg(COMMAND)
-        .arg("--config")
-        .arg(&config.path)
-        .arg("--now")
-        .arg(now.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| FetchError::Spawn {
-            url: url.clone(),
-            source,
-        })?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let read = async {
-        use tokio::io::AsyncReadExt as _;
-        let mut out = Vec::new();
-        let read = stdout.read_to_end(&mut out).await;
-        (read, out, child.wait().await)
-    };
-    tokio::pin!(read);
-    let (read, out, status) = loop {
-        tokio::select! {
-            done = &mut read => break done,
-            () = tokio::time::sleep(Duration::from_millis(100)) => {
-                if stopping.load(Ordering::SeqCst) {
-                    return Err(FetchError::Stopped { url });
-                }
-            }
-        }
-    };
-    let lost = |status: String| FetchError::Lost {
-        url: url.clone(),
-        status,
-    };
-    let status = status.map_err(|e| lost(e.to_string()))?;
-    read.map_err(|e| lost(e.to_string()))?;
-    match serde_json::from_slice::<Answer>(&out) {
+    let now = now.to_string();
+    let args = [
+        OsStr::new(COMMAND),
+        OsStr::new("--config"),
+        config.path.as_os_str(),
+        OsStr::new("--now"),
+        OsStr::new(&now),
+    ];
+    match child::ask::<Answer>(&args, None, stopping).await {
         Ok(Answer::Checkout(c)) => Ok(c),
         Ok(Answer::Failed { message, wrong }) => Err(FetchError::Source { message, wrong }),
-        Err(_) => Err(lost(status.to_string())),
+        Err(Unanswered::Spawn(source)) => Err(FetchError::Spawn { url, source }),
+        Err(Unanswered::Stopped | Unanswered::TimedOut) => Err(FetchError::Stopped { url }),
+        Err(Unanswered::Lost(status)) => Err(FetchError::Lost { url, status }),
     }
 }
 

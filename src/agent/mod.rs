@@ -1,6 +1,7 @@
 //! The partner agent: `berth agent --config FILE [--once]`. It fetches the manifest repo,
 //! converges the host inside its window, and keeps a status others can read.
 
+pub mod child;
 pub mod config;
 pub mod daemon;
 pub mod fetch;

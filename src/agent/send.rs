@@ -5,13 +5,14 @@
 //! written its status and record: its exit code and status never depend on the push, which
 //! only sets the status's `report` entry.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::child::{self, Unanswered};
 use super::config::{self, AgentConfig};
 use super::status::Status;
 use crate::exit::{Exit, chain};
@@ -118,53 +119,24 @@ async fn push_in_child(
     stopping: &AtomicBool,
 ) -> Result<Pushed, ReportError> {
     let bound = timeout();
-    let spawn = |source| ReportError::Spawn {
-        url: url.to_owned(),
-        source,
-    };
-    let exe = std::env::current_exe().map_err(spawn)?;
-    let mut child = tokio::process::Command::new(exe)
-        .arg(COMMAND)
-        .arg("--config")
-        .arg(&config.path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(spawn)?;
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let read = async {
-        use tokio::io::AsyncReadExt as _;
-        let mut out = Vec::new();
-        let read = stdout.read_to_end(&mut out).await;
-        (read, out, child.wait().await)
-    };
-    tokio::pin!(read);
-    let end = tokio::time::Instant::now() + bound;
-    let (read, out, status) = loop {
-        tokio::select! {
-            done = &mut read => break done,
-            () = tokio::time::sleep_until(end) => {
-                return Err(ReportError::Timeout { url: url.to_owned(), timeout: bound });
-            }
-            () = tokio::time::sleep(Duration::from_millis(100)) => {
-                if stopping.load(Ordering::SeqCst) {
-                    return Err(ReportError::Stopped { url: url.to_owned() });
-                }
-            }
-        }
-    };
-    let lost = |status: String| ReportError::Lost {
-        url: url.to_owned(),
-        status,
-    };
-    let status = status.map_err(|e| lost(e.to_string()))?;
-    read.map_err(|e| lost(e.to_string()))?;
-    match serde_json::from_slice::<Answer>(&out) {
+    let args = [
+        OsStr::new(COMMAND),
+        OsStr::new("--config"),
+        config.path.as_os_str(),
+    ];
+    let deadline = tokio::time::Instant::now() + bound;
+    let url = url.to_owned();
+    match child::ask::<Answer>(&args, Some(deadline), stopping).await {
         Ok(Answer::Pushed { commit }) => Ok(Pushed::Commit(commit)),
         Ok(Answer::Unchanged) => Ok(Pushed::Unchanged),
         Ok(Answer::Failed { message }) => Err(ReportError::Push(message)),
-        Err(_) => Err(lost(status.to_string())),
+        Err(Unanswered::Spawn(source)) => Err(ReportError::Spawn { url, source }),
+        Err(Unanswered::Stopped) => Err(ReportError::Stopped { url }),
+        Err(Unanswered::TimedOut) => Err(ReportError::Timeout {
+            url,
+            timeout: bound,
+        }),
+        Err(Unanswered::Lost(status)) => Err(ReportError::Lost { url, status }),
     }
 }
 
