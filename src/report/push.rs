@@ -74,7 +74,7 @@ pub enum PushError {
     Connect {
         url: String,
         #[source]
-        source: crate::source::SourceError,
+        source: Box<crate::source::SourceError>,
     },
     #[error("cannot reach {url}")]
     HostKey {
@@ -415,7 +415,7 @@ fn callbacks(
 ) -> Result<(git2::RemoteCallbacks<'static>, HostKeyRefusal), PushError> {
     remote_callbacks(&spec.url, auth).map_err(|source| PushError::Connect {
         url: spec.url.clone(),
-        source,
+        source: Box::new(source),
     })
 }
 
