@@ -54,6 +54,8 @@ struct ReportFile {
     token_file: Option<PathBuf>,
     #[serde(default)]
     signing_key: Option<PathBuf>,
+    #[serde(default)]
+    known_hosts: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,7 +130,7 @@ impl AgentConfig {
         .chain(
             self.report
                 .iter()
-                .flat_map(|r| [&r.ssh_key, &r.token_file, &r.signing_key]),
+                .flat_map(|r| [&r.ssh_key, &r.known_hosts, &r.token_file, &r.signing_key]),
         )
         .flatten()
         .chain([&self.secrets_dir])
@@ -189,28 +191,13 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             Follow::Branch("main".into())
         }
     };
-    // An SSH remote names the host keys it trusts, as it names its key: an unattended agent
-    // must not depend on what the service user's home happens to hold.
-    match (&file.repo.known_hosts, source::is_ssh_url(&file.repo.url)) {
-        (None, true) => diags.push(Diagnostic::error(
-            &name,
-            file.repo.url.pos,
-            format!(
-                "`{}` is an SSH remote: set repo.known_hosts to a file listing the server's host key \
-                 (ssh-keyscan -p PORT HOST > /etc/berth/known_hosts, then check the fingerprint)",
-                file.repo.url.value
-            ),
-        )),
-        (Some(k), false) => diags.push(Diagnostic::error(
-            &name,
-            k.pos,
-            format!(
-                "known_hosts is for SSH remotes, and `{}` is not one",
-                file.repo.url.value
-            ),
-        )),
-        _ => {}
-    }
+    check_known_hosts(
+        "repo",
+        &file.repo.url,
+        file.repo.known_hosts.as_ref(),
+        &name,
+        &mut diags,
+    );
     let interval = match &file.interval {
         None => Duration::from_secs(300),
         Some(i) => match syntax::parse_duration(i) {
@@ -289,7 +276,8 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
     })
 }
 
-/// The `report:` block, checked: a URL, a valid branch name, at most one token source.
+/// The `report:` block, checked: a URL, a valid branch name, at most one token source, and
+/// `known_hosts` exactly when the URL is an SSH one.
 fn report_spec(r: ReportFile, name: &str, diags: &mut Diagnostics) -> crate::report::push::Spec {
     if r.url.trim().is_empty() {
         diags.push(Diagnostic::error(name, r.url.pos, "report.url is empty"));
@@ -307,6 +295,7 @@ fn report_spec(r: ReportFile, name: &str, diags: &mut Diagnostics) -> crate::rep
             b.value
         }
     };
+    check_known_hosts("report", &r.url, r.known_hosts.as_ref(), name, diags);
     if r.token_env.is_some() && r.token_file.is_some() {
         diags.push(Diagnostic::error(
             name,
@@ -321,6 +310,36 @@ fn report_spec(r: ReportFile, name: &str, diags: &mut Diagnostics) -> crate::rep
         token_env: r.token_env,
         token_file: r.token_file,
         signing_key: r.signing_key,
+        known_hosts: r.known_hosts.map(|k| PathBuf::from(k.value)),
+    }
+}
+
+/// An SSH remote names the host keys it trusts, as it names its key: an unattended agent
+/// must not depend on what the service user's home happens to hold. `block` is `repo` or
+/// `report`, the block `url` and `known_hosts` are in.
+fn check_known_hosts(
+    block: &str,
+    url: &Sp<String>,
+    known_hosts: Option<&Sp<String>>,
+    name: &str,
+    diags: &mut Diagnostics,
+) {
+    let url_text = url.value.trim();
+    match (known_hosts, source::is_ssh_url(url_text)) {
+        (None, true) => diags.push(Diagnostic::error(
+            name,
+            url.pos,
+            format!(
+                "`{url_text}` is an SSH remote: set {block}.known_hosts to a file listing the server's host key \
+                 (ssh-keyscan -p PORT HOST > /etc/berth/known_hosts, then check the fingerprint)"
+            ),
+        )),
+        (Some(k), false) => diags.push(Diagnostic::error(
+            name,
+            k.pos,
+            format!("known_hosts is for SSH remotes, and `{url_text}` is not one"),
+        )),
+        _ => {}
     }
 }
 
@@ -417,6 +436,39 @@ mod tests {
             "the signing key is berth's own"
         );
         assert_eq!(load_text(BASE).unwrap().report, None);
+    }
+
+    #[test]
+    fn an_ssh_status_repo_names_its_known_hosts() {
+        let ssh = format!("{BASE}report:\n  url: ssh://git@git.example.org/fleet/status.git\n");
+        let text = load_text(&ssh).unwrap_err().render_text(Path::new(""));
+        assert!(
+            text.contains("agent.yaml:5:8")
+                && text.contains(
+                    "`ssh://git@git.example.org/fleet/status.git` is an SSH remote: set report.known_hosts"
+                )
+                && text.contains("ssh-keyscan -p PORT HOST"),
+            "{text}"
+        );
+        let set = load_text(&format!(
+            "{ssh}  known_hosts: /etc/berth/status_known_hosts\n"
+        ))
+        .unwrap();
+        let report = set.report.clone().unwrap();
+        assert_eq!(
+            report.known_hosts.as_deref(),
+            Some(Path::new("/etc/berth/status_known_hosts"))
+        );
+        assert!(
+            set.own_files()
+                .contains(&PathBuf::from("/etc/berth/status_known_hosts"))
+        );
+        let file = format!("{BASE}report:\n  url: file:///srv/status.git\n  known_hosts: kh\n");
+        let text = load_text(&file).unwrap_err().render_text(Path::new(""));
+        assert!(
+            text.contains("agent.yaml:6:16") && text.contains("known_hosts is for SSH remotes"),
+            "{text}"
+        );
     }
 
     #[test]

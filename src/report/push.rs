@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use git2::{ErrorCode, Oid, Repository};
 use ssh_key::{HashAlg, LineEnding, PrivateKey, SshSig};
 
+use crate::source::{HostKeyRefusal, RemoteAuth, remote_callbacks};
+
 /// Where and how the agent reports (agent.yaml `report:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
@@ -24,6 +26,8 @@ pub struct Spec {
     pub branch: String,
     /// Private key for SSH remotes.
     pub ssh_key: Option<PathBuf>,
+    /// OpenSSH `known_hosts` file the SSH server's host key must be listed in.
+    pub known_hosts: Option<PathBuf>,
     /// Credentials for HTTPS: a token, read from an env var or a file.
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
@@ -65,6 +69,18 @@ pub enum PushError {
         path: PathBuf,
         #[source]
         source: git2::Error,
+    },
+    #[error("cannot reach {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: Box<crate::source::SourceError>,
+    },
+    #[error("cannot reach {url}")]
+    HostKey {
+        url: String,
+        #[source]
+        source: Box<crate::source::known_hosts::HostKeyError>,
     },
     #[error("cannot fetch {branch} from {url}")]
     Fetch {
@@ -296,8 +312,14 @@ fn try_remote(spec: &Spec, repo: &Repository, change: &Change<'_>) -> Result<Try
             path: repo.path().to_owned(),
             source,
         })?;
+    let auth = RemoteAuth {
+        ssh_key: spec.ssh_key.clone(),
+        token,
+        known_hosts: spec.known_hosts.clone(),
+    };
+    let (fetching, refusal) = callbacks(spec, &auth)?;
     let mut options = git2::FetchOptions::new();
-    options.remote_callbacks(callbacks(spec, token.as_deref()));
+    options.remote_callbacks(fetching);
     options.download_tags(git2::AutotagOption::None);
     remote
         .fetch(
@@ -305,10 +327,12 @@ fn try_remote(spec: &Spec, repo: &Repository, change: &Change<'_>) -> Result<Try
             Some(&mut options),
             None,
         )
-        .map_err(|source| PushError::Fetch {
-            url: spec.url.clone(),
-            branch: spec.branch.clone(),
-            source,
+        .map_err(|source| {
+            refused(spec, &refusal).unwrap_or_else(|| PushError::Fetch {
+                url: spec.url.clone(),
+                branch: spec.branch.clone(),
+                source,
+            })
         })?;
     let tip = repo.refname_to_id(&tracking).ok();
     let Some(commit) = build(repo, tip, change).map_err(PushError::Commit)? else {
@@ -317,7 +341,7 @@ fn try_remote(spec: &Spec, repo: &Repository, change: &Change<'_>) -> Result<Try
     repo.reference(OUTGOING, commit, true, "berth: outgoing report")
         .map_err(PushError::Commit)?;
     let rejected = std::cell::RefCell::new(None);
-    let mut callbacks = callbacks(spec, token.as_deref());
+    let (mut callbacks, refusal) = callbacks(spec, &auth)?;
     callbacks.push_update_reference(|_, status| {
         if let Some(message) = status {
             *rejected.borrow_mut() = Some(message.to_owned());
@@ -334,11 +358,11 @@ fn try_remote(spec: &Spec, repo: &Repository, change: &Change<'_>) -> Result<Try
     match pushed {
         // The client's own check against the tip it saw when it connected.
         Err(e) if e.code() == ErrorCode::NotFastForward => Ok(Try::Raced(e.message().to_owned())),
-        Err(source) => Err(PushError::Push {
+        Err(source) => Err(refused(spec, &refusal).unwrap_or_else(|| PushError::Push {
             url: spec.url.clone(),
             branch: spec.branch.clone(),
             source,
-        }),
+        })),
         Ok(()) => match rejected.into_inner() {
             None => Ok(Try::Done(Pushed::Commit(commit.to_string()))),
             // The server's check, when another push landed first.
@@ -383,31 +407,25 @@ fn token(spec: &Spec) -> Result<Option<String>, PushError> {
     })
 }
 
-/// The credentials `spec` names: its SSH key for SSH remotes, its token for HTTPS; each
-/// offered once, so a refusal ends the attempt instead of looping.
-fn callbacks<'a>(spec: &Spec, token: Option<&str>) -> git2::RemoteCallbacks<'a> {
-    let mut callbacks = git2::RemoteCallbacks::new();
-    let ssh_key = spec.ssh_key.clone();
-    let token = token.map(str::to_owned);
-    let mut tried = false;
-    callbacks.credentials(move |_url, username, allowed| {
-        if tried {
-            return Err(git2::Error::from_str("the remote refused the credentials"));
-        }
-        tried = true;
-        if allowed.contains(git2::CredentialType::SSH_KEY)
-            && let Some(key) = &ssh_key
-        {
-            return git2::Cred::ssh_key(username.unwrap_or("git"), None, key, None);
-        }
-        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT)
-            && let Some(token) = &token
-        {
-            return git2::Cred::userpass_plaintext(username.unwrap_or("berth"), token);
-        }
-        git2::Cred::default()
-    });
-    callbacks
+/// The credentials `auth` holds and, for SSH, the host-key check against its
+/// `known_hosts`: the same callbacks the manifest fetch uses.
+fn callbacks(
+    spec: &Spec,
+    auth: &RemoteAuth,
+) -> Result<(git2::RemoteCallbacks<'static>, HostKeyRefusal), PushError> {
+    remote_callbacks(&spec.url, auth).map_err(|source| PushError::Connect {
+        url: spec.url.clone(),
+        source: Box::new(source),
+    })
+}
+
+/// The host-key refusal behind a failed fetch or push, if that is what failed it: libgit2
+/// words it only as "invalid or unknown remote ssh hostkey".
+fn refused(spec: &Spec, refusal: &HostKeyRefusal) -> Option<PushError> {
+    refusal.take().map(|source| PushError::HostKey {
+        url: spec.url.clone(),
+        source: Box::new(source),
+    })
 }
 
 /// The commit on `tip` whose tree is the tip's with the record's file replaced, written to

@@ -1,5 +1,6 @@
 //! The agent's status record in the status repo (docs/reporting.md), against real bare git
-//! repos (over `file://` and over `git://` from `git daemon`), the real engine, and `git`
+//! repos (over `file://`, over `git://` from `git daemon`, and over SSH through a real
+//! `sshd`, `common::sshd`), the real engine, and `git`
 //! itself as the fleet team's reader: what lands in `partners/<partner>.json`, the SSH
 //! signature `git verify-commit` checks, when a pass pushes and when it does not, many
 //! partners pushing to one branch at once, and a status repo that is missing or hangs.
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::sshd::{Sshd, keygen};
 use crate::common::*;
 
 /// Turns the host's manifest dir into a git repo on `main` with one more commit.
@@ -84,6 +86,18 @@ fn local_record(host: &Host) -> String {
     std::fs::read_to_string(host.state_dir().join("record.json")).unwrap()
 }
 
+/// `git verify-commit main` in `repo`, trusting the keys `signers` lists, as the fleet
+/// team checks a record's commit.
+fn verify_commit(repo: &Path, signers: &Path) -> Run {
+    run(Command::new("git")
+        .current_dir(repo)
+        .arg("-c")
+        .arg(format!("gpg.ssh.allowedSignersFile={}", signers.display()))
+        .args(["verify-commit", "main"])
+        .env("HOME", signers.parent().unwrap())
+        .env("GIT_CONFIG_NOSYSTEM", "1"))
+}
+
 #[test]
 fn once_pushes_a_signed_record_when_the_outcome_changes() {
     let host = Host::new("report");
@@ -131,13 +145,7 @@ fn once_pushes_a_signed_record_when_the_outcome_changes() {
         format!("{}@berth.invalid {public}\n", host.partner),
     )
     .unwrap();
-    let verified = run(Command::new("git")
-        .current_dir(&repo)
-        .arg("-c")
-        .arg(format!("gpg.ssh.allowedSignersFile={}", signers.display()))
-        .args(["verify-commit", "main"])
-        .env("HOME", host.dir.path())
-        .env("GIT_CONFIG_NOSYSTEM", "1"));
+    let verified = verify_commit(&repo, &signers);
     verified.assert_exit(0);
     assert!(
         verified.stderr().contains("Good \"git\" signature"),
@@ -150,13 +158,7 @@ fn once_pushes_a_signed_record_when_the_outcome_changes() {
         format!("{}@berth.invalid {other}\n", host.partner),
     )
     .unwrap();
-    let refused = run(Command::new("git")
-        .current_dir(&repo)
-        .arg("-c")
-        .arg(format!("gpg.ssh.allowedSignersFile={}", signers.display()))
-        .args(["verify-commit", "main"])
-        .env("HOME", host.dir.path())
-        .env("GIT_CONFIG_NOSYSTEM", "1"));
+    let refused = verify_commit(&repo, &signers);
     assert_ne!(refused.code(), Some(0), "another key does not verify it");
     assert_eq!(
         git(
@@ -496,9 +498,143 @@ fn the_example_report_block_parses() {
         .unwrap_or_else(|d| panic!("{}", d.render_text(Path::new(""))));
     let report = config.report.expect("a report block");
     assert_eq!(report.url, "ssh://git@git.example.org/fleet/status.git");
+    assert_eq!(
+        report.known_hosts.as_deref(),
+        Some(Path::new("/etc/berth/status_known_hosts"))
+    );
     assert_eq!(report.branch, "main");
     assert_eq!(
         report.signing_key.as_deref(),
         Some(Path::new("/etc/berth/report_signing_key"))
+    );
+}
+
+/// A status repo over SSH, through a real sshd: the host key is checked against
+/// `report.known_hosts` as the manifest fetch checks `repo.known_hosts`. A trusted server gets
+/// the signed record; one whose key does not match gets nothing (berth never logs in), the
+/// pass is untouched, and the status names the host and the key it offered.
+#[test]
+fn an_agent_reports_over_ssh_and_refuses_a_wrong_host_key() {
+    let sshd = Sshd::start();
+    let host = Host::new("report-ssh");
+    host.write(&versions("^1"));
+    commit_all(&host, "first");
+    let repo = status_repo(&host.dir.path().join("status.git"));
+    let (key, public) = host_key(host.dir.path());
+    let known_hosts = host.dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, format!("{}\n", sshd.known_hosts_line())).unwrap();
+    let impostor = keygen(host.dir.path(), "impostor");
+    let wrong = host.dir.path().join("wrong_known_hosts");
+    std::fs::write(
+        &wrong,
+        format!(
+            "[127.0.0.1]:{} {}",
+            sshd.port,
+            std::fs::read_to_string(impostor.with_extension("pub")).unwrap()
+        ),
+    )
+    .unwrap();
+    let url = sshd.url(&repo);
+    let config_with = |known_hosts: &Path| {
+        config(
+            &host,
+            &format!(
+                "  url: {url}\n  ssh_key: {}\n  known_hosts: {}\n  signing_key: {}\n",
+                sshd.client_key().display(),
+                known_hosts.display(),
+                key.display()
+            ),
+        )
+    };
+    let logins = || sshd.log().matches("Accepted publickey for root").count();
+
+    agent_once(&config_with(&known_hosts)).assert_exit(0);
+    assert_eq!(host.version_label(), "1.1.0");
+    assert_eq!(commits(&repo), 1, "{}", sshd.log());
+    assert_eq!(
+        format!("{}\n", record_in(&repo, &host.partner)),
+        local_record(&host),
+        "the repo holds the state dir's record, byte for byte"
+    );
+    assert!(logins() >= 1, "the push went through sshd:\n{}", sshd.log());
+    let signers = host.dir.path().join("allowed_signers");
+    std::fs::write(
+        &signers,
+        format!("{}@berth.invalid {public}\n", host.partner),
+    )
+    .unwrap();
+    let verified = verify_commit(&repo, &signers);
+    verified.assert_exit(0);
+    assert!(
+        verified.stderr().contains("Good \"git\" signature"),
+        "{}",
+        verified.text()
+    );
+
+    // A new outcome to tell, and the server's key no longer matches: nothing is sent.
+    host.write(&versions("=1.0.0"));
+    commit_all(&host, "pin 1.0.0");
+    let before = logins();
+    agent_once(&config_with(&wrong)).assert_exit(0);
+    assert_eq!(host.version_label(), "1.0.0", "the pass converged");
+    assert_eq!(commits(&repo), 1, "no commit landed");
+    assert_eq!(logins(), before, "berth never logged in:\n{}", sshd.log());
+    let status = status_json(&host);
+    assert_eq!(status["last_pass"]["exit"], 0);
+    let error = status["report"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("cannot reach {url}"))
+            && error.contains(&format!(
+                "the host key of [127.0.0.1]:{} changed",
+                sshd.port
+            ))
+            && error.contains(&format!("ssh-ed25519 {}", sshd.fingerprint())),
+        "{status:#}"
+    );
+
+    // Trusted again: the next pass, with the same outcome, sends the record.
+    agent_once(&config_with(&known_hosts)).assert_exit(0);
+    assert_eq!(commits(&repo), 2);
+    let doc: serde_json::Value = serde_json::from_str(&record_in(&repo, &host.partner)).unwrap();
+    assert_eq!(doc["scripts"][0]["running"]["version"], "1.0.0");
+    assert_eq!(
+        format!("{}\n", record_in(&repo, &host.partner)),
+        local_record(&host)
+    );
+    verify_commit(&repo, &signers).assert_exit(0);
+    let status = status_json(&host);
+    assert_eq!(status["report"]["last_error"], serde_json::Value::Null);
+}
+
+/// An SSH status repo without `report.known_hosts` is refused when the config is read,
+/// before any connection, as an SSH manifest repo without `repo.known_hosts` is.
+#[test]
+fn an_ssh_status_repo_without_known_hosts_is_refused_at_load() {
+    let sshd = Sshd::start();
+    let host = Host::new("report-nokh");
+    host.write(&versions("^1"));
+    commit_all(&host, "first");
+    let repo = status_repo(&host.dir.path().join("status.git"));
+    let url = sshd.url(&repo);
+    let config = config(
+        &host,
+        &format!("  url: {url}\n  ssh_key: {}\n", sshd.client_key().display()),
+    );
+    let connections = sshd.log().matches("Connection from").count();
+    let out = agent_once(&config);
+    out.assert_exit(1);
+    assert!(
+        out.text().contains(&format!(
+            "agent.yaml:8:8: error: `{url}` is an SSH remote: set report.known_hosts"
+        )) && out.text().contains("ssh-keyscan"),
+        "{}",
+        out.text()
+    );
+    assert!(host.containers().is_empty(), "no pass ran");
+    assert_eq!(
+        sshd.log().matches("Connection from").count(),
+        connections,
+        "no connection was made:\n{}",
+        sshd.log()
     );
 }
