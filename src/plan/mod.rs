@@ -1519,6 +1519,56 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_with_a_new_version_waits_for_its_required_services_as_one() {
+        let mut pol = requiring();
+        pol.requires.insert("m".into(), pol.requires["a"].clone());
+        let db = component("db", "1.0.0", &[]);
+        let mut o = observed(vec![
+            running_component(&db),
+            running_component(&component("api", "1.0.0", &["db"])),
+        ]);
+        o.requires = [("m".into(), not_ready())].into();
+        // The api's new version and a new cache component wait together; db stays in sync.
+        let d = desired(vec![
+            db.clone(),
+            component("api", "2.0.0", &["db"]),
+            component("cache", "2.0.0", &[]),
+        ]);
+        let p = plan(&d, &o, &pol, NOW_OPEN.parse().unwrap());
+        let gates: Vec<(String, Action, bool)> = p
+            .steps
+            .iter()
+            .map(|s| {
+                let waits = matches!(s.gate, Gate::Deferred(Deferral::Requires { .. }));
+                (s.label(), s.action(), waits)
+            })
+            .collect();
+        assert_eq!(
+            gates,
+            vec![
+                ("m/db".into(), Action::Keep, false),
+                ("m/api".into(), Action::Replace, true),
+                ("m/cache".into(), Action::Create, true),
+            ]
+        );
+        // A unit whose changes bring no new version does not wait.
+        let mut api_env = component("api", "1.0.0", &["db"]);
+        api_env.spec.env.insert("MODE".into(), "y".into());
+        api_env.spec_hash = api_env.spec.hash();
+        let p = plan(
+            &desired(vec![db, api_env]),
+            &o,
+            &pol,
+            NOW_OPEN.parse().unwrap(),
+        );
+        assert!(
+            p.steps.iter().all(|s| s.gate == Gate::Allowed),
+            "{:?}",
+            p.steps
+        );
+    }
+
+    #[test]
     fn a_held_unit_is_retried_once_any_of_its_changes_differs() {
         let o = observed(vec![
             running_component(&component("a", "1.0.0", &[])),
