@@ -408,8 +408,9 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
     /// The planner's gate asked again now, for one step or a unit's steps together: the
     /// host paths they mount, resolved again (a pre-pull or an earlier step's health wait
     /// gave time to swap one for a symlink), the window, the services a new version
-    /// requires (asked again: one may have been rolled back since the plan), and, when `ask_idle` and a step
-    /// stops a running container, a fresh answer from the partner's service.
+    /// requires (asked again: one may have been rolled back since the plan), and, when
+    /// `ask_idle` and a step stops a running container, a fresh answer from the partner's
+    /// service.
     async fn gate(&self, plan: &Plan, steps: &[&Step], ask_idle: bool) -> Gate {
         for to in steps.iter().filter_map(|s| s.desired()) {
             let binds = crate::resolve::host_binds(&to.spec);

@@ -3,12 +3,11 @@
 //! container, with a fresh clock and a fresh idle answer, because a long pre-pull or an
 //! earlier step's health wait may have carried the pass past the window's close.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
-
-use std::collections::BTreeMap;
 
 use super::{Change, Idleness, Readiness};
 use crate::window::{Schedule, WindowState};
