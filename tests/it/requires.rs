@@ -212,6 +212,14 @@ fn a_first_install_waits_too() {
         out.text()
     );
     assert!(host.containers().is_empty(), "nothing was created");
+    let json = host.berth("plan", &["--format", "json"]);
+    json.assert_exit(0);
+    let v: serde_json::Value = serde_json::from_str(json.stdout()).unwrap();
+    let gate = &v["steps"][0]["gate"];
+    assert_eq!(gate["state"], "deferred", "{v:#}");
+    assert_eq!(gate["reason"], "requires", "{v:#}");
+    assert_eq!(gate["url"], central.url().as_str(), "{v:#}");
+    assert_eq!(gate["detail"], not_in_range(&central).as_str(), "{v:#}");
 
     central.say(&[Says::Json(r#"{"version":"2.1.0"}"#)]);
     host.berth("apply", &[]).assert_exit(0);
