@@ -145,7 +145,8 @@ pub fn classify(plan: &Plan, notes: Vec<String>) -> Pending {
                 | Deferral::InFlight
                 | Deferral::Refused { .. }
                 | Deferral::Disk { .. }
-                | Deferral::DiskUnmeasured { .. }),
+                | Deferral::DiskUnmeasured { .. }
+                | Deferral::Requires { .. }),
             ) => {
                 held.push(format!("{}: {}", step.script, d.describe()));
             }

@@ -17,7 +17,7 @@ use crate::engine::{Engine, EngineError, FreeSpace};
 use crate::exit::chain;
 use crate::image::{ImageRepo, SourceError, TagSource};
 use crate::manifest::Idle;
-use crate::plan::{Action, Change, Deferral, Gate, Held, Idleness, Plan, Step, gate};
+use crate::plan::{Action, Change, Deferral, Gate, Held, Idleness, Plan, Readiness, Step, gate};
 use crate::probe::{self, Probe, ProbeError};
 use crate::prune::Pulled;
 use crate::resolve::DesiredContainer;
@@ -407,8 +407,10 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
 
     /// The planner's gate asked again now, for one step or a unit's steps together: the
     /// host paths they mount, resolved again (a pre-pull or an earlier step's health wait
-    /// gave time to swap one for a symlink), the window, and, when `ask_idle` and a step
-    /// stops a running container, a fresh answer from the partner's service.
+    /// gave time to swap one for a symlink), the window, the services a new version
+    /// requires (asked again: one may have been rolled back since the plan), and, when
+    /// `ask_idle` and a step stops a running container, a fresh answer from the partner's
+    /// service.
     async fn gate(&self, plan: &Plan, steps: &[&Step], ask_idle: bool) -> Gate {
         for to in steps.iter().filter_map(|s| s.desired()) {
             let binds = crate::resolve::host_binds(&to.spec);
@@ -425,6 +427,13 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         let changes: Vec<&Change> = steps.iter().map(|s| &s.change).collect();
         let now = self.clock.now();
         let first = gate::decide(&plan.policy, &changes, now, &Idleness::Unknown);
+        if first == Gate::Allowed
+            && let Some(script) = changes.iter().find_map(|c| plan.policy.requires_gated(c))
+            && let Readiness::Unmet { url, detail } =
+                probe::readiness(self.probe, &plan.policy.requires[script]).await
+        {
+            return Gate::Deferred(Deferral::Requires { url, detail });
+        }
         let gated = changes.iter().any(|c| plan.policy.idle_gated(c));
         match (first, self.idle) {
             (Gate::Allowed, Some(idle)) if ask_idle && gated => {
@@ -1281,6 +1290,7 @@ mod tests {
             held: state.held()?,
             in_flight: Default::default(),
             idle: Idleness::Unknown,
+            requires: Default::default(),
         };
         let plan = crate::plan::plan(want, &observed, policy, clock.now());
         between();
@@ -1570,6 +1580,7 @@ mod tests {
                 held: vec![],
                 in_flight: Default::default(),
                 idle: Idleness::Unknown,
+                requires: Default::default(),
             };
             let plan = crate::plan::plan(&want, &observed, &policy(false), clock.now());
             executor.execute(&plan).await
@@ -1764,6 +1775,7 @@ mod tests {
                 held: state.held()?,
                 in_flight: Default::default(),
                 idle: Idleness::Unknown,
+                requires: Default::default(),
             };
             let plan = crate::plan::plan(want, &observed, &policy(false), clock.now());
             Ok(executor.execute(&plan).await)
@@ -1845,6 +1857,7 @@ mod tests {
                     held: vec![],
                     in_flight: Default::default(),
                     idle: Idleness::Unknown,
+                    requires: Default::default(),
                 };
                 let plan = crate::plan::plan(&want, &observed, &policy(true), clock.now());
                 executor.execute(&plan).await
@@ -2093,6 +2106,7 @@ mod tests {
                 held: vec![],
                 in_flight: Default::default(),
                 idle: Idleness::Unknown,
+                requires: Default::default(),
             };
             let plan = crate::plan::plan(&want, &observed, &policy(true), clock.now());
             executor.execute(&plan).await

@@ -105,6 +105,13 @@ pub fn policy(repo: &Repo, partner: &Partner, overrides: Overrides, rules: Rules
         has_idle_gate: partner.idle.is_some(),
         overrides,
         rules,
+        requires: partner
+            .scripts
+            .iter()
+            .filter_map(|o| repo.scripts.get(o.script.as_str()))
+            .filter(|s| !s.doc.requires.is_empty())
+            .map(|s| (s.doc.name.value.clone(), s.doc.requires.clone()))
+            .collect(),
     }
 }
 
@@ -295,7 +302,8 @@ impl Memory {
     }
 }
 
-/// Observes the host and plans; asks the idle gate only when a step would need it.
+/// Observes the host and plans; asks the services scripts require, then the idle gate, only
+/// when a step would need them.
 pub async fn plan<E: Engine, T: TagSource, P: Probe, C: Clock>(
     fx: &Effects<'_, E, T, P, C>,
     target: &Target<'_>,
@@ -345,8 +353,21 @@ async fn plan_desired<E: Engine, T: TagSource, P: Probe, C: Clock>(
         held: memory.held,
         in_flight: memory.in_flight,
         idle: Idleness::Unknown,
+        requires: Default::default(),
     };
     let mut plan = plan::plan(&desired, &observed, &policy, now);
+    let asked: Vec<String> = plan
+        .wants_requires()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if !asked.is_empty() {
+        for script in asked {
+            let answer = probe::readiness(fx.probe, &policy.requires[&script]).await;
+            observed.requires.insert(script, answer);
+        }
+        plan = plan::plan(&desired, &observed, &policy, now);
+    }
     if let Some(idle) = &partner.idle
         && plan.wants_idle_probe()
     {

@@ -212,6 +212,12 @@ fn check_script(
     // An invalid or unsatisfiable range is reported here, once, and not again against
     // every partner that narrows it.
     let range = check_range(&mut c, s.versions.as_ref());
+    for r in &s.requires {
+        c.format(&r.url, check_http_url(&r.url));
+        c.format(&r.pointer, check_json_pointer(&r.pointer));
+        check_range(&mut c, Some(&r.versions));
+        c.duration(&r.timeout);
+    }
     match &s.components {
         Some(components) => check_components(&mut c, s, components, fleet_registry),
         None => {
@@ -1178,6 +1184,50 @@ mod tests {
             got[0].starts_with(
                 "partners/alpha.yaml:10:13: error: `report_key` is not an OpenSSH public key line"
             ),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn requires_entries_are_checked_where_they_are_written() {
+        let good = format!(
+            "{SCRIPT}requires:\n  - url: https://central.example/api/version\n    pointer: /version\n    versions: \">=2.0.0\"\n    timeout: 3s\n"
+        );
+        let got = findings(&[
+            ("partners/alpha.yaml", PARTNER),
+            ("scripts/counts.yaml", &good),
+        ]);
+        assert_eq!(got, Vec::<String>::new());
+        let bad = format!(
+            "{SCRIPT}requires:\n  - url: ftp://central\n    pointer: version\n    versions: \">=two\"\n    timeout: soon\n"
+        );
+        let got = findings(&[
+            ("partners/alpha.yaml", PARTNER),
+            ("scripts/counts.yaml", &bad),
+        ]);
+        let at: Vec<&str> = got
+            .iter()
+            .map(|l| l.split(": error").next().unwrap())
+            .collect();
+        assert_eq!(
+            at,
+            [
+                "scripts/counts.yaml:8:10",
+                "scripts/counts.yaml:9:14",
+                "scripts/counts.yaml:10:15",
+                "scripts/counts.yaml:11:14",
+            ],
+            "{got:?}"
+        );
+        assert!(got[1].contains("invalid JSON pointer `version`"), "{got:?}");
+        assert!(got[2].contains("invalid version range `>=two`"), "{got:?}");
+        let missing = format!("{SCRIPT}requires:\n  - url: https://central/v\n");
+        let got = findings(&[
+            ("partners/alpha.yaml", PARTNER),
+            ("scripts/counts.yaml", &missing),
+        ]);
+        assert!(
+            got.len() == 1 && got[0].starts_with("scripts/counts.yaml:8:"),
             "{got:?}"
         );
     }

@@ -189,6 +189,27 @@ pub struct Script {
     /// A multi-component script (instead of `container:`): component name -> component.
     #[serde(default)]
     pub components: Option<Sp<BTreeMap<String, Sp<Component>>>>,
+    /// Services elsewhere in the federation a new version waits for (seed 000: the central
+    /// service is deployed before the partner images that need it).
+    #[serde(default)]
+    pub requires: Vec<Requirement>,
+}
+
+/// A service whose version a new version of a script needs: it is applied only once `url`
+/// answers JSON whose `pointer` holds a semver in `versions`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    /// `http` or `https` URL answering JSON.
+    pub url: Sp<String>,
+    /// RFC 6901 JSON pointer to the service's version in the answer, e.g. `/version`.
+    pub pointer: Sp<String>,
+    /// Semver requirement the service's version must meet, e.g. `>=2.0.0`.
+    pub versions: Sp<String>,
+    /// How long to wait for the answer, e.g. `5s` (the default).
+    #[serde(default)]
+    #[schemars(schema_with = "schema::duration")]
+    pub timeout: Option<Sp<String>>,
 }
 
 /// A named volume a multi-component script declares. No settings yet: the map entry is the

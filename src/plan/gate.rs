@@ -3,12 +3,13 @@
 //! container, with a fresh clock and a fresh idle answer, because a long pre-pull or an
 //! earlier step's health wait may have carried the pass past the window's close.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::{Change, Idleness};
+use super::{Change, Idleness, Readiness};
 use crate::window::{Schedule, WindowState};
 
 /// Policy switches an operator may give on the command line.
@@ -27,6 +28,8 @@ pub struct Policy {
     pub overrides: Overrides,
     /// What no container may do on this host: the floor and the partner's host policy.
     pub rules: crate::policy::Rules,
+    /// Per script, the services elsewhere its new versions wait for (`requires:`).
+    pub requires: BTreeMap<String, Vec<crate::manifest::Requirement>>,
 }
 
 impl Policy {
@@ -35,6 +38,26 @@ impl Policy {
     /// starting something not running is never gated: the probe is often the service itself.
     pub fn idle_gated(&self, change: &Change) -> bool {
         change.stops_running() && self.has_idle_gate && !self.overrides.ignore_idle
+    }
+
+    /// The script whose required services the change waits for: it brings a version or
+    /// digest the host does not run yet (a first install too: the new version needs its
+    /// service as much as an upgrade does), of a script with `requires:`. A restart, a
+    /// spec-only change, a keep or a removal never waits.
+    pub fn requires_gated<'c>(&self, change: &'c Change) -> Option<&'c str> {
+        let new = match change {
+            Change::Create { to } => Some(to),
+            Change::Replace { from, to }
+                if from.version != to.version || from.digest != to.digest =>
+            {
+                Some(to)
+            }
+            _ => None,
+        }?;
+        self.requires
+            .get(&new.script)
+            .is_some_and(|r| !r.is_empty())
+            .then_some(new.script.as_str())
     }
 }
 
@@ -82,6 +105,12 @@ pub enum Deferral {
     DiskUnmeasured {
         detail: String,
     },
+    /// A service the script's new version needs (`requires:`) does not answer a version in
+    /// range yet: the host keeps what it runs.
+    Requires {
+        url: String,
+        detail: String,
+    },
 }
 
 impl Deferral {
@@ -95,6 +124,7 @@ impl Deferral {
             Deferral::InFlight => "in-flight",
             Deferral::Refused { .. } => "policy",
             Deferral::Disk { .. } | Deferral::DiskUnmeasured { .. } => "disk",
+            Deferral::Requires { .. } => "requires",
         }
     }
 
@@ -137,6 +167,7 @@ impl Deferral {
                 "cannot tell whether the pull fits ({detail}); give berth access to the engine's \
                  data root, or set min_free to 0 to pull without the disk guard"
             ),
+            Deferral::Requires { detail, .. } => format!("required service not ready: {detail}"),
         }
     }
 
@@ -226,6 +257,36 @@ pub fn decide(policy: &Policy, changes: &[&Change], now: Timestamp, idle: &Idlen
     }
 }
 
+/// [`decide`], with the required services' answers asked between the window and the idle
+/// answer: a script whose new version waits for a service is `deferred(requires)` before
+/// its own service is asked whether it is idle. A script not asked yet (absent from
+/// `ready`) passes: the caller asks before the step runs.
+pub fn decide_all(
+    policy: &Policy,
+    changes: &[&Change],
+    now: Timestamp,
+    idle: &Idleness,
+    ready: &BTreeMap<String, Readiness>,
+) -> Gate {
+    if let Gate::Deferred(d) = decide(policy, changes, now, &Idleness::Unknown) {
+        return Gate::Deferred(d);
+    }
+    let unmet = changes
+        .iter()
+        .filter_map(|c| policy.requires_gated(c))
+        .find_map(|script| match ready.get(script) {
+            Some(Readiness::Unmet { url, detail }) => Some(Deferral::Requires {
+                url: url.clone(),
+                detail: detail.clone(),
+            }),
+            _ => None,
+        });
+    match unmet {
+        Some(d) => Gate::Deferred(d),
+        None => decide(policy, changes, now, idle),
+    }
+}
+
 /// `min_free` when agent.yaml or `--min-free` does not say: room for the host's own
 /// services' logs and data to grow while images come and go.
 pub const DEFAULT_MIN_FREE: u64 = 2 << 30;
@@ -294,6 +355,7 @@ pub fn saturday_mornings() -> Policy {
         has_idle_gate: true,
         overrides: Overrides::default(),
         rules: crate::policy::Rules::default(),
+        requires: BTreeMap::new(),
     }
 }
 

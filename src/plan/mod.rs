@@ -36,6 +36,17 @@ pub enum Idleness {
     NotIdle(String),
 }
 
+/// What a script's required services (`requires:`) answered, the first unmet one named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Met,
+    /// Outside the range, unreachable, slow or malformed, with the reason.
+    Unmet {
+        url: String,
+        detail: String,
+    },
+}
+
 /// The host as observed at the start of a pass.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -45,6 +56,8 @@ pub struct Observed {
     /// out, or the next one recovers it; their containers are not leftovers.
     pub in_flight: BTreeSet<String>,
     pub idle: Idleness,
+    /// Per script, what its required services answered; a script not asked is absent.
+    pub requires: BTreeMap<String, Readiness>,
 }
 
 /// What a step does, as people and the JSON formats name it.
@@ -240,6 +253,16 @@ impl Plan {
             .iter()
             .any(|s| self.policy.idle_gated(&s.change) && s.gate == Gate::Allowed)
     }
+
+    /// The scripts whose required services must be asked: a step brings a new version that
+    /// could run now if they answered in range.
+    pub fn wants_requires(&self) -> BTreeSet<&str> {
+        self.steps
+            .iter()
+            .filter(|s| s.gate == Gate::Allowed)
+            .filter_map(|s| self.policy.requires_gated(&s.change))
+            .collect()
+    }
 }
 
 /// Plans one pass for one partner. Pure: the same inputs always give the same plan, sorted
@@ -295,10 +318,10 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
         let multi = parts.iter().any(|d| d.component.is_some());
         let mut unit = declared(&desired.partner, parts, found(script));
         for s in &mut unit {
-            s.gate = judge(&s.change, &s.script, policy, &held, now, &observed.idle);
+            s.gate = judge(&s.change, &s.script, policy, &held, now, observed);
         }
         if multi {
-            gate_unit(&mut unit, policy, &held, now, &observed.idle);
+            gate_unit(&mut unit, policy, &held, now, observed);
         }
         steps.extend(unit);
     }
@@ -341,7 +364,7 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
             .iter()
             .map(|o| {
                 let change = Change::Remove { from: (*o).clone() };
-                let gate = judge(&change, script, policy, &held, now, &observed.idle);
+                let gate = judge(&change, script, policy, &held, now, observed);
                 Step::new(
                     script,
                     change,
@@ -351,7 +374,7 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
             })
             .collect();
         if containers.iter().any(|c| c.component.is_some()) {
-            gate_unit(&mut unit, policy, &held, now, &observed.idle);
+            gate_unit(&mut unit, policy, &held, now, observed);
             networks.push(Network::new(&desired.partner, script));
         }
         steps.extend(unit);
@@ -377,15 +400,15 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
     }
 }
 
-/// One step's own gate: the floor and the policy, a held digest, then the window and the
-/// idle answer.
+/// One step's own gate: the floor and the policy, a held digest, then the window, the
+/// required services and the idle answer.
 fn judge(
     change: &Change,
     script: &str,
     policy: &Policy,
     held: &BTreeSet<(&str, &str, &str)>,
     now: Timestamp,
-    idle: &Idleness,
+    observed: &Observed,
 ) -> Gate {
     let is_held = matches!(change, Change::Create { .. } | Change::Replace { .. })
         && change
@@ -408,7 +431,7 @@ fn judge(
     } else if is_held {
         Gate::Deferred(Deferral::FailedHealth)
     } else {
-        gate::decide(policy, &[change], now, idle)
+        gate::decide_all(policy, &[change], now, &observed.idle, &observed.requires)
     }
 }
 
@@ -421,7 +444,7 @@ fn gate_unit(
     policy: &Policy,
     held: &BTreeSet<(&str, &str, &str)>,
     now: Timestamp,
-    idle: &Idleness,
+    observed: &Observed,
 ) {
     let members = |s: &&Step| !s.is_leftover();
     let refusals: Vec<_> = unit
@@ -446,7 +469,7 @@ fn gate_unit(
     } else if held.contains(&(script.as_str(), fingerprint.as_str(), "")) {
         Gate::Deferred(Deferral::FailedHealth)
     } else {
-        gate::decide(policy, &changes, now, idle)
+        gate::decide_all(policy, &changes, now, &observed.idle, &observed.requires)
     };
     for s in unit
         .iter_mut()
@@ -692,6 +715,7 @@ mod tests {
             held: vec![],
             in_flight: BTreeSet::new(),
             idle: Idleness::Unknown,
+            requires: Default::default(),
         }
     }
 
@@ -946,6 +970,180 @@ mod tests {
             run_under(&d, &o, &no_gate, NOW_OPEN)
                 .iter()
                 .all(|s| s.2 == Gate::Allowed)
+        );
+    }
+
+    /// The policy with scripts `a` and `b` requiring the central service.
+    fn requiring() -> Policy {
+        let mut pol = policy();
+        let central: crate::manifest::Requirement = crate::manifest::parse(
+            "url: https://central/api/version\npointer: /version\nversions: \">=2.0.0\"\n",
+        )
+        .unwrap();
+        pol.requires = [
+            ("a".into(), vec![central.clone()]),
+            ("b".into(), vec![central]),
+        ]
+        .into();
+        pol
+    }
+
+    fn not_ready() -> Readiness {
+        Readiness::Unmet {
+            url: "https://central/api/version".into(),
+            detail: "https://central/api/version answered 1.9.0 at /version, not in >=2.0.0".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_new_version_or_digest_waits_for_required_services() {
+        let pol = requiring();
+        let old = want("a", "1.0.0", "x");
+        let new = want("a", "2.0.0", "x");
+        let gated = |c: Change| pol.requires_gated(&c).map(str::to_owned);
+        assert_eq!(gated(Change::Create { to: new.clone() }), Some("a".into()));
+        assert_eq!(
+            gated(Change::Replace {
+                from: running(&old),
+                to: new.clone()
+            }),
+            Some("a".into())
+        );
+        let mut same_version_new_digest = old.clone();
+        same_version_new_digest.digest = "sha256:rebuilt".into();
+        assert_eq!(
+            gated(Change::Replace {
+                from: running(&old),
+                to: same_version_new_digest
+            }),
+            Some("a".into())
+        );
+        // Only the spec changed: the running version already works with the service.
+        assert_eq!(
+            gated(Change::Replace {
+                from: running(&old),
+                to: want("a", "1.0.0", "y")
+            }),
+            None
+        );
+        assert_eq!(
+            gated(Change::Start {
+                current: running(&old),
+                to: old.clone()
+            }),
+            None
+        );
+        assert_eq!(
+            gated(Change::Remove {
+                from: running(&old)
+            }),
+            None
+        );
+        assert_eq!(
+            gated(Change::Keep {
+                current: Some(running(&old)),
+                to: Some(old.clone())
+            }),
+            None
+        );
+        assert_eq!(
+            gated(Change::Create {
+                to: want("c", "2.0.0", "x")
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn a_new_version_waits_while_its_required_service_is_out_of_range() {
+        let pol = requiring();
+        let old_a = want("a", "1.0.0", "x");
+        let d = desired(vec![
+            want("a", "2.0.0", "x"),
+            want("b", "2.0.0", "x"),
+            want("c", "1.0.0", "x"),
+        ]);
+        let mut o = observed(vec![running(&old_a)]);
+        let p = plan(&d, &o, &pol, NOW_OPEN.parse().unwrap());
+        assert!(
+            p.steps.iter().all(|s| s.gate == Gate::Allowed),
+            "not asked yet"
+        );
+        assert_eq!(p.wants_requires(), ["a", "b"].into());
+
+        o.requires = [("a".into(), not_ready()), ("b".into(), not_ready())].into();
+        let requires = Gate::Deferred(Deferral::Requires {
+            url: "https://central/api/version".into(),
+            detail: "https://central/api/version answered 1.9.0 at /version, not in >=2.0.0".into(),
+        });
+        assert_eq!(
+            run_under(&d, &o, &pol, NOW_OPEN),
+            vec![
+                ("a".into(), Action::Replace, requires.clone()),
+                ("b".into(), Action::Create, requires.clone()),
+                ("c".into(), Action::Create, Gate::Allowed),
+            ]
+        );
+        let Gate::Deferred(deferral) = requires else {
+            unreachable!()
+        };
+        assert_eq!(deferral.name(), "requires");
+        assert_eq!(
+            deferral.describe(),
+            "required service not ready: https://central/api/version answered 1.9.0 at /version, not in >=2.0.0"
+        );
+
+        o.requires = [("a".into(), Readiness::Met), ("b".into(), Readiness::Met)].into();
+        assert!(
+            run_under(&d, &o, &pol, NOW_OPEN)
+                .iter()
+                .all(|s| s.2 == Gate::Allowed)
+        );
+    }
+
+    #[test]
+    fn the_window_is_named_before_required_services_and_they_before_busy() {
+        let pol = requiring();
+        let old_a = want("a", "1.0.0", "x");
+        let d = desired(vec![want("a", "2.0.0", "x")]);
+        let mut o = observed(vec![running(&old_a)]);
+        o.requires = [("a".into(), not_ready())].into();
+        o.idle = Idleness::NotIdle("busy".into());
+        let closed = plan(&d, &o, &pol, NOW_CLOSED.parse().unwrap());
+        assert!(matches!(
+            closed.steps[0].gate,
+            Gate::Deferred(Deferral::Window { .. })
+        ));
+        assert!(
+            closed.wants_requires().is_empty(),
+            "nothing asked outside the window"
+        );
+        assert!(matches!(
+            run_under(&d, &o, &pol, NOW_OPEN)[0].2,
+            Gate::Deferred(Deferral::Requires { .. })
+        ));
+        o.requires = [("a".into(), Readiness::Met)].into();
+        assert!(matches!(
+            run_under(&d, &o, &pol, NOW_OPEN)[0].2,
+            Gate::Deferred(Deferral::Busy { .. })
+        ));
+    }
+
+    #[test]
+    fn a_restart_or_spec_change_does_not_wait_for_required_services() {
+        let pol = requiring();
+        let a = want("a", "1.0.0", "x");
+        let mut stopped = running(&a);
+        stopped.running = false;
+        let d = desired(vec![a.clone(), want("b", "1.0.0", "y")]);
+        let mut o = observed(vec![stopped, running(&want("b", "1.0.0", "x"))]);
+        o.requires = [("a".into(), not_ready()), ("b".into(), not_ready())].into();
+        assert_eq!(
+            run_under(&d, &o, &pol, NOW_OPEN),
+            vec![
+                ("a".into(), Action::Start, Gate::Allowed),
+                ("b".into(), Action::Replace, Gate::Allowed),
+            ]
         );
     }
 
@@ -1317,6 +1515,56 @@ mod tests {
             run(&d, &busy, NOW_OPEN)
                 .iter()
                 .all(|s| matches!(s.2, Gate::Deferred(Deferral::Busy { .. })))
+        );
+    }
+
+    #[test]
+    fn a_unit_with_a_new_version_waits_for_its_required_services_as_one() {
+        let mut pol = requiring();
+        pol.requires.insert("m".into(), pol.requires["a"].clone());
+        let db = component("db", "1.0.0", &[]);
+        let mut o = observed(vec![
+            running_component(&db),
+            running_component(&component("api", "1.0.0", &["db"])),
+        ]);
+        o.requires = [("m".into(), not_ready())].into();
+        // The api's new version and a new cache component wait together; db stays in sync.
+        let d = desired(vec![
+            db.clone(),
+            component("api", "2.0.0", &["db"]),
+            component("cache", "2.0.0", &[]),
+        ]);
+        let p = plan(&d, &o, &pol, NOW_OPEN.parse().unwrap());
+        let gates: Vec<(String, Action, bool)> = p
+            .steps
+            .iter()
+            .map(|s| {
+                let waits = matches!(s.gate, Gate::Deferred(Deferral::Requires { .. }));
+                (s.label(), s.action(), waits)
+            })
+            .collect();
+        assert_eq!(
+            gates,
+            vec![
+                ("m/db".into(), Action::Keep, false),
+                ("m/api".into(), Action::Replace, true),
+                ("m/cache".into(), Action::Create, true),
+            ]
+        );
+        // A unit whose changes bring no new version does not wait.
+        let mut api_env = component("api", "1.0.0", &["db"]);
+        api_env.spec.env.insert("MODE".into(), "y".into());
+        api_env.spec_hash = api_env.spec.hash();
+        let p = plan(
+            &desired(vec![db, api_env]),
+            &o,
+            &pol,
+            NOW_OPEN.parse().unwrap(),
+        );
+        assert!(
+            p.steps.iter().all(|s| s.gate == Gate::Allowed),
+            "{:?}",
+            p.steps
         );
     }
 

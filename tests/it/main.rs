@@ -20,6 +20,7 @@ mod package;
 mod policy;
 mod registry;
 mod report;
+mod requires;
 mod secrets;
 mod source;
 mod ssh;
