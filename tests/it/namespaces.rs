@@ -253,3 +253,87 @@ fn exists(reference: &str) -> bool {
         .status
         .success()
 }
+
+#[test]
+fn an_agent_in_a_namespace_converges_its_own_and_status_reads_its_state() {
+    let prod = Host::new("nsagent");
+    let staging = same_partner(&prod);
+    prod.write(&versions("^1"));
+    staging.write(&versions("2.0.0"));
+    prod.berth("apply", &[]).assert_exit(0);
+    let prod_before = identity(&prod.name());
+    let config = staging.agent_config(
+        &format!("  url: {}\n", staging.repo().display()),
+        &format!("namespace: {NS}\n"),
+    );
+
+    let out = Berth::new("agent")
+        .args(["--once", "--config"])
+        .arg(&config)
+        .run();
+    out.assert_exit(0);
+    let staging_svc = format!("berth-{NS}-{}-svc", prod.partner);
+    assert_eq!(label("container", &staging_svc, "berth.namespace"), NS);
+    assert_eq!(label("container", &staging_svc, "berth.version"), "2.0.0");
+    assert_eq!(identity(&prod.name()), prod_before, "{}", out.text());
+
+    let status = |namespace: Option<&str>| {
+        let mut cmd = Berth::new("status")
+            .args(["--format", "json", "--state-dir"])
+            .arg(staging.state_dir());
+        if let Some(ns) = namespace {
+            cmd = cmd.args(["--namespace", ns]);
+        }
+        cmd.run()
+    };
+    let own = status(Some(NS));
+    own.assert_exit(0);
+    assert!(own.stdout().contains(&prod.partner), "{}", own.text());
+    assert_ne!(
+        status(None).code(),
+        Some(0),
+        "outside the namespace there is no agent's state"
+    );
+
+    let bad = staging.agent_config(
+        &format!("  url: {}\n", staging.repo().display()),
+        "namespace: Staging\n",
+    );
+    let out = Berth::new("agent")
+        .args(["--once", "--config"])
+        .arg(&bad)
+        .run();
+    out.assert_exit(1);
+    assert!(
+        out.stderr().contains("invalid namespace `Staging`"),
+        "{}",
+        out.text()
+    );
+}
+
+/// Partner `lab` in `staging` and partner `staging-lab` outside any namespace would both be
+/// `berth-staging-lab-svc`: the label decides, so the second is refused and the first's
+/// container is never touched.
+#[test]
+fn a_name_another_namespace_owns_is_refused_never_touched() {
+    let owner = Host::new("clash");
+    owner.write(&versions("^1"));
+    owner.berth("apply", &["--namespace", NS]).assert_exit(0);
+    let name = format!("berth-{NS}-{}-svc", owner.partner);
+    let before = identity(&name);
+
+    let other = Host {
+        dir: tempfile::tempdir().expect("temp dir"),
+        partner: format!("{NS}-{}", owner.partner),
+        port: free_port(),
+    };
+    std::fs::create_dir_all(other.repo().join("partners")).unwrap();
+    std::fs::create_dir_all(other.repo().join("scripts")).unwrap();
+    other.write(&versions("=1.0.0"));
+    assert_eq!(other.name(), name, "the two names clash");
+    let out = other.berth("apply", &[]);
+    assert_ne!(out.code(), Some(0), "{}", out.text());
+    assert_eq!(identity(&name), before, "{}", out.text());
+    assert_eq!(label("container", &name, "berth.partner"), owner.partner);
+    assert_eq!(label("container", &name, "berth.version"), "1.1.0");
+}
