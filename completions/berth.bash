@@ -127,7 +127,7 @@ _berth() {
             return 0
             ;;
         berth__subcmd__apply)
-            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --min-free --help"
+            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --namespace --min-free --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -154,6 +154,10 @@ _berth() {
                     return 0
                     ;;
                 --secrets-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -421,7 +425,7 @@ _berth() {
             return 0
             ;;
         berth__subcmd__plan)
-            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --format --exit-code --help"
+            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --namespace --format --exit-code --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -451,6 +455,10 @@ _berth() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json markdown" -- "${cur}"))
                     return 0
@@ -477,13 +485,17 @@ _berth() {
             return 0
             ;;
         berth__subcmd__status)
-            opts="-h --state-dir --format --help"
+            opts="-h --state-dir --namespace --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -525,7 +537,7 @@ _berth() {
             return 0
             ;;
         berth__subcmd__volumes)
-            opts="-h --partner --state-dir --format --help"
+            opts="-h --partner --state-dir --namespace --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -536,6 +548,10 @@ _berth() {
                     return 0
                     ;;
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

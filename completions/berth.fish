@@ -50,6 +50,7 @@ complete -c berth -n "__fish_berth_using_subcommand plan" -l state-dir -d 'Where
 complete -c berth -n "__fish_berth_using_subcommand plan" -l policy -d 'The partner\'s host policy (`kind: HostPolicy`): what any script may do on this host' -r -F
 complete -c berth -n "__fish_berth_using_subcommand plan" -l age-identity -d 'The age identity file (`age-keygen` format) the partner\'s secrets are opened with' -r -F
 complete -c berth -n "__fish_berth_using_subcommand plan" -l secrets-dir -d 'Where secret files are written for the containers to mount: a directory on tmpfs' -r -F
+complete -c berth -n "__fish_berth_using_subcommand plan" -l namespace -d 'Act in this namespace only (as an agent.yaml `namespace:` does)' -r
 complete -c berth -n "__fish_berth_using_subcommand plan" -l format -r -f -a "text\t''
 json\t''
 markdown\t''"
@@ -63,6 +64,7 @@ complete -c berth -n "__fish_berth_using_subcommand apply" -l state-dir -d 'Wher
 complete -c berth -n "__fish_berth_using_subcommand apply" -l policy -d 'The partner\'s host policy (`kind: HostPolicy`): what any script may do on this host' -r -F
 complete -c berth -n "__fish_berth_using_subcommand apply" -l age-identity -d 'The age identity file (`age-keygen` format) the partner\'s secrets are opened with' -r -F
 complete -c berth -n "__fish_berth_using_subcommand apply" -l secrets-dir -d 'Where secret files are written for the containers to mount: a directory on tmpfs' -r -F
+complete -c berth -n "__fish_berth_using_subcommand apply" -l namespace -d 'Act in this namespace only (as an agent.yaml `namespace:` does)' -r
 complete -c berth -n "__fish_berth_using_subcommand apply" -l min-free -d 'Defer a pull that would leave less than this free on the engine\'s data root (`512m`, `2g`; 0 turns the guard off)' -r
 complete -c berth -n "__fish_berth_using_subcommand apply" -l ignore-window -d 'Run steps even outside the update window or in a blackout'
 complete -c berth -n "__fish_berth_using_subcommand apply" -l ignore-idle -d 'Run steps even when the partner\'s service is not idle'
@@ -88,11 +90,13 @@ complete -c berth -n "__fish_berth_using_subcommand agent" -l config -r -F
 complete -c berth -n "__fish_berth_using_subcommand agent" -l once -d 'One pass, then exit with its code'
 complete -c berth -n "__fish_berth_using_subcommand agent" -s h -l help -d 'Print help'
 complete -c berth -n "__fish_berth_using_subcommand status" -l state-dir -r -F
+complete -c berth -n "__fish_berth_using_subcommand status" -l namespace -d 'The agent of this namespace' -r
 complete -c berth -n "__fish_berth_using_subcommand status" -l format -r -f -a "text\t''
 json\t''"
 complete -c berth -n "__fish_berth_using_subcommand status" -s h -l help -d 'Print help'
 complete -c berth -n "__fish_berth_using_subcommand volumes" -l partner -d 'Only this partner\'s volumes' -r
 complete -c berth -n "__fish_berth_using_subcommand volumes" -l state-dir -d 'Where each partner\'s last pass recorded the volumes its scripts declare' -r -F
+complete -c berth -n "__fish_berth_using_subcommand volumes" -l namespace -d 'Only this namespace\'s volumes' -r
 complete -c berth -n "__fish_berth_using_subcommand volumes" -l format -r -f -a "text\t''
 json\t''"
 complete -c berth -n "__fish_berth_using_subcommand volumes" -s h -l help -d 'Print help'

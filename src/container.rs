@@ -127,6 +127,48 @@ pub mod label {
     pub const COMPONENT: &str = "berth.component";
     /// On a named volume: the name the script declares it by.
     pub const VOLUME: &str = "berth.volume";
+    /// The namespace a container, network or volume belongs to; absent outside any.
+    pub const NAMESPACE: &str = "berth.namespace";
+}
+
+/// The namespace this process acts in (`namespace:` in agent.yaml, `--namespace`): set once
+/// at startup, before any name is made or the engine asked, and read by every name and
+/// label below and by every engine query. A process-wide setting, because one berth process
+/// only ever acts for one namespace.
+static NAMESPACE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Sets the namespace of this process; later calls change nothing.
+pub fn set_namespace(namespace: Option<&str>) {
+    let _ = NAMESPACE.set(namespace.map(str::to_owned));
+}
+
+/// The namespace this process acts in; `None`: today's names and no label.
+pub fn namespace() -> Option<&'static str> {
+    NAMESPACE.get().and_then(Option::as_deref)
+}
+
+/// Whether an object's labels put it in this process's namespace: the label, not the name,
+/// decides, so `berth-staging-lab` of partner `lab` in `staging` is never taken for partner
+/// `staging-lab`'s outside any namespace.
+pub fn in_namespace(labels: &std::collections::HashMap<String, String>) -> bool {
+    belongs(namespace(), labels)
+}
+
+fn belongs(namespace: Option<&str>, labels: &std::collections::HashMap<String, String>) -> bool {
+    labels.get(label::NAMESPACE).map(String::as_str) == namespace
+}
+
+/// `berth-[<namespace>-]<rest>`.
+fn named(namespace: Option<&str>, rest: &str) -> String {
+    match namespace {
+        Some(ns) => format!("berth-{ns}-{rest}"),
+        None => format!("berth-{rest}"),
+    }
+}
+
+/// The `berth.namespace` label of this process's objects, when it has a namespace.
+fn namespace_label() -> Option<(&'static str, String)> {
+    namespace().map(|ns| (label::NAMESPACE, ns.to_owned()))
 }
 
 /// The secrets' hashes a `berth.secrets` label carries; none when it is absent or unreadable.
@@ -139,14 +181,14 @@ pub fn secrets_label(value: Option<&String>) -> BTreeMap<String, String> {
 /// The managed container name of a partner's script; also the name of a multi-component
 /// script's network.
 pub fn container_name(partner: &str, script: &str) -> String {
-    format!("berth-{partner}-{script}")
+    named(namespace(), &format!("{partner}-{script}"))
 }
 
 /// The managed container name of a script's component (`None`: a single-container script,
 /// which keeps its v1 name).
 pub fn part_name(partner: &str, script: &str, component: Option<&str>) -> String {
     match component {
-        Some(c) => format!("berth-{partner}-{script}-{c}"),
+        Some(c) => named(namespace(), &format!("{partner}-{script}-{c}")),
         None => container_name(partner, script),
     }
 }
@@ -154,7 +196,7 @@ pub fn part_name(partner: &str, script: &str, component: Option<&str>) -> String
 /// A named volume berth creates for a script, and never deletes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Volume {
-    /// `berth-<partner>-<script>-<volume>`.
+    /// `berth-[<namespace>-]<partner>-<script>-<volume>`.
     pub name: String,
     pub partner: String,
     pub script: String,
@@ -165,7 +207,7 @@ pub struct Volume {
 impl Volume {
     pub fn new(partner: &str, script: &str, volume: &str) -> Volume {
         Volume {
-            name: format!("berth-{partner}-{script}-{volume}"),
+            name: named(namespace(), &format!("{partner}-{script}-{volume}")),
             partner: partner.to_owned(),
             script: script.to_owned(),
             volume: volume.to_owned(),
@@ -180,6 +222,9 @@ impl Volume {
             (label::SCRIPT, self.script.clone()),
             (label::VOLUME, self.volume.clone()),
         ]
+        .into_iter()
+        .chain(namespace_label())
+        .collect()
     }
 }
 
@@ -187,7 +232,7 @@ impl Volume {
 /// its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
-    /// `berth-<partner>-<script>`.
+    /// `berth-[<namespace>-]<partner>-<script>`.
     pub name: String,
     pub partner: String,
     pub script: String,
@@ -208,6 +253,9 @@ impl Network {
             (label::PARTNER, self.partner.clone()),
             (label::SCRIPT, self.script.clone()),
         ]
+        .into_iter()
+        .chain(namespace_label())
+        .collect()
     }
 }
 
@@ -247,6 +295,7 @@ impl NewContainer<'_> {
         if let Some(c) = self.component {
             labels.push((label::COMPONENT, c.to_owned()));
         }
+        labels.extend(namespace_label());
         if !self.spec.secrets.is_empty() {
             let hashes = serde_json::to_string(&self.spec.secrets).expect("a map serializes");
             labels.push((label::SECRETS, hashes));
@@ -383,4 +432,33 @@ pub fn host_bind(volume: &str) -> Option<(&str, bool)> {
     }
     let read_only = parts.nth(1) == Some("ro");
     Some((source, read_only))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn a_namespace_goes_between_berth_and_the_partner() {
+        assert_eq!(named(None, "lab-s"), "berth-lab-s");
+        assert_eq!(named(Some("staging"), "lab-s"), "berth-staging-lab-s");
+    }
+
+    #[test]
+    fn the_label_not_the_name_decides_the_namespace() {
+        let labels = |ns: Option<&str>| -> HashMap<String, String> {
+            [(label::PARTNER, "lab")]
+                .into_iter()
+                .chain(ns.map(|n| (label::NAMESPACE, n)))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        };
+        assert!(belongs(None, &labels(None)));
+        assert!(!belongs(None, &labels(Some("staging"))));
+        assert!(belongs(Some("staging"), &labels(Some("staging"))));
+        assert!(!belongs(Some("staging"), &labels(None)));
+        assert!(!belongs(Some("staging"), &labels(Some("prod"))));
+    }
 }

@@ -129,6 +129,16 @@ impl From<OnDisk> for Record {
     }
 }
 
+/// Where a namespace keeps its journal, held digests, images.json, volumes.json and lock:
+/// `<state_dir>/namespaces/<ns>`, so namespaces sharing a state dir never share state; no
+/// namespace keeps the state dir itself, as before namespaces.
+pub fn namespaced(state_dir: &Path, namespace: Option<&str>) -> PathBuf {
+    match namespace {
+        Some(ns) => state_dir.join("namespaces").join(ns),
+        None => state_dir.to_owned(),
+    }
+}
+
 /// An open, locked state directory.
 pub struct StateDir {
     root: PathBuf,

@@ -37,6 +37,8 @@ struct File {
     deferred_long: Option<Sp<String>>,
     #[serde(default)]
     report: Option<ReportFile>,
+    #[serde(default)]
+    namespace: Option<Sp<String>>,
 }
 
 /// `report:`, the status repo the agent pushes its record to (docs/reporting.md).
@@ -112,6 +114,8 @@ pub struct AgentConfig {
     pub notify: crate::notify::Notify,
     /// The status repo the agent reports to, if any.
     pub report: Option<crate::report::push::Spec>,
+    /// The namespace it acts in alone; its state is under `namespaces/<ns>` in `state_dir`.
+    pub namespace: Option<String>,
 }
 
 impl AgentConfig {
@@ -161,6 +165,16 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             return Err(diags);
         }
     };
+    if let Some(ns) = &file.namespace
+        && !syntax::is_name(ns)
+    {
+        diags.push(Diagnostic::error(
+            &name,
+            ns.pos,
+            format!("invalid namespace `{}`", ns.value),
+        ));
+    }
+    let namespace = file.namespace.map(|ns| ns.value);
     if !syntax::is_name(&file.partner) {
         diags.push(Diagnostic::error(
             &name,
@@ -256,9 +270,12 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
             known_hosts: file.repo.known_hosts.map(|k| PathBuf::from(k.value)),
         },
         interval,
-        state_dir: file
-            .state_dir
-            .map_or_else(|| PathBuf::from("/var/lib/berth"), PathBuf::from),
+        state_dir: crate::state::namespaced(
+            &file
+                .state_dir
+                .map_or_else(|| PathBuf::from("/var/lib/berth"), PathBuf::from),
+            namespace.as_deref(),
+        ),
         listen,
         age_identity: file.age_identity,
         secrets_dir: file
@@ -273,6 +290,7 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
         min_free,
         notify,
         report,
+        namespace,
     })
 }
 
@@ -378,6 +396,27 @@ mod tests {
         assert_eq!(set.min_free, 512 << 20);
         let off = load_text(&format!("{BASE}min_free: 0\n")).unwrap();
         assert_eq!(off.min_free, 0);
+    }
+
+    #[test]
+    fn a_namespace_is_a_name_and_keeps_its_state_apart() {
+        let none = load_text(BASE).unwrap();
+        assert_eq!(
+            (none.namespace, none.state_dir),
+            (None, PathBuf::from("/var/lib/berth"))
+        );
+        let staging = load_text(&format!("{BASE}namespace: staging\n")).unwrap();
+        assert_eq!(staging.namespace.as_deref(), Some("staging"));
+        assert_eq!(
+            staging.state_dir,
+            PathBuf::from("/var/lib/berth/namespaces/staging")
+        );
+        let bad = load_text(&format!("{BASE}namespace: Staging_1\n")).unwrap_err();
+        let text = bad.render_text(Path::new(""));
+        assert!(
+            text.contains("agent.yaml:4:12") && text.contains("invalid namespace `Staging_1`"),
+            "{text}"
+        );
     }
 
     #[test]

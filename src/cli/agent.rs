@@ -9,11 +9,14 @@ use crate::exit::Exit;
 use crate::probe::Http;
 
 /// agent.yaml, or its findings rendered and exit 1.
+/// Every engine query and name from here on is in its namespace.
 fn load(config_path: &Path) -> Result<config::AgentConfig, Exit> {
-    config::load(config_path).map_err(|diags| {
+    let config = config::load(config_path).map_err(|diags| {
         eprint!("{}", diags.render_text(Path::new("")));
         Exit::Wrong
-    })
+    })?;
+    crate::container::set_namespace(config.namespace.as_deref());
+    Ok(config)
 }
 
 pub fn run(config_path: &Path, once: bool) -> Exit {

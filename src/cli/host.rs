@@ -48,6 +48,9 @@ pub struct HostArgs {
     /// Where secret files are written for the containers to mount: a directory on tmpfs.
     #[arg(long, default_value = "/run/berth/secrets")]
     pub secrets_dir: PathBuf,
+    /// Act in this namespace only (as an agent.yaml `namespace:` does).
+    #[arg(long, value_name = "NS", value_parser = super::namespace)]
+    pub namespace: Option<String>,
 }
 
 /// `--min-free`, in berth's size syntax.

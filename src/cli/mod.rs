@@ -145,6 +145,9 @@ enum Command {
     Status {
         #[arg(long, default_value = "/var/lib/berth")]
         state_dir: PathBuf,
+        /// The agent of this namespace.
+        #[arg(long, value_name = "NS", value_parser = namespace)]
+        namespace: Option<String>,
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
     },
@@ -157,6 +160,9 @@ enum Command {
         /// Where each partner's last pass recorded the volumes its scripts declare.
         #[arg(long, default_value = "/var/lib/berth")]
         state_dir: PathBuf,
+        /// Only this namespace's volumes.
+        #[arg(long, value_name = "NS", value_parser = namespace)]
+        namespace: Option<String>,
         #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
         format: StatusFormat,
     },
@@ -185,6 +191,24 @@ enum Command {
         #[arg(value_enum)]
         kind: SchemaKind,
     },
+}
+
+/// `--namespace`: a name, as agent.yaml's `namespace:` is.
+fn namespace(s: &str) -> Result<String, String> {
+    if crate::manifest::syntax::is_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "invalid namespace `{s}`: lowercase letters, digits and `-`"
+        ))
+    }
+}
+
+/// Acts in `namespace` from here on: its names, its labels, and its own state under the
+/// state dir.
+fn enter(namespace: Option<&str>, state_dir: &Path) -> PathBuf {
+    crate::container::set_namespace(namespace);
+    crate::state::namespaced(state_dir, namespace)
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -307,11 +331,17 @@ pub fn main() -> Exit {
             policy,
         } => validate(&repo, format, partner.as_deref(), policy.as_deref()),
         Command::Plan {
-            host,
+            mut host,
             format,
             exit_code,
-        } => host::plan(&host, format, exit_code),
-        Command::Apply { host, min_free } => host::apply(&host, min_free),
+        } => {
+            host.state_dir = enter(host.namespace.as_deref(), &host.state_dir);
+            host::plan(&host, format, exit_code)
+        }
+        Command::Apply { mut host, min_free } => {
+            host.state_dir = enter(host.namespace.as_deref(), &host.state_dir);
+            host::apply(&host, min_free)
+        }
         Command::Lock { repo, check } => lock::lock(&repo, check),
         Command::Diff {
             repo,
@@ -340,12 +370,21 @@ pub fn main() -> Exit {
             age_identity,
         }),
         Command::Agent { config, once } => agent::run(&config, once),
-        Command::Status { state_dir, format } => agent::status(&state_dir, format),
+        Command::Status {
+            state_dir,
+            namespace,
+            format,
+        } => agent::status(&enter(namespace.as_deref(), &state_dir), format),
         Command::Volumes {
             partner,
             state_dir,
+            namespace,
             format,
-        } => volumes::volumes(partner.as_deref(), &state_dir, format),
+        } => volumes::volumes(
+            partner.as_deref(),
+            &enter(namespace.as_deref(), &state_dir),
+            format,
+        ),
         Command::Fleet {
             status,
             manifests,

@@ -19,7 +19,8 @@ use super::{
     Engine, EngineError, Found, FoundVolume, FreeSpace, ImageRemoval, PullAbandoned, PullLimits,
 };
 use crate::container::{
-    Network, NewContainer, ObservedContainer, Volume, label, parse_port, secrets_label,
+    Network, NewContainer, ObservedContainer, Volume, in_namespace, label, namespace, parse_port,
+    secrets_label,
 };
 use crate::image::Credentials;
 
@@ -191,17 +192,26 @@ const HEALTH_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 
 /// The label filter that finds what berth manages, of one partner or all.
 fn managed_filter(partner: Option<&str>) -> HashMap<String, Vec<String>> {
-    let mut labels = vec![format!("{}=true", label::MANAGED)];
-    labels.extend(partner.map(|p| format!("{}={p}", label::PARTNER)));
-    HashMap::from([("label".to_owned(), labels)])
+    HashMap::from([("label".to_owned(), managed_labels(partner))])
 }
 
-/// Whether an object's labels are exactly the ones berth gave it, so berth uses only what
-/// it created.
+/// The label filters of berth's objects, of one partner or all, in this namespace. The
+/// engine cannot filter on a label's absence, so objects of a namespace are also seen
+/// outside any: every list checks [`in_namespace`] again on what the engine returns.
+fn managed_labels(partner: Option<&str>) -> Vec<String> {
+    let mut labels = vec![format!("{}=true", label::MANAGED)];
+    labels.extend(partner.map(|p| format!("{}={p}", label::PARTNER)));
+    labels.extend(namespace().map(|ns| format!("{}={ns}", label::NAMESPACE)));
+    labels
+}
+
+/// Whether an object's labels are exactly the ones berth gave it, in this namespace, so
+/// berth uses only what it created.
 fn labelled(found: &HashMap<String, String>, wanted: &[(&'static str, String)]) -> bool {
-    wanted
-        .iter()
-        .all(|(k, v)| found.get(*k).is_some_and(|f| f == v))
+    in_namespace(found)
+        && wanted
+            .iter()
+            .all(|(k, v)| found.get(*k).is_some_and(|f| f == v))
 }
 
 fn refused(what: String, why: String) -> EngineError {
@@ -222,13 +232,7 @@ impl DockerEngine {
         use futures_util::StreamExt;
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
-            (
-                "label".to_owned(),
-                vec![
-                    format!("{}=true", label::MANAGED),
-                    format!("{}={partner}", label::PARTNER),
-                ],
-            ),
+            ("label".to_owned(), managed_labels(Some(partner))),
             (
                 "event".to_owned(),
                 vec!["die".to_owned(), "stop".to_owned(), "destroy".to_owned()],
@@ -239,6 +243,14 @@ impl DockerEngine {
                 filters: Some(filters),
                 ..Default::default()
             }))
+            .filter(|e| {
+                // Outside any namespace the engine also sends those of every namespace.
+                let theirs = e.as_ref().is_ok_and(|m| {
+                    let attributes = m.actor.as_ref().and_then(|a| a.attributes.as_ref());
+                    !attributes.is_none_or(in_namespace)
+                });
+                std::future::ready(!theirs)
+            })
             .map(|e| {
                 e.map(|m| ContainerEvent {
                     id: m.actor.and_then(|a| a.id).unwrap_or_default(),
@@ -251,13 +263,7 @@ impl DockerEngine {
 
 impl Engine for DockerEngine {
     async fn list_managed(&self, partner: &str) -> Result<Vec<ObservedContainer>, EngineError> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![
-                format!("{}=true", label::MANAGED),
-                format!("{}={partner}", label::PARTNER),
-            ],
-        )]);
+        let filters = managed_filter(Some(partner));
         let list = self
             .docker
             .list_containers(Some(ListContainersOptions {
@@ -275,6 +281,7 @@ impl Engine for DockerEngine {
                 // if a filter were ever ignored.
                 if labels.get(label::MANAGED).map(String::as_str) != Some("true")
                     || labels.get(label::PARTNER).map(String::as_str) != Some(partner)
+                    || !in_namespace(&labels)
                 {
                     return None;
                 }
@@ -517,7 +524,7 @@ impl Engine for DockerEngine {
             .into_iter()
             .filter_map(|v| {
                 let get = |k: &str| v.labels.get(k).cloned();
-                (get(label::MANAGED)? == "true").then_some(())?;
+                (get(label::MANAGED)? == "true" && in_namespace(&v.labels)).then_some(())?;
                 Some(FoundVolume {
                     partner: get(label::PARTNER)?,
                     script: get(label::SCRIPT)?,
@@ -580,7 +587,10 @@ impl Engine for DockerEngine {
         match self.docker.inspect_container(name_or_id, None).await {
             Ok(c) => {
                 let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
-                let managed = labels.get(label::MANAGED).is_some_and(|v| v == "true");
+                // Another namespace's container is not berth's here: seen as unmanaged,
+                // never touched.
+                let managed = labels.get(label::MANAGED).is_some_and(|v| v == "true")
+                    && in_namespace(&labels);
                 let state = c.state.unwrap_or_default();
                 let health = state
                     .health

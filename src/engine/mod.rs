@@ -97,7 +97,7 @@ pub struct Found {
     /// How often the engine has restarted it after it exited: a count that grows while a
     /// health check waits means the container is crash-looping, not healthy.
     pub restarts: i64,
-    /// The `berth.partner` label, when the container is managed.
+    /// The `berth.partner` label, when the container is managed in this namespace.
     pub partner: Option<String>,
     /// The `berth.secrets-dir` label: its secret files, removed with it.
     pub secrets_dir: Option<String>,
@@ -134,7 +134,7 @@ pub enum ImageRemoval {
 /// Everything berth asks of a container engine.
 #[allow(async_fn_in_trait)] // driven on berth's own single-threaded runtime
 pub trait Engine {
-    /// The partner's managed containers: one list call, filtered by label.
+    /// The partner's managed containers in this namespace: one list call, filtered by label.
     async fn list_managed(&self, partner: &str) -> Result<Vec<ObservedContainer>, EngineError>;
     /// Tags and image ids of a repository in the engine's own store.
     async fn local_tags(&self, repository: &str) -> Result<Vec<(String, String)>, EngineError>;

@@ -12,7 +12,7 @@ use crate::common::*;
 
 /// Makes a variant of the test image `base` that is `unique`'s alone, publishes it as
 /// `repo:version`, and removes every local name of it: only berth's pull brings it back.
-fn publish(registry: &Registry, repo: &str, base: &str, version: &str, unique: &str) {
+pub(crate) fn publish(registry: &Registry, repo: &str, base: &str, version: &str, unique: &str) {
     let local = format!("berth-test/prune-{unique}:{version}");
     let created = docker(&["create", "--pull", "never", &format!("{IMAGE_REPO}:{base}")]);
     docker(&[

@@ -15,6 +15,7 @@ mod fleet;
 mod floor;
 mod hostile;
 mod images;
+mod namespaces;
 mod notify;
 mod package;
 mod policy;
