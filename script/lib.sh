@@ -95,16 +95,19 @@ ensure_moto_server() {
     die "moto[server] installed but moto_server is not on PATH ($(python3 -m site --user-base 2>/dev/null)/bin?)"
 }
 
-# build_static: the statically linked release binary the .deb, the image and the static
-# download carry, built in its own target dir (so the normal release build stays valid);
-# prints its path. An explicit --target keeps build scripts and proc-macros dynamic
+# build_static: the statically linked release binaries the .deb, the image and the static
+# download carry, built in their own target dir (so the normal release build stays valid);
+# prints the path of `berth`, beside which `berth-agentd` (the agent daemon `berth agent`
+# hands over to) is built. An explicit --target keeps build scripts and proc-macros dynamic
 # (crt-static applies to the target only); git2's HTTPS transport links Debian's
 # libssl.a/libcrypto.a (libssl-dev).
 build_static() {
-  local triple=x86_64-unknown-linux-gnu target_dir=target/static built
+  local triple=x86_64-unknown-linux-gnu target_dir=target/static built b
   OPENSSL_STATIC=1 RUSTFLAGS='-C target-feature=+crt-static' \
     cargo build --release --locked --quiet --target "$triple" --target-dir "$target_dir" >&2
   built=$target_dir/$triple/release/berth
-  file -L "$built" | grep -Eq 'static(-pie)? linked' || die "not statically linked: $(file -L "$built")"
+  for b in "$built" "${built%/*}/berth-agentd"; do
+    file -L "$b" | grep -Eq 'static(-pie)? linked' || die "not statically linked: $(file -L "$b")"
+  done
   echo "$built"
 }

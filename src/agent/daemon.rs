@@ -5,8 +5,13 @@
 //! loopback address; SIGTERM finishes the step in flight, then exits. Why a pass was woken
 //! is logged, never handed to the pass: every pass does the same whole job. Each pass runs
 //! in a child process ([`super::pass`]); the daemon itself keeps only this loop, the
-//! watches and the server, so its idle footprint is theirs alone.
+//! watches and the server, so its idle footprint is theirs alone. `berth agent` hands the
+//! daemon over to a binary of its own installed beside it ([`SUPERVISOR`]), which holds only
+//! that code: the idle daemon's memory is mostly the code pages it has mapped, and the
+//! kernel maps them in whole page-cache folios, so in the full binary the little it runs
+//! is spread over most of it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -18,6 +23,35 @@ use super::config::AgentConfig;
 use super::pass::{self, NextWake};
 use crate::engine::{ContainerEvent, DockerEngine, Engine, Found};
 use crate::exit::Exit;
+
+/// The daemon's own binary (`[[bin]]` in Cargo.toml), installed beside `berth`.
+pub const SUPERVISOR: &str = "berth-agentd";
+
+/// Replaces this process (same pid, so a service manager sees no change) with the
+/// [`SUPERVISOR`] beside the running executable, to run the daemon on `config_path`.
+/// Returns only when it cannot, with why: the static download is `berth` alone, and runs
+/// the daemon in its own process.
+pub fn hand_over(config_path: &Path) -> std::io::Error {
+    use std::os::unix::process::CommandExt as _;
+    match std::env::current_exe() {
+        Ok(exe) => std::process::Command::new(exe.with_file_name(SUPERVISOR))
+            .arg("--config")
+            .arg(config_path)
+            .exec(),
+        Err(e) => e,
+    }
+}
+
+/// The `berth` executable a pass runs in: beside the [`SUPERVISOR`], or this very one when
+/// the daemon runs in `berth` itself.
+pub fn berth_exe() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(if exe.file_name().is_some_and(|n| n == SUPERVISOR) {
+        exe.with_file_name("berth")
+    } else {
+        exe
+    })
+}
 
 /// Why the daemon wakes before its interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

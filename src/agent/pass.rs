@@ -88,7 +88,7 @@ pub async fn run(config: &AgentConfig, stopping: &AtomicBool) -> Ended {
 }
 
 async fn spawn_and_wait(config: &AgentConfig, stopping: &AtomicBool) -> Result<Answer, LostError> {
-    let exe = std::env::current_exe().map_err(LostError::Spawn)?;
+    let exe = super::daemon::berth_exe().map_err(LostError::Spawn)?;
     let mut child = tokio::process::Command::new(exe)
         .arg(COMMAND)
         .arg("--config")

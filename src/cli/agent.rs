@@ -24,6 +24,14 @@ pub fn run(config_path: &Path, once: bool) -> Exit {
         Ok(c) => c,
         Err(exit) => return exit,
     };
+    if !once {
+        let e = agent::daemon::hand_over(config_path);
+        tracing::warn!(
+            error = %e,
+            "cannot start {}: the daemon runs in this process",
+            agent::daemon::SUPERVISOR
+        );
+    }
     host::runtime().block_on(async {
         let engine = match DockerEngine::connect().await {
             Ok(e) => e,
@@ -36,6 +44,21 @@ pub fn run(config_path: &Path, once: bool) -> Exit {
                 .exit
         } else {
             agent::daemon::run(&config, engine).await
+        }
+    })
+}
+
+/// The daemon in its own binary, as `berth agent` hands it over (see
+/// [`agent::daemon::SUPERVISOR`]).
+pub fn daemon(config_path: &Path) -> Exit {
+    let config = match load(config_path) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    host::runtime().block_on(async {
+        match DockerEngine::connect().await {
+            Ok(engine) => agent::daemon::run(&config, engine).await,
+            Err(e) => cannot_run(&e),
         }
     })
 }

@@ -405,6 +405,26 @@ pub fn main() -> Exit {
     }
 }
 
+/// `berth-agentd --config FILE`, as `berth agent` starts it (see
+/// [`crate::agent::daemon::hand_over`]). Its one form is parsed by hand, which keeps clap
+/// out of the daemon's binary.
+pub fn agentd() -> Exit {
+    let mut args = std::env::args_os().skip(1);
+    match (args.next(), args.next(), args.next()) {
+        (Some(flag), Some(path), None) if flag == "--config" => {
+            init_logging(tracing::Level::INFO);
+            agent::daemon(Path::new(&path))
+        }
+        _ => {
+            eprintln!(
+                "usage: {} --config FILE (`berth agent` starts it)",
+                crate::agent::daemon::SUPERVISOR
+            );
+            Exit::CannotRun
+        }
+    }
+}
+
 /// Logs go to stderr: text on a terminal, JSON lines otherwise; `BERTH_LOG` sets the filter
 /// (`info`, `warn,berth=debug`: a level, then `target=level` pairs). Commands that change a
 /// host log each step and pull at `info` by default, the others only warnings.

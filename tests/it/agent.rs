@@ -329,6 +329,14 @@ fn daemon_converges_on_change_and_drift_and_stops_on_sigterm() {
     until("first pass", Duration::from_secs(20), &|| {
         host.running() && host.version_label() == "1.0.0"
     });
+    // `berth agent` handed the daemon over to the small binary beside it, in its own process.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", daemon.id())).unwrap();
+    assert_eq!(
+        exe.file_name().unwrap(),
+        "berth-agentd",
+        "{}",
+        exe.display()
+    );
 
     host.write(&versions("^1"));
     let changed = Instant::now();

@@ -859,3 +859,35 @@ fn a_pass_child_does_not_outlive_its_daemon() {
         "{log}"
     );
 }
+
+/// `berth` installed alone (the static download without `berth-agentd` beside it) runs the
+/// daemon in its own process, says so, and still runs its passes and serves `/status`.
+#[test]
+fn berth_alone_runs_the_daemon_in_its_own_process() {
+    let host = quiet_host("alone");
+    let listen = free_port();
+    let config = plain_config(&host, listen);
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("berth");
+    std::fs::hard_link(BIN, &alone)
+        .or_else(|_| std::fs::copy(BIN, &alone).map(drop))
+        .unwrap();
+    let mut cmd = Command::new(&alone);
+    cmd.arg("agent").arg("--config").arg(&config);
+    let mut daemon = Daemon::start(&host, cmd, &[]);
+    until("the first pass", Duration::from_secs(20), || {
+        daemon.count("pass finished") >= 1
+    });
+    let exe = std::fs::read_link(format!("/proc/{}/exe", daemon.child.id())).unwrap();
+    assert_eq!(exe, alone);
+    let log = daemon.log();
+    assert!(
+        log.contains("cannot start berth-agentd: the daemon runs in this process"),
+        "{log}"
+    );
+    assert_eq!(
+        wait_for(listen, "/status", Duration::from_secs(5)).map(|a| a.0),
+        Some(200)
+    );
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), Some(0));
+}

@@ -16,9 +16,14 @@ use std::sync::OnceLock;
 use crate::common::{Run, docker, require_docker, root, run, unique_partner};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Everything the image holds: the binary, the CA bundle and an empty /tmp for berth's
+/// Everything the image holds: the binaries, the CA bundle and an empty /tmp for berth's
 /// temporary files.
-const IMAGE_FILES: [&str; 3] = ["etc/ssl/certs/ca-certificates.crt", "tmp/", "usr/bin/berth"];
+const IMAGE_FILES: [&str; 4] = [
+    "etc/ssl/certs/ca-certificates.crt",
+    "tmp/",
+    "usr/bin/berth",
+    "usr/bin/berth-agentd",
+];
 
 /// `berth <version> (<commit>)`: what every artefact of this commit says to `--version`.
 fn expected_version() -> String {
@@ -85,13 +90,17 @@ fn image() -> String {
 #[test]
 fn static_binary_is_static_and_checks_manifests() {
     let bin = static_binary();
-    let file = run(Command::new("file").arg("-L").arg(&bin));
-    file.assert_exit(0);
-    assert!(
-        file.stdout().contains("statically linked") || file.stdout().contains("static-pie linked"),
-        "{}",
-        file.stdout()
-    );
+    let agentd = dist(&format!("berth-agentd-{VERSION}-x86_64-linux"));
+    for path in [&bin, &agentd] {
+        let file = run(Command::new("file").arg("-L").arg(path));
+        file.assert_exit(0);
+        assert!(
+            file.stdout().contains("statically linked")
+                || file.stdout().contains("static-pie linked"),
+            "{}",
+            file.stdout()
+        );
+    }
     let ldd = run(Command::new("ldd").arg(&bin));
     assert!(
         ldd.text().contains("not a dynamic executable") || ldd.text().contains("statically linked"),
@@ -154,6 +163,7 @@ fn deb_holds_the_static_binary_units_config_docs_and_completions() {
     );
     let mut expected: Vec<String> = [
         "./usr/bin/berth",
+        "./usr/bin/berth-agentd",
         "./lib/systemd/system/berth-agent.service",
         "./lib/systemd/system/berth-agent-once.service",
         "./lib/systemd/system/berth-agent.timer",
@@ -211,20 +221,27 @@ fn deb_holds_the_static_binary_units_config_docs_and_completions() {
         lintian.text()
     );
 
-    // The packaged binary is exactly the static one.
-    let packaged = Command::new("sh")
-        .arg("-c")
-        .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -xO ./usr/bin/berth")
-        .arg("sh")
-        .arg(&deb)
-        .output()
-        .unwrap();
-    assert!(packaged.status.success());
-    assert!(
-        packaged.stdout == fs::read(&bin).unwrap(),
-        "the .deb's /usr/bin/berth is not {}: run script/package again",
-        bin.display()
-    );
+    // The packaged binaries are exactly the static ones.
+    let agentd = dist(&format!("berth-agentd-{VERSION}-x86_64-linux"));
+    for (inside, bin) in [
+        ("./usr/bin/berth", &bin),
+        ("./usr/bin/berth-agentd", &agentd),
+    ] {
+        let packaged = Command::new("sh")
+            .arg("-c")
+            .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -xO \"$2\"")
+            .arg("sh")
+            .arg(&deb)
+            .arg(inside)
+            .output()
+            .unwrap();
+        assert!(packaged.status.success());
+        assert!(
+            packaged.stdout == fs::read(bin).unwrap(),
+            "the .deb's {inside} is not {}: run script/package again",
+            bin.display()
+        );
+    }
 }
 
 #[test]
@@ -243,6 +260,14 @@ fn deb_installs_into_a_fresh_debian_root() {
     assert_eq!(
         host.sh("/usr/bin/berth --version").stdout().trim(),
         expected_version()
+    );
+    // The daemon `berth agent` hands over to, static too: it runs, and says how it is started.
+    let agentd = host.sh("/usr/bin/berth-agentd");
+    agentd.assert_exit(3);
+    assert!(
+        agentd.stderr().contains("`berth agent` starts it"),
+        "{}",
+        agentd.text()
     );
     let user = host.sh("getent passwd berth");
     user.assert_exit(0);
@@ -322,6 +347,7 @@ fn deb_installs_into_a_fresh_debian_root() {
         .assert_exit(0);
     for gone in [
         "/usr/bin/berth",
+        "/usr/bin/berth-agentd",
         "/lib/systemd/system/berth-agent.service",
         "/etc/berth/agent.yaml",
         "/var/lib/berth",
