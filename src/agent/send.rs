@@ -185,6 +185,7 @@ fn push_record(config: &AgentConfig, deadline: Instant) -> Result<Pushed, String
         spec,
         &config.state_dir,
         &config.partner,
+        config.namespace.as_deref(),
         &bytes,
         &format!("{}\n", record.summary()),
         deadline,

@@ -267,7 +267,7 @@ pub fn read(status: &RepoRef, manifests: &Manifests, now: Timestamp) -> Result<F
                 }
             },
         };
-        let path = Record::path_in_repo(name);
+        let path = Record::path_in_repo(name, None);
         let commit = match reported {
             Reported::Missing => None,
             _ => repo::last_change(repo, tip, &path),

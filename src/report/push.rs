@@ -129,19 +129,20 @@ enum Try {
     Raced(String),
 }
 
-/// Writes `record` (its exact bytes) as `partners/<partner>.json` on the branch, retrying
-/// lost races until `deadline`.
+/// Writes `record` (its exact bytes) as `partners/<partner>.json` on the branch (under
+/// `namespaces/<ns>/` for a namespace's agent), retrying lost races until `deadline`.
 pub fn push(
     spec: &Spec,
     state_dir: &Path,
     partner: &str,
+    namespace: Option<&str>,
     record: &[u8],
     message: &str,
     deadline: Instant,
 ) -> Result<Pushed, PushError> {
     let key = spec.signing_key.as_deref().map(signing_key).transpose()?;
     let change = Change {
-        path: super::Record::path_in_repo(partner),
+        path: super::Record::path_in_repo(partner, namespace),
         record,
         partner,
         message,
@@ -428,6 +429,34 @@ fn refused(spec: &Spec, refusal: &HostKeyRefusal) -> Option<PushError> {
     })
 }
 
+/// `tree` (or an empty one) with the file at `path` set to `blob`, every directory on the
+/// way rewritten and everything else kept as it is.
+fn with_file(
+    repo: &Repository,
+    tree: Option<&git2::Tree<'_>>,
+    path: &[&str],
+    blob: Oid,
+) -> Result<Oid, git2::Error> {
+    let mut builder = repo.treebuilder(tree)?;
+    match path {
+        [file] => {
+            builder.insert(file, blob, 0o100_644)?;
+        }
+        [dir, rest @ ..] => {
+            let sub = match tree.and_then(|t| t.get_name(dir)) {
+                Some(entry) if entry.kind() == Some(git2::ObjectType::Tree) => {
+                    Some(repo.find_tree(entry.id())?)
+                }
+                _ => None,
+            };
+            let sub = with_file(repo, sub.as_ref(), rest, blob)?;
+            builder.insert(dir, sub, 0o040_000)?;
+        }
+        [] => return Err(git2::Error::from_str("an empty path in the status repo")),
+    }
+    builder.write()
+}
+
 /// The commit on `tip` whose tree is the tip's with the record's file replaced, written to
 /// `repo`; `None` when the tip already holds exactly that file.
 fn build(
@@ -437,30 +466,16 @@ fn build(
 ) -> Result<Option<Oid>, git2::Error> {
     let parent = tip.map(|t| repo.find_commit(t)).transpose()?;
     let root = parent.as_ref().map(git2::Commit::tree).transpose()?;
-    let (dir, file) = change
-        .path
-        .split_once('/')
-        .expect("partners/<partner>.json");
-    let subtree = match root.as_ref().and_then(|t| t.get_name(dir)) {
-        Some(entry) if entry.kind() == Some(git2::ObjectType::Tree) => {
-            Some(repo.find_tree(entry.id())?)
-        }
-        _ => None,
-    };
     let blob = repo.blob(change.record)?;
-    if subtree
+    if root
         .as_ref()
-        .and_then(|t| t.get_name(file))
+        .and_then(|t| t.get_path(std::path::Path::new(&change.path)).ok())
         .is_some_and(|e| e.id() == blob)
     {
         return Ok(None);
     }
-    let mut files = repo.treebuilder(subtree.as_ref())?;
-    files.insert(file, blob, 0o100_644)?;
-    let files = files.write()?;
-    let mut top = repo.treebuilder(root.as_ref())?;
-    top.insert(dir, files, 0o040_000)?;
-    let tree = repo.find_tree(top.write()?)?;
+    let parts: Vec<&str> = change.path.split('/').collect();
+    let tree = repo.find_tree(with_file(repo, root.as_ref(), &parts, blob)?)?;
     let (name, email) = identity(change.partner);
     let who = git2::Signature::now(&name, &email)?;
     let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();

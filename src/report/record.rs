@@ -160,9 +160,14 @@ pub fn berth_version() -> String {
 }
 
 impl Record {
-    /// The file the record is kept in, in the status repo.
-    pub fn path_in_repo(partner: &str) -> String {
-        format!("partners/{partner}.json")
+    /// The file the record is kept in, in the status repo: a namespace's agents (a staging
+    /// agent beside production) report under `namespaces/<ns>/`, so they never overwrite
+    /// the record `berth fleet` reads for the partner.
+    pub fn path_in_repo(partner: &str, namespace: Option<&str>) -> String {
+        match namespace {
+            None => format!("partners/{partner}.json"),
+            Some(ns) => format!("namespaces/{ns}/partners/{partner}.json"),
+        }
     }
 
     /// The record of a pass: one entry per step (removed scripts leave no entry), each

@@ -337,3 +337,35 @@ fn a_name_another_namespace_owns_is_refused_never_touched() {
     assert_eq!(label("container", &name, "berth.partner"), owner.partner);
     assert_eq!(label("container", &name, "berth.version"), "1.1.0");
 }
+
+#[test]
+fn a_staging_agent_reports_beside_production_without_overwriting_its_record() {
+    let prod = Host::new("nsreport");
+    let staging = same_partner(&prod);
+    prod.write(&versions("^1"));
+    staging.write(&versions("2.0.0"));
+    let repo = prod.dir.path().join("status.git");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "--bare", "-b", "main"]);
+    let report = format!("report:\n  url: file://{}\n", repo.display());
+    let prod_config = prod.agent_config(&format!("  url: {}\n", prod.repo().display()), &report);
+    let staging_config = staging.agent_config(
+        &format!("  url: {}\n", staging.repo().display()),
+        &format!("namespace: {NS}\n{report}"),
+    );
+    for config in [&prod_config, &staging_config] {
+        Berth::new("agent")
+            .args(["--once", "--config"])
+            .arg(config)
+            .run()
+            .assert_exit(0);
+    }
+
+    let record = |path: String| -> serde_json::Value {
+        serde_json::from_str(&git(&repo, &["show", &format!("main:{path}")])).unwrap()
+    };
+    let production = record(format!("partners/{}.json", prod.partner));
+    let beside = record(format!("namespaces/{NS}/partners/{}.json", prod.partner));
+    assert_eq!(production["scripts"][0]["running"]["version"], "1.1.0");
+    assert_eq!(beside["scripts"][0]["running"]["version"], "2.0.0");
+}
