@@ -229,7 +229,7 @@ mod tests {
     use super::*;
     use crate::container::{ContainerSpec, container_name};
     use crate::plan::{Change, Step};
-    use crate::resolve::{DesiredContainer, HealthCheck};
+    use crate::resolve::DesiredContainer;
 
     fn digest(v: &str) -> String {
         format!("sha256:{v}")
@@ -255,23 +255,10 @@ mod tests {
     }
 
     fn want(script: &str, v: &str) -> DesiredContainer {
-        let spec = ContainerSpec::minimal();
+        let image = format!("127.0.0.1:5000/svc@{}", digest(v));
         DesiredContainer {
-            script: script.into(),
-            component: None,
-            version: v.into(),
             digest: digest(v),
-            image: format!("127.0.0.1:5000/svc@{}", digest(v)),
-            pull_from: None,
-            spec_hash: spec.hash(),
-            spec,
-            health: HealthCheck {
-                http: None,
-                timeout: std::time::Duration::from_secs(5),
-            },
-            binds: vec![],
-            env_files: vec![],
-            origin: Default::default(),
+            ..DesiredContainer::example(script, v, image, ContainerSpec::minimal())
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use super::child::{self, Unanswered};
+use super::child::{self, OnStop, Unanswered};
 use super::config::{self, AgentConfig};
 use crate::exit::{Exit, chain};
 use crate::source::{self, Checkout};
@@ -82,7 +82,7 @@ pub async fn sync(
         OsStr::new("--now"),
         OsStr::new(&now),
     ];
-    match child::ask::<Answer>(&args, None, stopping).await {
+    match child::ask::<Answer>(&args, None, stopping, OnStop::Kill).await {
         Ok(Answer::Checkout(c)) => Ok(c),
         Ok(Answer::Failed { message, wrong }) => Err(FetchError::Source { message, wrong }),
         Err(Unanswered::Spawn(source)) => Err(FetchError::Spawn { url, source }),

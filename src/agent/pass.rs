@@ -7,13 +7,14 @@
 //! so the child finishes the step in flight; the child asks the kernel for SIGTERM should
 //! the daemon die without it, so it never outlives the daemon by more than that step.
 
-use std::process::Stdio;
+use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::PassEnd;
+use super::child::{self, OnStop, Unanswered};
 use super::config::AgentConfig;
 use super::status::{LastPass, Status};
 use crate::exit::{Exit, chain};
@@ -51,10 +52,8 @@ pub struct Ended {
 enum LostError {
     #[error("cannot start the pass")]
     Spawn(#[source] std::io::Error),
-    #[error("cannot wait for the pass")]
-    Wait(#[source] std::io::Error),
     #[error("the pass ended without an answer ({0})")]
-    NoAnswer(std::process::ExitStatus),
+    NoAnswer(String),
 }
 
 /// Runs one pass in a child of this process and waits for it; when `stopping` is set, the
@@ -88,43 +87,19 @@ pub async fn run(config: &AgentConfig, stopping: &AtomicBool) -> Ended {
 }
 
 async fn spawn_and_wait(config: &AgentConfig, stopping: &AtomicBool) -> Result<Answer, LostError> {
-    let exe = super::daemon::berth_exe().map_err(LostError::Spawn)?;
-    let mut child = tokio::process::Command::new(exe)
-        .arg(COMMAND)
-        .arg("--config")
-        .arg(&config.path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(LostError::Spawn)?;
-    let pid = child.id().and_then(|id| i32::try_from(id).ok());
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let read = async {
-        use tokio::io::AsyncReadExt as _;
-        let mut out = Vec::new();
-        let read = stdout.read_to_end(&mut out).await;
-        (read, out, child.wait().await)
-    };
-    tokio::pin!(read);
-    let mut forwarded = false;
-    let (read, out, status) = loop {
-        tokio::select! {
-            done = &mut read => break done,
-            () = tokio::time::sleep(Duration::from_millis(100)), if !forwarded => {
-                if stopping.load(Ordering::SeqCst) {
-                    forwarded = true;
-                    if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                    }
-                }
-            }
-        }
-    };
-    let status = status.map_err(LostError::Wait)?;
-    match (read, serde_json::from_slice::<Answer>(&out)) {
-        (Ok(_), Ok(answer)) => Ok(answer),
-        _ => Err(LostError::NoAnswer(status)),
-    }
+    let args = [
+        OsStr::new(COMMAND),
+        OsStr::new("--config"),
+        config.path.as_os_str(),
+    ];
+    child::ask(&args, None, stopping, OnStop::Terminate)
+        .await
+        .map_err(|e| match e {
+            Unanswered::Spawn(e) => LostError::Spawn(e),
+            Unanswered::Lost(how) => LostError::NoAnswer(how),
+            // Neither happens: a pass child has no deadline and is waited for when stopping.
+            Unanswered::Stopped | Unanswered::TimedOut => LostError::NoAnswer("stopped".into()),
+        })
 }
 
 /// Counts a pass whose child gave no answer as a failed pass in the status.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::child::{self, Unanswered};
+use super::child::{self, OnStop, Unanswered};
 use super::config::{self, AgentConfig};
 use super::status::Status;
 use crate::exit::{Exit, chain};
@@ -126,7 +126,7 @@ async fn push_in_child(
     ];
     let deadline = tokio::time::Instant::now() + bound;
     let url = url.to_owned();
-    match child::ask::<Answer>(&args, Some(deadline), stopping).await {
+    match child::ask::<Answer>(&args, Some(deadline), stopping, OnStop::Kill).await {
         Ok(Answer::Pushed { commit }) => Ok(Pushed::Commit(commit)),
         Ok(Answer::Unchanged) => Ok(Pushed::Unchanged),
         Ok(Answer::Failed { message }) => Err(ReportError::Push(message)),

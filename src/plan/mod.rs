@@ -644,8 +644,6 @@ fn secret_changes(o: &ObservedContainer, d: &DesiredContainer) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::container::ContainerSpec;
-    use crate::resolve::HealthCheck;
-    use std::time::Duration;
 
     const NOW_OPEN: &str = "2026-11-21T02:00:00Z"; // Saturday, inside the window
     const NOW_CLOSED: &str = "2026-11-21T12:00:00Z";
@@ -659,24 +657,8 @@ mod tests {
     }
 
     fn want(script: &str, version: &str, env: &str) -> DesiredContainer {
-        let spec = spec(env);
-        DesiredContainer {
-            script: script.into(),
-            component: None,
-            version: version.into(),
-            digest: format!("sha256:{script}{version}"),
-            image: format!("sha256:{script}{version}"),
-            pull_from: None,
-            spec_hash: spec.hash(),
-            spec,
-            health: HealthCheck {
-                http: None,
-                timeout: Duration::from_secs(5),
-            },
-            binds: vec![],
-            env_files: vec![],
-            origin: Default::default(),
-        }
+        let image = format!("sha256:{script}{version}");
+        DesiredContainer::example(script, version, image, spec(env))
     }
 
     fn running(d: &DesiredContainer) -> ObservedContainer {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use git2::{ErrorCode, Oid, Repository};
 use ssh_key::{HashAlg, LineEnding, PrivateKey, SshSig};
 
-use crate::source::{HostKeyRefusal, RemoteAuth, remote_callbacks};
+use crate::source::{HostKeyRefusal, RemoteAuth, read_token, remote_callbacks};
 
 /// Where and how the agent reports (agent.yaml `report:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,7 +306,8 @@ fn try_remote(spec: &Spec, repo: &Repository, change: &Change<'_>) -> Result<Try
     if let Ok(mut stale) = repo.find_reference(&tracking) {
         let _ = stale.delete();
     }
-    let token = token(spec)?;
+    let token = read_token(spec.token_env.as_deref(), spec.token_file.as_deref())
+        .map_err(PushError::Token)?;
     let mut remote = repo
         .find_remote("origin")
         .map_err(|source| PushError::Mirror {
@@ -391,21 +392,6 @@ fn is_race(message: &str) -> bool {
     ]
     .iter()
     .any(|m| message.contains(m))
-}
-
-fn token(spec: &Spec) -> Result<Option<String>, PushError> {
-    Ok(match (&spec.token_env, &spec.token_file) {
-        (Some(var), _) => {
-            Some(std::env::var(var).map_err(|_| PushError::Token(format!("${var}")))?)
-        }
-        (None, Some(file)) => Some(
-            std::fs::read_to_string(file)
-                .map_err(|_| PushError::Token(file.display().to_string()))?
-                .trim()
-                .to_owned(),
-        ),
-        (None, None) => None,
-    })
 }
 
 /// The credentials `auth` holds and, for SSH, the host-key check against its

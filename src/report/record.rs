@@ -231,6 +231,19 @@ impl Record {
                 })
             })
             .collect();
+        Record::of(head, scripts)
+    }
+
+    /// The record of a pass that made no plan and so changed nothing: the scripts of the
+    /// last record, if any, under the new head.
+    pub fn carried(head: Head, previous: Option<&Record>) -> Record {
+        Record::of(
+            head,
+            previous.map(|p| p.scripts.clone()).unwrap_or_default(),
+        )
+    }
+
+    fn of(head: Head, scripts: Vec<ScriptRecord>) -> Record {
         Record {
             schema: SCHEMA,
             partner: head.partner,
@@ -242,23 +255,6 @@ impl Record {
             at: head.at,
             window: head.window,
             scripts,
-        }
-    }
-
-    /// The record of a pass that made no plan and so changed nothing: the scripts of the
-    /// last record, if any, under the new head.
-    pub fn carried(head: Head, previous: Option<&Record>) -> Record {
-        Record {
-            schema: SCHEMA,
-            partner: head.partner,
-            berth: berth_version(),
-            revision: head.revision,
-            source: head.source,
-            exit: head.exit,
-            interval_secs: head.interval_secs,
-            at: head.at,
-            window: head.window,
-            scripts: previous.map(|p| p.scripts.clone()).unwrap_or_default(),
         }
     }
 
@@ -318,27 +314,11 @@ mod tests {
     use crate::container::{ContainerSpec, ObservedContainer};
     use crate::plan::gate::{Gate, saturday_mornings};
     use crate::plan::{Change, Step};
-    use crate::resolve::{DesiredContainer, HealthCheck};
+    use crate::resolve::DesiredContainer;
 
     fn want(script: &str, version: &str) -> DesiredContainer {
-        let spec = ContainerSpec::minimal();
-        DesiredContainer {
-            script: script.into(),
-            component: None,
-            version: version.into(),
-            digest: format!("sha256:{script}{version}"),
-            image: format!("sha256:{script}{version}"),
-            pull_from: None,
-            spec_hash: spec.hash(),
-            spec,
-            health: HealthCheck {
-                http: None,
-                timeout: std::time::Duration::from_secs(5),
-            },
-            binds: vec![],
-            env_files: vec![],
-            origin: Default::default(),
-        }
+        let image = format!("sha256:{script}{version}");
+        DesiredContainer::example(script, version, image, ContainerSpec::minimal())
     }
 
     fn running(script: &str, version: &str) -> ObservedContainer {

@@ -92,6 +92,31 @@ pub struct DesiredContainer {
     pub origin: Origin,
 }
 
+/// A single container of `script` at `version` with `spec`, on an image the engine has, for
+/// the unit tests of the modules that plan, prune and report on containers.
+#[cfg(test)]
+impl DesiredContainer {
+    pub fn example(script: &str, version: &str, image: String, spec: ContainerSpec) -> Self {
+        DesiredContainer {
+            script: script.into(),
+            component: None,
+            version: version.into(),
+            digest: format!("sha256:{script}{version}"),
+            image,
+            pull_from: None,
+            spec_hash: spec.hash(),
+            spec,
+            health: HealthCheck {
+                http: None,
+                timeout: Duration::from_secs(5),
+            },
+            binds: vec![],
+            env_files: vec![],
+            origin: Default::default(),
+        }
+    }
+}
+
 impl DesiredContainer {
     /// Its managed container name.
     pub fn name(&self, partner: &str) -> String {

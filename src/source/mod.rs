@@ -299,18 +299,8 @@ fn fetch(repo: &git2::Repository, spec: &RepoSpec) -> Result<(), SourceError> {
         url: spec.url.clone(),
         source,
     };
-    let token = match (&spec.token_env, &spec.token_file) {
-        (Some(var), _) => {
-            Some(std::env::var(var).map_err(|_| SourceError::Token(format!("${var}")))?)
-        }
-        (None, Some(file)) => Some(
-            std::fs::read_to_string(file)
-                .map_err(|_| SourceError::Token(file.display().to_string()))?
-                .trim()
-                .to_owned(),
-        ),
-        (None, None) => None,
-    };
+    let token = read_token(spec.token_env.as_deref(), spec.token_file.as_deref())
+        .map_err(SourceError::Token)?;
     let auth = RemoteAuth {
         ssh_key: spec.ssh_key.clone(),
         token,
@@ -343,6 +333,18 @@ fn fetch(repo: &git2::Repository, spec: &RepoSpec) -> Result<(), SourceError> {
                 None => fetch_err(source),
             },
         })
+}
+
+/// The HTTPS token of a remote, from the environment variable or else the file named (its
+/// content trimmed); the error names the one that could not be read.
+pub fn read_token(var: Option<&str>, file: Option<&Path>) -> Result<Option<String>, String> {
+    match (var, file) {
+        (Some(var), _) => std::env::var(var).map(Some).map_err(|_| format!("${var}")),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map(|t| Some(t.trim().to_owned()))
+            .map_err(|_| file.display().to_string()),
+        (None, None) => Ok(None),
+    }
 }
 
 /// How berth authenticates to a git remote, and which SSH host keys it trusts there.

@@ -9,17 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// Turns the host's manifest dir into a git repo on `main` with one commit; returns it.
-fn commit_all(host: &Host, message: &str) -> String {
-    let repo = host.repo();
-    if !repo.join(".git").exists() {
-        git(&repo, &["init", "-q", "-b", "main"]);
-    }
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "--allow-empty", "-m", message]);
-    git(&repo, &["rev-parse", "HEAD"])
-}
-
 fn file_url(host: &Host) -> String {
     format!("  url: file://{}\n  branch: main\n", host.repo().display())
 }
@@ -53,7 +42,7 @@ fn terminate(daemon: &mut std::process::Child, limit: Duration) -> Option<i32> {
 fn converged_on_git(tag: &str, range: &str) -> (Host, String, PathBuf) {
     let host = Host::new(tag);
     host.write(&versions(range));
-    let first = commit_all(&host, "first");
+    let first = host.commit_all("first");
     let config = host.agent_config(&file_url(&host), "");
     agent_once(&config).assert_exit(0);
     let mirror = host.state_dir().join("source/mirror.git");
@@ -90,7 +79,7 @@ fn follows_a_branch_and_labels_the_revision() {
     assert_eq!(revision_label(&host), first);
 
     host.write(&versions("^1"));
-    let second = commit_all(&host, "bump");
+    let second = host.commit_all("bump");
     agent_once(&config).assert_exit(0);
     assert_eq!(host.version_label(), "1.1.0");
     assert_eq!(revision_label(&host), second);
@@ -128,10 +117,10 @@ fn versions(v: &str) -> Setup {
 fn follows_a_tag_or_a_pinned_commit() {
     let host = Host::new("pin");
     host.write(&versions("=1.0.0"));
-    let old = commit_all(&host, "old");
+    let old = host.commit_all("old");
     git(&host.repo(), &["tag", "release"]);
     host.write(&versions("^1"));
-    commit_all(&host, "new");
+    host.commit_all("new");
 
     let by_tag = host.agent_config(
         &format!("  url: file://{}\n  tag: release\n", host.repo().display()),
@@ -179,7 +168,7 @@ fn rewritten_history_is_refused_unless_allowed() {
     // A new root commit force-pushed over main.
     host.write(&versions("^1"));
     git(&host.repo(), &["checkout", "-q", "--orphan", "rewritten"]);
-    let rewritten = commit_all(&host, "rewritten");
+    let rewritten = host.commit_all("rewritten");
     git(&host.repo(), &["branch", "-q", "-M", "rewritten", "main"]);
     let out = agent_once(&config);
     out.assert_exit(1);
@@ -243,7 +232,7 @@ fn unsigned_heads_are_refused_when_verification_is_on() {
     assert_eq!(revision_label(&host), signed);
 
     host.write(&versions("^1"));
-    commit_all(&host, "unsigned");
+    host.commit_all("unsigned");
     let out = agent_once(&config);
     out.assert_exit(1);
     assert_eq!(
@@ -266,7 +255,7 @@ fn frozen_mode_applies_exactly_what_is_locked() {
     out.assert_exit(0);
     // The range widens, but the lock still pins 1.0.0: agents apply the lock.
     host.write(&versions("^1"));
-    commit_all(&host, "locked");
+    host.commit_all("locked");
     let config = host.agent_config(&file_url(&host), "");
     agent_once(&config).assert_exit(0);
     assert_eq!(host.version_label(), "1.0.0");
@@ -452,7 +441,7 @@ fn an_invalid_head_changes_nothing_and_is_not_accepted() {
         valid.replace("network: host", "network: host\n  privileged: true"),
     )
     .unwrap();
-    commit_all(&host, "broken");
+    host.commit_all("broken");
     agent_once(&config).assert_exit(1);
     assert_eq!(host.id(), id);
 

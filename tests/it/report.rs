@@ -12,17 +12,6 @@ use std::time::{Duration, Instant};
 use crate::common::sshd::{Sshd, keygen};
 use crate::common::*;
 
-/// Turns the host's manifest dir into a git repo on `main` with one more commit.
-fn commit_all(host: &Host, message: &str) -> String {
-    let repo = host.repo();
-    if !repo.join(".git").exists() {
-        git(&repo, &["init", "-q", "-b", "main"]);
-    }
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "--allow-empty", "-m", message]);
-    git(&repo, &["rev-parse", "HEAD"])
-}
-
 fn versions(v: &str) -> Setup {
     Setup {
         versions: Some(v.into()),
@@ -86,23 +75,36 @@ fn local_record(host: &Host) -> String {
     std::fs::read_to_string(host.state_dir().join("record.json")).unwrap()
 }
 
-/// `git verify-commit main` in `repo`, trusting the keys `signers` lists, as the fleet
-/// team checks a record's commit.
-fn verify_commit(repo: &Path, signers: &Path) -> Run {
+/// `git verify-commit main` in `repo`, trusting `key` for the partner's committer address,
+/// as the fleet team checks a record's commit.
+fn verify_commit(repo: &Path, host: &Host, key: &str) -> Run {
+    let signers = host.dir.path().join("allowed_signers");
+    std::fs::write(&signers, format!("{}@berth.invalid {key}\n", host.partner)).unwrap();
     run(Command::new("git")
         .current_dir(repo)
         .arg("-c")
         .arg(format!("gpg.ssh.allowedSignersFile={}", signers.display()))
         .args(["verify-commit", "main"])
-        .env("HOME", signers.parent().unwrap())
+        .env("HOME", host.dir.path())
         .env("GIT_CONFIG_NOSYSTEM", "1"))
+}
+
+/// The branch tip of `repo` carries a good signature by `key`.
+fn assert_signed_by(repo: &Path, host: &Host, key: &str) {
+    let verified = verify_commit(repo, host, key);
+    verified.assert_exit(0);
+    assert!(
+        verified.stderr().contains("Good \"git\" signature"),
+        "{}",
+        verified.text()
+    );
 }
 
 #[test]
 fn once_pushes_a_signed_record_when_the_outcome_changes() {
     let host = Host::new("report");
     host.write(&versions("^1"));
-    let first = commit_all(&host, "first");
+    let first = host.commit_all("first");
     let repo = status_repo(&host.dir.path().join("status.git"));
     let (key, public) = host_key(host.dir.path());
     let config = config(
@@ -139,26 +141,9 @@ fn once_pushes_a_signed_record_when_the_outcome_changes() {
     assert_eq!(script["running"]["digest"], digest);
 
     // The fleet team's git checks the signature against the host's declared key.
-    let signers = host.dir.path().join("allowed_signers");
-    std::fs::write(
-        &signers,
-        format!("{}@berth.invalid {public}\n", host.partner),
-    )
-    .unwrap();
-    let verified = verify_commit(&repo, &signers);
-    verified.assert_exit(0);
-    assert!(
-        verified.stderr().contains("Good \"git\" signature"),
-        "{}",
-        verified.text()
-    );
+    assert_signed_by(&repo, &host, &public);
     let (_, other) = host_key(&host.dir.path().join("other"));
-    std::fs::write(
-        &signers,
-        format!("{}@berth.invalid {other}\n", host.partner),
-    )
-    .unwrap();
-    let refused = verify_commit(&repo, &signers);
+    let refused = verify_commit(&repo, &host, &other);
     assert_ne!(refused.code(), Some(0), "another key does not verify it");
     assert_eq!(
         git(
@@ -184,7 +169,7 @@ fn once_pushes_a_signed_record_when_the_outcome_changes() {
 
     // The manifests move the service back to 1.0.0: a new outcome, a new commit.
     host.write(&versions("=1.0.0"));
-    let second = commit_all(&host, "pin 1.0.0");
+    let second = host.commit_all("pin 1.0.0");
     agent_once(&config).assert_exit(0);
     assert_eq!(host.version_label(), "1.0.0");
     assert_eq!(commits(&repo), 2);
@@ -206,7 +191,7 @@ fn once_pushes_a_signed_record_when_the_outcome_changes() {
 fn a_missing_status_repo_never_fails_the_pass_and_the_record_goes_out_later() {
     let host = Host::new("report-down");
     host.write(&versions("^1"));
-    commit_all(&host, "first");
+    host.commit_all("first");
     let repo = host.dir.path().join("status.git");
     let config = config(&host, &format!("  url: file://{}\n", repo.display()));
 
@@ -248,7 +233,7 @@ fn a_missing_status_repo_never_fails_the_pass_and_the_record_goes_out_later() {
 fn a_status_repo_that_hangs_is_given_up_on_within_the_bound() {
     let host = Host::new("report-hang");
     host.write(&versions("^1"));
-    commit_all(&host, "first");
+    host.commit_all("first");
     // Accepts connections and never answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -456,7 +441,7 @@ fn many_partners_push_to_one_branch_at_once_over_the_network() {
 fn the_daemon_reports_from_its_pass() {
     let host = Host::new("report-daemon");
     host.write(&versions("^1"));
-    commit_all(&host, "first");
+    host.commit_all("first");
     let repo = status_repo(&host.dir.path().join("status.git"));
     let config = config(&host, &format!("  url: {}\n", repo.display()));
     let mut daemon = Berth::new("agent").arg("--config").arg(&config).spawn();
@@ -518,7 +503,7 @@ fn an_agent_reports_over_ssh_and_refuses_a_wrong_host_key() {
     let sshd = Sshd::start();
     let host = Host::new("report-ssh");
     host.write(&versions("^1"));
-    commit_all(&host, "first");
+    host.commit_all("first");
     let repo = status_repo(&host.dir.path().join("status.git"));
     let (key, public) = host_key(host.dir.path());
     let known_hosts = host.dir.path().join("known_hosts");
@@ -557,23 +542,11 @@ fn an_agent_reports_over_ssh_and_refuses_a_wrong_host_key() {
         "the repo holds the state dir's record, byte for byte"
     );
     assert!(logins() >= 1, "the push went through sshd:\n{}", sshd.log());
-    let signers = host.dir.path().join("allowed_signers");
-    std::fs::write(
-        &signers,
-        format!("{}@berth.invalid {public}\n", host.partner),
-    )
-    .unwrap();
-    let verified = verify_commit(&repo, &signers);
-    verified.assert_exit(0);
-    assert!(
-        verified.stderr().contains("Good \"git\" signature"),
-        "{}",
-        verified.text()
-    );
+    assert_signed_by(&repo, &host, &public);
 
     // A new outcome to tell, and the server's key no longer matches: nothing is sent.
     host.write(&versions("=1.0.0"));
-    commit_all(&host, "pin 1.0.0");
+    host.commit_all("pin 1.0.0");
     let before = logins();
     agent_once(&config_with(&wrong)).assert_exit(0);
     assert_eq!(host.version_label(), "1.0.0", "the pass converged");
@@ -601,7 +574,7 @@ fn an_agent_reports_over_ssh_and_refuses_a_wrong_host_key() {
         format!("{}\n", record_in(&repo, &host.partner)),
         local_record(&host)
     );
-    verify_commit(&repo, &signers).assert_exit(0);
+    assert_signed_by(&repo, &host, &public);
     let status = status_json(&host);
     assert_eq!(status["report"]["last_error"], serde_json::Value::Null);
 }
@@ -613,7 +586,7 @@ fn an_ssh_status_repo_without_known_hosts_is_refused_at_load() {
     let sshd = Sshd::start();
     let host = Host::new("report-nokh");
     host.write(&versions("^1"));
-    commit_all(&host, "first");
+    host.commit_all("first");
     let repo = status_repo(&host.dir.path().join("status.git"));
     let url = sshd.url(&repo);
     let config = config(

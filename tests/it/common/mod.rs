@@ -266,6 +266,17 @@ impl Host {
         self.dir.path().join("repo")
     }
 
+    /// Turns the manifest dir into a git repo on `main` with one more commit; returns it.
+    pub fn commit_all(&self, message: &str) -> String {
+        let repo = self.repo();
+        if !repo.join(".git").exists() {
+            git(&repo, &["init", "-q", "-b", "main"]);
+        }
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "--allow-empty", "-m", message]);
+        git(&repo, &["rev-parse", "HEAD"])
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
