@@ -706,6 +706,9 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             }
         }
         let name = d.name(&plan.partner);
+        if self.engine.updates_in_place() {
+            return self.change_in_place(plan, old, d, record, &name).await;
+        }
         let job = d.component.as_ref().and_then(|c| c.job);
         let stateful = d.component.as_ref().is_some_and(|c| c.stateful);
         let part = record.parts.len();
@@ -715,6 +718,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             old_id: old.map(|o| o.id.clone()),
             new_id: None,
             job: job.is_some(),
+            reverts_to: None,
         });
         self.state.write_journal(record)?;
         fault_point();
@@ -760,10 +764,60 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         self.wait_healthy(&new_id, d).await
     }
 
+    /// [`Self::change_part`] on an engine that updates in place (a swarm): an added service
+    /// is created under its own name, a changed one updated where it is (the engine picks
+    /// start-first or stop-first), journaled first with the spec hash a rollback returns
+    /// to; either way berth's health gate judges it.
+    async fn change_in_place(
+        &self,
+        plan: &Plan,
+        old: Option<&ObservedContainer>,
+        d: &DesiredContainer,
+        record: &mut Record,
+        name: &str,
+    ) -> Result<(), ExecuteError> {
+        let part = record.parts.len();
+        record.parts.push(PartRecord {
+            next_name: name.to_owned(),
+            name: name.to_owned(),
+            old_id: old.map(|o| o.id.clone()),
+            new_id: old.map(|o| o.id.clone()),
+            job: false,
+            reverts_to: old.map(|o| o.spec_hash.clone()),
+        });
+        self.state.write_journal(record)?;
+        fault_point();
+        let dir = self.write_secrets(name, d)?;
+        let id = match old {
+            Some(old) => {
+                self.engine
+                    .update(&old.id, &new_container(name, plan, d, dir.as_deref()))
+                    .await?;
+                old.id.clone()
+            }
+            None => {
+                let id = self
+                    .engine
+                    .create(&new_container(name, plan, d, dir.as_deref()))
+                    .await?;
+                record.parts[part].new_id = Some(id.clone());
+                id
+            }
+        };
+        record.phase = Phase::CutOver;
+        self.state.write_journal(record)?;
+        fault_point();
+        self.wait_healthy(&id, d).await
+    }
+
     /// Puts every container of the update back, last changed first: removes each new one,
     /// gives the old one its name again and starts it (a job's stays as it ended).
     async fn roll_back(&self, record: &Record) -> Result<(), ExecuteError> {
         for part in record.parts.iter().rev() {
+            if let (Some(id), Some(to)) = (&part.old_id, &part.reverts_to) {
+                self.engine.revert(id, to).await?;
+                continue;
+            }
             let new = match &part.new_id {
                 Some(id) => self.engine.find(id).await?,
                 // Created but not yet journaled: find it by its temporary name.
@@ -800,7 +854,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
     /// Removes the old containers once every new one has proven itself, and gives each
     /// new one its managed name.
     async fn roll_forward(&self, record: &Record) -> Result<(), ExecuteError> {
-        for part in &record.parts {
+        for part in record.parts.iter().filter(|p| p.reverts_to.is_none()) {
             if let Some(old_id) = &part.old_id
                 && let Some(old) = self.engine.find(old_id).await?
             {
@@ -958,8 +1012,9 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                 ));
             }
             // With `health.exec` the engine's own verdict decides, before any probe.
+            // A swarm's verdict covers its tasks converging, healthcheck or not.
             let engine_healthy = match found.as_ref().and_then(|f| f.health.as_deref()) {
-                _ if d.spec.healthcheck.is_none() => true,
+                _ if d.spec.healthcheck.is_none() && !self.engine.updates_in_place() => true,
                 Some("healthy") => true,
                 Some(verdict) => {
                     last = format!("the engine reports it {verdict}");

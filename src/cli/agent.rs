@@ -33,7 +33,7 @@ pub fn run(config_path: &Path, once: bool) -> Exit {
         );
     }
     host::runtime().block_on(async {
-        let engine = match DockerEngine::connect().await {
+        let engine = match DockerEngine::connect_as(config.engine).await {
             Ok(e) => e,
             Err(e) => return cannot_run(&e),
         };
@@ -56,7 +56,7 @@ pub fn daemon(config_path: &Path) -> Exit {
         Err(exit) => return exit,
     };
     host::runtime().block_on(async {
-        match DockerEngine::connect().await {
+        match DockerEngine::connect_as(config.engine).await {
             Ok(engine) => agent::daemon::run(&config, engine).await,
             Err(e) => cannot_run(&e),
         }
@@ -73,7 +73,7 @@ pub fn pass(config_path: &Path) -> Exit {
     host::runtime().block_on(async {
         let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         agent::pass::prepare(std::sync::Arc::clone(&stopping));
-        let engine = match DockerEngine::connect().await {
+        let engine = match DockerEngine::connect_as(config.engine).await {
             Ok(e) => e,
             Err(e) => return cannot_run(&e),
         };

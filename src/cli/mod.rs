@@ -61,6 +61,15 @@ enum Command {
         /// The partner's host policy to check its scripts against.
         #[arg(long, value_name = "FILE", requires = "partner")]
         policy: Option<PathBuf>,
+        /// The engine the partner's host runs (`docker` or `swarm`): what it cannot run is
+        /// refused here too.
+        #[arg(
+            long,
+            value_name = "ENGINE",
+            default_value = "docker",
+            requires = "partner"
+        )]
+        engine: crate::container::EngineKind,
     },
     /// Show what `apply` would change on a partner's host, and why.
     Plan {
@@ -329,7 +338,8 @@ pub fn main() -> Exit {
             format,
             partner,
             policy,
-        } => validate(&repo, format, partner.as_deref(), policy.as_deref()),
+            engine,
+        } => validate(&repo, format, partner.as_deref(), policy.as_deref(), engine),
         Command::Plan {
             mut host,
             format,
@@ -460,11 +470,12 @@ fn validate(
     format: ValidateFormat,
     partner: Option<&str>,
     policy: Option<&Path>,
+    engine: crate::container::EngineKind,
 ) -> Exit {
     let diagnostics = match manifest::validate(repo) {
         Ok((loaded, mut d)) => {
             if let Some(partner) = partner {
-                d.extend(partner_refusals(&loaded, partner, policy));
+                d.extend(partner_refusals(&loaded, partner, policy, engine));
             }
             d.finish()
         }
@@ -508,6 +519,7 @@ fn partner_refusals(
     repo: &manifest::Repo,
     partner: &str,
     policy: Option<&Path>,
+    engine: crate::container::EngineKind,
 ) -> crate::diag::Diagnostics {
     use crate::diag::{Diagnostic, Diagnostics, Severity};
     let mut out = Diagnostics::default();
@@ -527,6 +539,7 @@ fn partner_refusals(
     let rules = crate::policy::Rules {
         floor: crate::floor::Floor::typical(),
         host,
+        engine,
     };
     for (script, r) in crate::resolve::refusals(repo, &doc.doc, &rules) {
         out.push(Diagnostic::error(

@@ -195,6 +195,7 @@ impl Engine for FakeEngine {
                         running: c.running,
                         secrets: crate::container::secrets_label(c.labels.get(label::SECRETS)),
                         secrets_dir: c.labels.get(label::SECRETS_DIR).cloned(),
+                        tasks: None,
                     }
                 })
                 .collect())
