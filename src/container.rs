@@ -194,6 +194,13 @@ pub fn secrets_label(value: Option<&String>) -> BTreeMap<String, String> {
 
 /// The managed container name of a partner's script; also the name of a multi-component
 /// script's network.
+/// What a container runs, as one string: its image digest and spec hash. A swarm service
+/// updated in place is judged (and rolled back) by it.
+pub fn fingerprint(labels: &std::collections::HashMap<String, String>) -> String {
+    let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or_default();
+    format!("{} {}", get(label::DIGEST), get(label::SPEC_HASH))
+}
+
 pub fn container_name(partner: &str, script: &str) -> String {
     named(namespace(), &format!("{partner}-{script}"))
 }

@@ -783,7 +783,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             old_id: old.map(|o| o.id.clone()),
             new_id: old.map(|o| o.id.clone()),
             job: false,
-            reverts_to: old.map(|o| o.spec_hash.clone()),
+            reverts_to: old.map(|o| format!("{} {}", o.digest, o.spec_hash)),
         });
         self.state.write_journal(record)?;
         fault_point();

@@ -68,7 +68,8 @@ pub struct PartRecord {
     #[serde(default)]
     pub job: bool,
     /// Updated in place (a swarm service: `old_id` and `new_id` are the same service): the
-    /// spec hash a rollback puts it back to; nothing is removed when the update is verified.
+    /// digest and spec hash a rollback puts it back to (`container::fingerprint`); nothing
+    /// is removed when the update is verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverts_to: Option<String>,
 }

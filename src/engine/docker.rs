@@ -661,8 +661,8 @@ impl Engine for DockerEngine {
         super::swarm::update(&self.docker, id, new).await
     }
 
-    async fn revert(&self, id: &str, spec_hash: &str) -> Result<(), EngineError> {
-        super::swarm::revert(&self.docker, id, spec_hash).await
+    async fn revert(&self, id: &str, fingerprint: &str) -> Result<(), EngineError> {
+        super::swarm::revert(&self.docker, id, fingerprint).await
     }
 
     async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {

@@ -161,11 +161,11 @@ pub trait Engine {
             source: "this engine replaces containers instead".into(),
         })
     }
-    /// Puts a container updated in place back to the spec whose hash is `spec_hash`, unless
-    /// it runs that already.
-    async fn revert(&self, id: &str, spec_hash: &str) -> Result<(), EngineError> {
+    /// Puts a container updated in place back to what it ran before, `fingerprint` (its
+    /// digest and spec hash, [`crate::container::fingerprint`]), unless it runs that already.
+    async fn revert(&self, id: &str, fingerprint: &str) -> Result<(), EngineError> {
         Err(EngineError::Engine {
-            what: format!("revert {id} to {spec_hash}"),
+            what: format!("revert {id} to {fingerprint}"),
             source: "this engine replaces containers instead".into(),
         })
     }

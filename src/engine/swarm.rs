@@ -28,7 +28,8 @@ use bollard::query_parameters::{ListNodesOptions, ListServicesOptions, ListTasks
 use super::docker::{HEALTH_CHECK_TIMEOUT, HEALTH_INTERVAL, engine, is_not_found, labelled};
 use super::{EngineError, Found};
 use crate::container::{
-    Network, NewContainer, ObservedContainer, Tasks, in_namespace, label, parse_port, secrets_label,
+    Network, NewContainer, ObservedContainer, Tasks, fingerprint, in_namespace, label, parse_port,
+    secrets_label,
 };
 
 /// The replicas a service runs when berth has not stopped it: stopping scales it to 0,
@@ -229,15 +230,15 @@ fn replicas_of(spec: Option<&ServiceSpec>) -> Option<i64> {
     spec?.mode.as_ref()?.replicated.as_ref()?.replicas
 }
 
-fn task_spec_hash(task: &Task) -> Option<&str> {
-    task.spec
+fn task_fingerprint(task: &Task) -> Option<String> {
+    let labels = task
+        .spec
         .as_ref()?
         .container_spec
         .as_ref()?
         .labels
-        .as_ref()?
-        .get(label::SPEC_HASH)
-        .map(String::as_str)
+        .as_ref()?;
+    Some(fingerprint(labels))
 }
 
 fn is_state(task: &Task, state: TaskState) -> bool {
@@ -445,8 +446,8 @@ pub(super) async fn find(docker: &Docker, name_or_id: &str) -> Result<Option<Fou
         }))
         .await
         .map_err(engine(format!("list the tasks of {name_or_id}")))?;
-    let current = labels.get(label::SPEC_HASH).map(String::as_str);
-    let of_current = |t: &Task| task_spec_hash(t) == current;
+    let current = Some(fingerprint(&labels));
+    let of_current = |t: &Task| task_fingerprint(t) == current;
     let failed = tasks
         .iter()
         .filter(|t| of_current(t))
@@ -504,17 +505,13 @@ pub(super) async fn update(
     write(docker, &service, spec).await
 }
 
-/// Puts the service back to its previous spec, the one whose spec hash is `to`, unless it
-/// runs that already (the update never landed, or was reverted before a crash).
+/// Puts the service back to its previous spec, the one whose [`fingerprint`] is `to`,
+/// unless it runs that already (the update never landed, or was reverted before a crash).
 pub(super) async fn revert(docker: &Docker, id: &str, to: &str) -> Result<(), EngineError> {
     let Some(service) = inspect(docker, id).await? else {
         return Ok(());
     };
-    let hash = |spec: Option<&ServiceSpec>| {
-        spec.and_then(|s| s.labels.as_ref())
-            .and_then(|l| l.get(label::SPEC_HASH).cloned())
-    };
-    if hash(service.spec.as_ref()).as_deref() == Some(to) {
+    if fingerprint(&spec_labels(&service)) == to {
         return Ok(());
     }
     // Swarm keeps the spec an update replaced: the one berth wrote before this update.
