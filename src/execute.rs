@@ -1000,6 +1000,11 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             let found = self.engine.find(id).await?;
             let restarts = match &found {
                 Some(f) if f.running => f.restarts,
+                _ if self.engine.updates_in_place() => {
+                    return Err(ExecuteError::Unhealthy(
+                        "health check failed: a task failed and Swarm paused the update".into(),
+                    ));
+                }
                 _ => {
                     return Err(ExecuteError::Unhealthy(
                         "health check failed: the container exited".into(),

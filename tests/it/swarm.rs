@@ -223,3 +223,83 @@ fn each_engine_refuses_what_it_cannot_run_at_the_manifests_lines() {
         swarm.text()
     );
 }
+
+#[test]
+fn a_stateful_component_stays_on_its_node_with_its_volume_across_an_update() {
+    let host = Host::new("swarm-state");
+    let swarm = Swarm::start("swarm-state");
+    let partner = &host.partner;
+    let write = |db: &str| {
+        std::fs::write(
+            host.repo().join(format!("partners/{partner}.yaml")),
+            format!(
+                "apiVersion: berth/v1\nkind: Partner\nname: {partner}\ntimezone: UTC\nwindows:\n  - days: [mon, tue, wed, thu, fri, sat, sun]\n    start: \"00:00\"\n    end: \"24:00\"\n\
+                 scripts:\n  - script: app\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            host.repo().join("scripts/app.yaml"),
+            format!(
+                "apiVersion: berth/v1\nkind: Script\nname: app\nimage:\n  source: local\n  repository: {IMAGE_REPO}\nversions: \"=1.0.0\"\n\
+                 volumes:\n  data: {{}}\ncomponents:\n  db:\n    image:\n      source: local\n      repository: {IMAGE_REPO}\n    versions: \"={db}\"\n    stateful: true\n\
+                 \x20   container: {{ env: {{ PORT: \"7001\", STATE_FILE: /data/state }}, volumes: [\"data:/data\"], stop_timeout: 2s }}\n\
+                 \x20   health: {{ exec: [/serve, check], timeout: 30s }}\n\
+                 \x20 web:\n    replicas: 2\n    container: {{ env: {{ PORT: \"7002\" }}, stop_timeout: 2s }}\n\
+                 \x20   health: {{ exec: [/serve, check], timeout: 30s }}\n    depends_on: {{ db: healthy }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let db = format!("berth-{partner}-app-db");
+    let web = format!("berth-{partner}-app-web");
+    let volume = format!("berth-{partner}-app-data");
+
+    write("1.0.0");
+    swarm.berth(&host, "apply", &[]).assert_exit(0);
+    swarm.wait_tasks(&db, &["1.0.0"]);
+    swarm.wait_tasks(&web, &["1.0.0", "1.0.0"]);
+    let node = swarm.docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
+    assert_eq!(
+        swarm.docker(&[
+            "service",
+            "inspect",
+            &db,
+            "--format",
+            "{{.Spec.TaskTemplate.Placement.Constraints}} {{.Spec.UpdateConfig.Order}}",
+        ]),
+        format!("[node.id=={node}] stop-first")
+    );
+    // The script's network is an attachable overlay with berth's labels.
+    assert_eq!(
+        swarm.docker(&[
+            "network",
+            "inspect",
+            &format!("berth-{partner}-app"),
+            "--format",
+            "{{.Driver}} {{.Attachable}} {{index .Labels \"berth.partner\"}}",
+        ]),
+        format!("overlay true {partner}")
+    );
+    let mountpoint = swarm.docker(&["volume", "inspect", &volume, "--format", "{{.Mountpoint}}"]);
+    std::fs::write(format!("{mountpoint}/marker"), "kept").unwrap();
+
+    write("1.1.0");
+    swarm.berth(&host, "apply", &[]).assert_exit(0);
+    swarm.wait_tasks(&db, &["1.1.0"]);
+    swarm.wait_tasks(&web, &["1.0.0", "1.0.0"]);
+    assert_eq!(
+        std::fs::read_to_string(format!("{mountpoint}/marker")).unwrap(),
+        "kept",
+        "the volume is the same, with its data"
+    );
+    let mounted = swarm.docker(&[
+        "ps",
+        "--no-trunc",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={db}"),
+        "--format",
+        "{{.Mounts}}",
+    ]);
+    assert_eq!(mounted, volume);
+}
