@@ -365,12 +365,22 @@ pub struct ObservedContainer {
 }
 
 /// How many of a swarm service's tasks run, of how many it asks for, and on which nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tasks {
     pub running: u32,
     pub desired: u32,
     /// The nodes' host names, sorted, one entry per node.
     pub nodes: Vec<String>,
+}
+
+impl std::fmt::Display for Tasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} tasks", self.running, self.desired)?;
+        if !self.nodes.is_empty() {
+            write!(f, " on {}", self.nodes.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// Which engine berth drives: one Docker engine, or a Swarm manager (`engine: swarm` in

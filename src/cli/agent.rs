@@ -134,13 +134,17 @@ pub fn status(state_dir: &Path, format: StatusFormat) -> Exit {
             }
             for s in &status.scripts {
                 outln!(
-                    "  {:<24} {:<12} {:<12} {}",
+                    "  {:<24} {:<12} {:<12} {}{}",
                     s.component
                         .as_ref()
                         .map_or_else(|| s.script.clone(), |c| format!("{}/{c}", s.script)),
                     s.version.as_deref().unwrap_or("-"),
                     s.state,
-                    s.detail
+                    s.detail,
+                    s.tasks
+                        .as_ref()
+                        .map(|t| format!("  ({t})"))
+                        .unwrap_or_default()
                 );
             }
         }

@@ -29,16 +29,10 @@ fn versions(step: &Step) -> String {
 /// A swarm service's tasks as it runs now: `  2/3 tasks on node-a, node-b`; empty for a
 /// container.
 fn tasks(step: &Step) -> String {
-    match step.observed().and_then(|o| o.tasks.as_ref()) {
-        Some(t) if t.nodes.is_empty() => format!("  {}/{} tasks", t.running, t.desired),
-        Some(t) => format!(
-            "  {}/{} tasks on {}",
-            t.running,
-            t.desired,
-            t.nodes.join(", ")
-        ),
-        None => String::new(),
-    }
+    step.observed()
+        .and_then(|o| o.tasks.as_ref())
+        .map(|t| format!("  {t}"))
+        .unwrap_or_default()
 }
 
 fn gate(step: &Step) -> String {

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::dockerd::PrivateEngine;
-use crate::common::{Host, IMAGE_REPO, UNHEALTHY, run};
+use crate::common::{Berth, Host, IMAGE_REPO, UNHEALTHY, run};
 
 /// A private engine made a one-node swarm manager; leaves the swarm when dropped, so the
 /// engine's own teardown finds no service to bring its containers back.
@@ -44,16 +44,32 @@ impl Swarm {
         Swarm { engine }
     }
 
-    /// `berth <cmd> <repo> --partner P --state-dir D --engine swarm …` in the namespace.
-    fn berth(&self, host: &Host, cmd: &str, extra: &[&str]) -> crate::common::Run {
+    /// `berth <cmd> <repo> --partner P --state-dir D --engine swarm` in the namespace.
+    fn command(&self, host: &Host, cmd: &str) -> Berth {
         self.engine
             .berth(cmd)
             .arg(host.repo())
             .args(["--partner", &host.partner, "--state-dir"])
             .arg(host.state_dir())
             .args(["--engine", "swarm"])
-            .args(extra)
-            .run()
+    }
+
+    fn berth(&self, host: &Host, cmd: &str, extra: &[&str]) -> crate::common::Run {
+        self.command(host, cmd).args(extra).run()
+    }
+
+    /// How many of the service's task containers the engine reports healthy.
+    fn healthy_tasks(&self, service: &str) -> usize {
+        self.docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={service}"),
+            "--filter",
+            "health=healthy",
+        ])
+        .lines()
+        .count()
     }
 
     fn docker(&self, args: &[&str]) -> String {
@@ -149,9 +165,21 @@ fn a_service_is_created_updated_start_first_rolled_back_and_put_back_after_drift
         status.stdout()
     );
 
-    // An update: berth's gate waits for the new tasks' health, then the old ones are gone.
+    // An update, start-first: two healthy tasks serve all along (a new task starts and is
+    // healthy before an old one stops), and berth's gate waits for the new tasks' health.
     write(&host, "=1.1.0", 2);
-    swarm.berth(&host, "apply", &[]).assert_exit(0);
+    let mut apply = swarm.command(&host, "apply").spawn();
+    let mut fewest = usize::MAX;
+    let exit = loop {
+        fewest = fewest.min(swarm.healthy_tasks(&service));
+        if let Some(exit) = apply.try_wait().unwrap() {
+            break exit;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(fewest, 2, "fewer healthy tasks during the update");
+    // The old tasks are being stopped by Swarm once the new ones serve.
     swarm.wait_tasks(&service, &["1.1.0", "1.1.0"]);
 
     // A version whose health fails: the update is rolled back, the old tasks serve on and
@@ -180,10 +208,40 @@ fn a_service_is_created_updated_start_first_rolled_back_and_put_back_after_drift
     swarm.berth(&host, "apply", &[]).assert_exit(0);
     swarm.wait_tasks(&service, &["1.1.0", "1.1.0"]);
 
-    // Three replicas: one more task, no other change.
+    // Three replicas: one more task, no other change. The agent, with `engine: swarm` in
+    // agent.yaml, does it; its status shows the tasks and their node.
     write(&host, "=1.1.0", 3);
-    swarm.berth(&host, "apply", &[]).assert_exit(0);
+    host.commit_all("three replicas");
+    let config = host.agent_config(
+        &format!("  url: {}\n", host.repo().display()),
+        "engine: swarm\n",
+    );
+    let agent = |config: &std::path::Path| {
+        swarm
+            .engine
+            .berth("agent")
+            .args(["--once", "--config"])
+            .arg(config)
+            .run()
+    };
+    agent(&config).assert_exit(0);
     swarm.wait_tasks(&service, &["1.1.0", "1.1.0", "1.1.0"]);
+    agent(&config).assert_exit(0);
+    let status = swarm
+        .engine
+        .berth("status")
+        .arg("--state-dir")
+        .arg(host.state_dir())
+        .run();
+    status.assert_exit(0);
+    let host_name = swarm.docker(&["info", "--format", "{{.Name}}"]);
+    assert!(
+        status
+            .stdout()
+            .contains(&format!("(3/3 tasks on {host_name})")),
+        "{}",
+        status.stdout()
+    );
 }
 
 #[test]
