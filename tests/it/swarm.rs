@@ -208,7 +208,26 @@ fn a_service_is_created_updated_start_first_rolled_back_and_put_back_after_drift
     swarm.berth(&host, "apply", &[]).assert_exit(0);
     swarm.wait_tasks(&service, &["1.1.0", "1.1.0"]);
 
-    // Three replicas: one more task, no other change. The agent, with `engine: swarm` in
+    // Killed right after the service update was journaled and sent: the next run rolls it
+    // back to the spec the journal names, then plans and carries out the update again.
+    write(&host, "=1.0.0", 2);
+    let killed = swarm
+        .command(&host, "apply")
+        .env("BERTH_ABORT_AFTER", "2")
+        .run();
+    assert_eq!(killed.code(), None, "aborted: {}", killed.text());
+    let recovered = swarm.berth(&host, "apply", &[]);
+    recovered.assert_exit(0);
+    assert!(
+        recovered
+            .text()
+            .contains("svc: rolled back an interrupted update"),
+        "{}",
+        recovered.text()
+    );
+    swarm.wait_tasks(&service, &["1.0.0", "1.0.0"]);
+
+    // Back to 1.1.0 with three replicas. The agent, with `engine: swarm` in
     // agent.yaml, does it; its status shows the tasks and their node.
     write(&host, "=1.1.0", 3);
     host.commit_all("three replicas");
