@@ -90,6 +90,7 @@ complete -c berth -n "__fish_berth_using_subcommand windows" -l age-identity -d 
 complete -c berth -n "__fish_berth_using_subcommand windows" -l ics -d 'Print an RFC 5545 iCalendar instead of text'
 complete -c berth -n "__fish_berth_using_subcommand windows" -s h -l help -d 'Print help'
 complete -c berth -n "__fish_berth_using_subcommand agent" -l config -r -F
+complete -c berth -n "__fish_berth_using_subcommand agent" -l engine -d '`docker` or `swarm`, over agent.yaml\'s `engine:`' -r
 complete -c berth -n "__fish_berth_using_subcommand agent" -l once -d 'One pass, then exit with its code'
 complete -c berth -n "__fish_berth_using_subcommand agent" -s h -l help -d 'Print help'
 complete -c berth -n "__fish_berth_using_subcommand status" -l state-dir -r -F

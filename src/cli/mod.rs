@@ -149,6 +149,9 @@ enum Command {
         /// One pass, then exit with its code.
         #[arg(long)]
         once: bool,
+        /// `docker` or `swarm`, over agent.yaml's `engine:`.
+        #[arg(long, value_name = "ENGINE")]
+        engine: Option<crate::container::EngineKind>,
     },
     /// What the agent last did on this host, from its state dir.
     Status {
@@ -259,6 +262,9 @@ struct FetchCli {
 struct PassCli {
     #[arg(long)]
     config: PathBuf,
+    /// The engine the daemon was told to drive, over agent.yaml's.
+    #[arg(long)]
+    engine: Option<crate::container::EngineKind>,
 }
 
 /// The agent's push child (`berth agent-report`, see [`crate::agent::send`]), kept out of
@@ -294,7 +300,7 @@ pub fn main() -> Exit {
         return match PassCli::try_parse_from(std::env::args_os().skip(1)) {
             Ok(args) => {
                 init_logging(tracing::Level::INFO);
-                agent::pass(&args.config)
+                agent::pass(&args.config, args.engine)
             }
             Err(e) => {
                 let _ = e.print();
@@ -379,7 +385,11 @@ pub fn main() -> Exit {
             policy,
             age_identity,
         }),
-        Command::Agent { config, once } => agent::run(&config, once),
+        Command::Agent {
+            config,
+            once,
+            engine,
+        } => agent::run(&config, once, engine),
         Command::Status {
             state_dir,
             namespace,
@@ -415,19 +425,29 @@ pub fn main() -> Exit {
     }
 }
 
-/// `berth-agentd --config FILE`, as `berth agent` starts it (see
+/// `berth-agentd --config FILE [--engine ENGINE]`, as `berth agent` starts it (see
 /// [`crate::agent::daemon::hand_over`]). Its one form is parsed by hand, which keeps clap
 /// out of the daemon's binary.
 pub fn agentd() -> Exit {
     let mut args = std::env::args_os().skip(1);
-    match (args.next(), args.next(), args.next()) {
-        (Some(flag), Some(path), None) if flag == "--config" => {
+    let (flag, path) = (args.next(), args.next());
+    let engine = match (args.next(), args.next(), args.next()) {
+        (None, None, None) => Ok(None),
+        (Some(f), Some(e), None) if f == "--engine" => e
+            .to_str()
+            .unwrap_or_default()
+            .parse::<crate::container::EngineKind>()
+            .map(Some),
+        _ => Err(String::new()),
+    };
+    match (flag, path, engine) {
+        (Some(flag), Some(path), Ok(engine)) if flag == "--config" => {
             init_logging(tracing::Level::INFO);
-            agent::daemon(Path::new(&path))
+            agent::daemon(Path::new(&path), engine)
         }
         _ => {
             eprintln!(
-                "usage: {} --config FILE (`berth agent` starts it)",
+                "usage: {} --config FILE [--engine docker|swarm] (`berth agent` starts it)",
                 crate::agent::daemon::SUPERVISOR
             );
             Exit::CannotRun

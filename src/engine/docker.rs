@@ -196,6 +196,9 @@ pub fn create_body(new: &NewContainer<'_>) -> ContainerCreateBody {
     }
 }
 
+/// The label Swarm puts on a task's container.
+const SWARM_TASK: &str = "com.docker.swarm.service.id";
+
 /// How often the engine runs a `health.exec` check, and how long one check may take.
 pub(super) const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 pub(super) const HEALTH_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -292,9 +295,12 @@ impl Engine for DockerEngine {
                 let labels = c.labels.unwrap_or_default();
                 // The engine filtered already; checking again keeps berth's promise even
                 // if a filter were ever ignored.
+                // A swarm's task containers carry berth's labels too: they are the
+                // services', never one engine's to replace or remove.
                 if labels.get(label::MANAGED).map(String::as_str) != Some("true")
                     || labels.get(label::PARTNER).map(String::as_str) != Some(partner)
                     || !in_namespace(&labels)
+                    || labels.contains_key(SWARM_TASK)
                 {
                     return None;
                 }

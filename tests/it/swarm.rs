@@ -245,7 +245,33 @@ fn a_service_is_created_updated_start_first_rolled_back_and_put_back_after_drift
     };
     agent(&config).assert_exit(0);
     swarm.wait_tasks(&service, &["1.1.0", "1.1.0", "1.1.0"]);
-    agent(&config).assert_exit(0);
+    // `--engine swarm` over an agent.yaml without `engine:`; one engine's view of the same
+    // host never takes the services' task containers for its own.
+    let plain = host.agent_config(&format!("  url: {}\n", host.repo().display()), "");
+    swarm
+        .engine
+        .berth("agent")
+        .args(["--once", "--engine", "swarm", "--config"])
+        .arg(&plain)
+        .run()
+        .assert_exit(0);
+    let one_engine = swarm
+        .engine
+        .berth("plan")
+        .arg(host.repo())
+        .args(["--partner", &host.partner, "--state-dir"])
+        .arg(host.state_dir())
+        .run();
+    one_engine.assert_exit(1);
+    assert!(
+        one_engine.stdout().contains("  create   svc ")
+            && one_engine
+                .stdout()
+                .contains("replicas/placement need engine: swarm")
+            && !one_engine.stdout().contains("remove"),
+        "{}",
+        one_engine.stdout()
+    );
     let status = swarm
         .engine
         .berth("status")
