@@ -1589,6 +1589,50 @@ mod tests {
         }
     }
 
+    /// [`crash_and_recover`] on an engine that updates in place (a swarm): one service
+    /// throughout, running the old or the new version after each recovery, the new one
+    /// after a pass.
+    fn crash_in_place(crash: u64) -> Result<(), String> {
+        let engine = host();
+        engine.update_in_place();
+        let dir = tempfile::tempdir().unwrap();
+        let open = at("2026-11-21T02:00:00Z");
+        let service = Service("idle", Cell::new(0));
+        engine.crash_at(crash);
+        let _ = block_on(pass(&engine, dir.path(), &open, &service, &policy(false)));
+        engine.restart();
+        block_on(recover(&engine, dir.path())).map_err(|e| chain(&e))?;
+        one_serving(&engine).map_err(|e| format!("after recovery: {e}"))?;
+        let reports = block_on(pass(&engine, dir.path(), &open, &service, &policy(false)))
+            .map_err(|e| chain(&e))?;
+        match one_serving(&engine) {
+            Ok("new") if engine.containers().len() == 1 => Ok(()),
+            other => Err(format!(
+                "after a pass ({reports:?}): {other:?}, {:?}",
+                engine.containers()
+            )),
+        }
+    }
+
+    #[test]
+    fn an_update_in_place_crashed_at_every_engine_call_recovers_to_one_service() {
+        let engine = host();
+        engine.update_in_place();
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service("idle", Cell::new(0));
+        let open = at("2026-11-21T02:00:00Z");
+        let before = engine.calls();
+        let reports = block_on(pass(&engine, dir.path(), &open, &service, &policy(false))).unwrap();
+        assert_eq!(reports[0].outcome, Outcome::Done, "{reports:?}");
+        assert_eq!(one_serving(&engine), Ok("new"));
+        assert_eq!(engine.containers()[0].id, "old", "updated where it is");
+        let calls = engine.calls() - before;
+        assert!(calls >= 2, "an update makes its calls: {calls}");
+        for crash in 1..=calls {
+            crash_in_place(crash).unwrap_or_else(|e| panic!("crash at {crash}: {e}"));
+        }
+    }
+
     /// A directory left in the secrets dir, with its `tls.key`.
     type Left = (String, Vec<u8>);
 
