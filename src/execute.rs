@@ -1291,6 +1291,7 @@ mod tests {
             in_flight: Default::default(),
             idle: Idleness::Unknown,
             requires: Default::default(),
+            rollout: Default::default(),
         };
         let plan = crate::plan::plan(want, &observed, policy, clock.now());
         between();
@@ -1581,6 +1582,7 @@ mod tests {
                 in_flight: Default::default(),
                 idle: Idleness::Unknown,
                 requires: Default::default(),
+                rollout: Default::default(),
             };
             let plan = crate::plan::plan(&want, &observed, &policy(false), clock.now());
             executor.execute(&plan).await
@@ -1776,6 +1778,7 @@ mod tests {
                 in_flight: Default::default(),
                 idle: Idleness::Unknown,
                 requires: Default::default(),
+                rollout: Default::default(),
             };
             let plan = crate::plan::plan(want, &observed, &policy(false), clock.now());
             Ok(executor.execute(&plan).await)
@@ -1858,6 +1861,7 @@ mod tests {
                     in_flight: Default::default(),
                     idle: Idleness::Unknown,
                     requires: Default::default(),
+                    rollout: Default::default(),
                 };
                 let plan = crate::plan::plan(&want, &observed, &policy(true), clock.now());
                 executor.execute(&plan).await
@@ -2107,6 +2111,7 @@ mod tests {
                 in_flight: Default::default(),
                 idle: Idleness::Unknown,
                 requires: Default::default(),
+                rollout: Default::default(),
             };
             let plan = crate::plan::plan(&want, &observed, &policy(true), clock.now());
             executor.execute(&plan).await

@@ -12,7 +12,7 @@
 //! A pass also says when it wants the next one ([`PassReport::next_wake`]): when a window
 //! opens for steps waiting on it, or soon for steps waiting on a busy service.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -69,6 +69,8 @@ pub struct Target<'a> {
     pub secrets_dir: Option<&'a Result<SecretsDir, DirError>>,
     /// Bytes a pull must leave free on the engine's data root (`min_free`).
     pub min_free: u64,
+    /// For a partner of a later rollout wave: the waves and the earlier waves' records.
+    pub rollout: Option<&'a crate::rollout::Fleet>,
 }
 
 impl Target<'_> {
@@ -348,12 +350,28 @@ async fn plan_desired<E: Engine, T: TagSource, P: Probe, C: Clock>(
     }
     let policy = policy(target.repo, partner, target.overrides, rules);
     let now = fx.clock.now();
+    let rollout = match target.rollout {
+        Some(fleet) => {
+            waves(
+                fleet,
+                target.repo,
+                partner,
+                &tags,
+                &mut desired,
+                &containers,
+                now,
+            )
+            .await
+        }
+        None => Default::default(),
+    };
     let mut observed = Observed {
         containers,
         held: memory.held,
         in_flight: memory.in_flight,
         idle: Idleness::Unknown,
         requires: Default::default(),
+        rollout,
     };
     let mut plan = plan::plan(&desired, &observed, &policy, now);
     let asked: Vec<String> = plan
@@ -378,6 +396,81 @@ async fn plan_desired<E: Engine, T: TagSource, P: Probe, C: Clock>(
         plan = plan::plan(&desired, &observed, &policy, now);
     }
     Ok((plan, desired))
+}
+
+/// A later rollout wave's word on each desired container (`crate::rollout::decide`): the
+/// newest as resolved, an older version the earlier wave has baked in its place, or the
+/// deferral that keeps what runs. The older candidates are the versions partners report
+/// running, resolved as this partner would (its ranges, its build, the registry's digest).
+async fn waves<T: TagSource>(
+    fleet: &crate::rollout::Fleet,
+    repo: &Repo,
+    partner: &Partner,
+    tags: &CachedTags<'_, T>,
+    desired: &mut Desired,
+    containers: &[crate::container::ObservedContainer],
+    now: Timestamp,
+) -> BTreeMap<(String, Option<String>), Deferral> {
+    use crate::rollout::{Decision, Pin, Unit, decide};
+    let mut out = BTreeMap::new();
+    for d in &mut desired.containers {
+        let (script, component) = (d.script.clone(), d.component_name().map(str::to_owned));
+        let unit = Unit {
+            script: &script,
+            component: component.as_deref(),
+        };
+        let running = containers
+            .iter()
+            .find(|c| c.script == script && c.component == component)
+            .map(|c| Pin {
+                version: c.version.clone(),
+                digest: c.digest.clone(),
+            });
+        let mut candidates = vec![Pin {
+            version: d.version.clone(),
+            digest: d.digest.clone(),
+        }];
+        let mut older = Vec::new();
+        for v in fleet.running_versions(unit) {
+            if v == d.version {
+                continue;
+            }
+            if let Some(r) =
+                resolve::version_of(repo, partner, &script, unit.component, &v, tags).await
+            {
+                candidates.push(Pin {
+                    version: r.version.clone(),
+                    digest: r.digest.clone(),
+                });
+                older.push(r);
+            }
+        }
+        match decide(
+            fleet,
+            &partner.name,
+            unit,
+            &candidates,
+            running.as_ref(),
+            now,
+        ) {
+            Decision::Allowed => {}
+            Decision::Baked { pin, waiting } => {
+                if let Some(r) = older.into_iter().find(|r| r.digest == pin.digest) {
+                    tracing::info!(script, version = %r.version, %waiting, "taking the version the earlier wave has baked");
+                    d.image = r.image.reference(&r.digest);
+                    d.version = r.version;
+                    d.digest = r.digest;
+                }
+            }
+            Decision::Wait { wave, detail } => {
+                out.insert((script, component), Deferral::Wave { wave, detail });
+            }
+            Decision::Halted { wave, detail } => {
+                out.insert((script, component), Deferral::Halted { wave, detail });
+            }
+        }
+    }
+    out
 }
 
 /// Without a usable secrets directory, the scripts with secret files cannot run: they are

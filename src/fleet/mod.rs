@@ -62,6 +62,12 @@ pub enum FleetError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up the credentials for {url}")]
+    Credentials {
+        url: String,
+        #[source]
+        source: Box<crate::source::SourceError>,
+    },
     #[error("cannot make a temporary directory")]
     Temp {
         #[source]
@@ -310,6 +316,75 @@ pub fn read(status: &RepoRef, manifests: &Manifests, now: Timestamp) -> Result<F
         partners,
         strays: records.into_keys().collect(),
     })
+}
+
+/// What a partner of a later rollout wave reads before it plans: the waves of `repo`, and
+/// the records of the status repo `rollout.status` names (`partners/*.json`, or a
+/// namespace's `namespaces/<ns>/partners/*.json`), fetched within `BERTH_GIT_TIMEOUT` like
+/// the manifests, with `auth` when it is the status repo this host reports to. `None` when
+/// the repo has no `rollout:` or the partner is in the first wave (nothing to read); an
+/// unreadable status repo is an `Err` in the reports, which keeps what runs.
+pub fn rollout(
+    repo: &Repo,
+    partner: &str,
+    namespace: Option<&str>,
+    auth: Option<(&str, &crate::source::RemoteAuth)>,
+) -> Option<crate::rollout::Fleet> {
+    let waves = crate::rollout::Waves::of(repo)?;
+    if waves.wave_of(partner).is_none_or(|w| w == 0) {
+        return None;
+    }
+    let status = &repo.fleet.as_ref()?.doc.rollout.as_ref()?.status;
+    let spec = RepoRef {
+        location: status.url.value.clone(),
+        branch: Some(
+            status
+                .branch
+                .as_ref()
+                .map_or_else(|| "main".to_owned(), |b| b.value.clone()),
+        ),
+    };
+    let auth = auth
+        .filter(|(url, _)| *url == spec.location)
+        .map(|(_, a)| a);
+    let reports = status_records(&spec, namespace, auth).map_err(|e| crate::exit::chain(&e));
+    if let Err(why) = &reports {
+        tracing::warn!(status = %spec.location, error = %why, "cannot read the rollout's status repo");
+    }
+    Some(crate::rollout::Fleet::new(waves, repo, reports))
+}
+
+/// Every partner's record in the status repo, as the rollout reads it.
+fn status_records(
+    spec: &RepoRef,
+    namespace: Option<&str>,
+    auth: Option<&crate::source::RemoteAuth>,
+) -> Result<BTreeMap<String, crate::rollout::Report>, FleetError> {
+    let opened = repo::open_with(spec, None, auth)?;
+    let dir = match namespace {
+        None => "partners".to_owned(),
+        Some(ns) => format!("namespaces/{ns}/partners"),
+    };
+    let files =
+        repo::files_in(&opened.repo, opened.tip, &dir).map_err(|source| FleetError::Read {
+            commit: opened.tip.to_string(),
+            source,
+        })?;
+    Ok(files
+        .into_iter()
+        .filter_map(|(name, bytes)| {
+            let partner = name.strip_suffix(".json")?.to_owned();
+            let report = match serde_json::from_slice::<Record>(&bytes) {
+                Ok(r) if r.partner == partner => r.rollout(),
+                Ok(r) => crate::rollout::Report::Unreadable(format!(
+                    "the record names partner `{}`",
+                    r.partner
+                )),
+                Err(e) => crate::rollout::Report::Unreadable(format!("not a status record: {e}")),
+            };
+            Some((partner, report))
+        })
+        .collect())
 }
 
 /// What the manifests ask of a partner.

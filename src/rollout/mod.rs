@@ -189,6 +189,20 @@ impl Fleet {
         }
     }
 
+    /// Every version a partner reports running in sync for `unit`: the candidates besides
+    /// the newest that a later wave may fall back to.
+    pub fn running_versions(&self, unit: Unit<'_>) -> BTreeSet<String> {
+        let Ok(reports) = &self.reports else {
+            return BTreeSet::new();
+        };
+        reports
+            .values()
+            .filter_map(|r| r.unit(unit))
+            .filter(|u| u.status == Status::InSync)
+            .filter_map(|u| u.running.as_ref().map(|p| p.version.clone()))
+            .collect()
+    }
+
     fn runs(&self, partner: &str, script: &str) -> bool {
         self.runs.get(partner).is_some_and(|s| s.contains(script))
     }
