@@ -7,8 +7,9 @@
 //! - The first wave, a fleet without `rollout:`, and a wave with no earlier wave running the
 //!   script (waves where no partner runs it are skipped) are never gated.
 //! - A later wave takes the highest candidate whose digest every partner of the nearest
-//!   earlier wave that runs the script reports `in-sync`, running that digest, for at least
-//!   this wave's `bake`, counted from the record's `since`: the baked one. It never goes to an
+//!   earlier wave that runs the script reports serving (`in-sync` on it, or running it while
+//!   a newer one waits for a gate of its own) for at least this wave's `bake`, counted from
+//!   the record's `since`: the baked one. It never goes to an
 //!   unbaked digest, never back below what it runs, and a fresh partner with nothing baked
 //!   gets nothing yet.
 //! - A digest that any earlier-wave partner's latest record shows `held` or `rolled-back`
@@ -198,8 +199,8 @@ impl Fleet {
         reports
             .values()
             .filter_map(|r| r.unit(unit))
-            .filter(|u| u.status == Status::InSync)
-            .filter_map(|u| u.running.as_ref().map(|p| p.version.clone()))
+            .filter_map(|u| u.running.as_ref().filter(|p| serves(u, &p.digest)))
+            .map(|p| p.version.clone())
             .collect()
     }
 
@@ -269,9 +270,8 @@ fn member(
     let Some(u) = report.and_then(|r| r.unit(unit)) else {
         return Member::Pending("has not reported it yet".into());
     };
-    let runs_it = u.running.as_ref().is_some_and(|r| r.digest == digest);
     match &u.status {
-        Status::InSync if runs_it => {
+        _ if serves(u, digest) => {
             let until = add(u.since, bake);
             if until <= now {
                 Member::Baked
@@ -290,6 +290,17 @@ fn member(
         Status::Failed => Member::Elsewhere("failed".into()),
         Status::Refused => Member::Elsewhere("refused".into()),
     }
+}
+
+/// Whether the unit serves `digest`: in sync on it, or running it while a newer digest
+/// waits for a gate (a window, a wave). Its `since` then counts from when that state began,
+/// never earlier than the digest started serving.
+fn serves(u: &UnitReport, digest: &str) -> bool {
+    u.running.as_ref().is_some_and(|r| r.digest == digest)
+        && matches!(
+            u.status,
+            Status::InSync | Status::Deferred(_) | Status::Halted
+        )
 }
 
 fn stale_at(at: Timestamp, interval: Duration) -> Timestamp {
@@ -567,9 +578,7 @@ pub fn estimate(
         let mut at = Some(Timestamp::MIN);
         for m in &members {
             let u = reports.get(*m).and_then(|r| r.unit(unit));
-            let on_it = u.is_some_and(|u| {
-                u.status == Status::InSync && u.running.as_ref().is_some_and(|r| r.digest == digest)
-            });
+            let on_it = u.is_some_and(|u| serves(u, digest));
             if let Some(u) = u
                 && matches!(u.status, Status::Held | Status::RolledBack)
                 && u.desired.as_ref().is_some_and(|d| d.digest == digest)

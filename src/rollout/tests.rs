@@ -430,3 +430,36 @@ fn the_estimate_says_never_behind_a_halt_or_a_member_without_windows() {
     );
     assert_eq!(got[1].at, None, "north has no window: {got:?}");
 }
+
+#[test]
+fn a_member_waiting_for_a_newer_digest_still_bakes_the_one_it_runs() {
+    let waiting = seen_at(
+        "2026-03-10T11:00:00Z",
+        vec![unit(
+            Status::Deferred("wave".into()),
+            "1.1.0",
+            Some("1.0.0"),
+            "2026-03-09T00:00:00Z",
+        )],
+    );
+    let f = fleet(
+        vec![
+            wave("canary", &["lab"], 0),
+            wave("early", &["clinic"], 24),
+            wave("rest", &["north"], 1),
+        ],
+        &[],
+        vec![
+            ("lab", synced("1.1.0", "2026-03-10T11:00:00Z")),
+            ("clinic", waiting),
+        ],
+    );
+    assert_eq!(
+        f.running_versions(COUNTS),
+        BTreeSet::from(["1.0.0".to_owned(), "1.1.0".to_owned()])
+    );
+    assert!(matches!(
+        decide_for(&f, "north", None),
+        Decision::Baked { pin: p, .. } if p == pin("1.0.0")
+    ));
+}
