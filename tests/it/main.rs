@@ -27,4 +27,5 @@ mod source;
 mod ssh;
 mod validate;
 mod volumes;
+mod waves;
 mod windows;
