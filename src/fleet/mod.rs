@@ -187,6 +187,77 @@ pub struct Fleet {
     pub partners: Vec<Row>,
     /// Records in the status repo for partners the manifests do not have.
     pub strays: Vec<String>,
+    /// With `rollout:` in fleet.yaml: per script and digest being rolled out, which wave
+    /// it has reached and when each later wave can take it at the earliest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollout: Vec<Rollout>,
+}
+
+/// Where one digest of one script (or component) stands across the waves.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollout {
+    pub script: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    pub version: String,
+    pub digest: String,
+    pub waves: Vec<crate::rollout::Reach>,
+}
+
+/// The digests the records say partners want, per unit, and where each stands: reached by
+/// a wave, or the earliest each later wave can take it given the bakes and every member's
+/// windows (`crate::rollout::estimate`).
+fn rollouts(repo: &Repo, records: &BTreeMap<String, Record>, now: Timestamp) -> Vec<Rollout> {
+    let Some(waves) = crate::rollout::Waves::of(repo) else {
+        return Vec::new();
+    };
+    let reports = records
+        .iter()
+        .map(|(p, r)| (p.clone(), r.rollout()))
+        .collect();
+    let fleet = crate::rollout::Fleet::new(waves, repo, Ok(reports));
+    let schedules: BTreeMap<String, crate::window::Schedule> = repo
+        .partners
+        .iter()
+        .map(|(name, p)| {
+            let schedule = crate::window::Schedule::from_manifest(
+                repo.timezone(&p.doc),
+                repo.windows(&p.doc),
+                &p.doc.blackouts,
+            );
+            (name.clone(), schedule)
+        })
+        .collect();
+    let mut wanted = std::collections::BTreeSet::new();
+    for r in records.values() {
+        for s in &r.scripts {
+            if let Some(d) = &s.desired {
+                wanted.insert((
+                    s.script.clone(),
+                    s.component.clone(),
+                    d.version.clone(),
+                    d.digest.clone(),
+                ));
+            }
+        }
+    }
+    wanted
+        .into_iter()
+        .map(|(script, component, version, digest)| {
+            let unit = crate::rollout::Unit {
+                script: &script,
+                component: component.as_deref(),
+            };
+            let waves = crate::rollout::estimate(&fleet, unit, &digest, &schedules, now);
+            Rollout {
+                script: script.clone(),
+                component: component.clone(),
+                version,
+                digest,
+                waves,
+            }
+        })
+        .collect()
 }
 
 impl Fleet {
@@ -257,6 +328,7 @@ pub fn read(status: &RepoRef, manifests: &Manifests, now: Timestamp) -> Result<F
         days: DAYS,
     };
     let mut partners = Vec::new();
+    let mut read_records = BTreeMap::new();
     for (name, doc) in &manifests.repo.partners {
         let expected = expected(&manifests.repo, &doc.doc, manifests.revision.as_deref());
         let (reported, unreadable) = match records.remove(name) {
@@ -293,6 +365,9 @@ pub fn read(status: &RepoRef, manifests: &Manifests, now: Timestamp) -> Result<F
             Reported::Record(r) => Some(*r),
             _ => None,
         };
+        if let Some(r) = &record {
+            read_records.insert(name.clone(), r.clone());
+        }
         partners.push(Row {
             partner: name.clone(),
             expected,
@@ -315,6 +390,7 @@ pub fn read(status: &RepoRef, manifests: &Manifests, now: Timestamp) -> Result<F
         revision: manifests.revision.clone(),
         partners,
         strays: records.into_keys().collect(),
+        rollout: rollouts(&manifests.repo, &read_records, now),
     })
 }
 

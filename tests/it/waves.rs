@@ -232,6 +232,39 @@ fn two_waves_the_later_one_waits_for_the_bake_then_follows() {
     assert_eq!(record["running"]["version"], "1.0.0");
     assert_eq!(record["desired"]["version"], "1.1.0");
 
+    // The fleet view: 1.1.0 has reached the canary; the rest can take it once it has baked.
+    let fleet = Berth::new("fleet")
+        .arg("--status")
+        .arg(f.status())
+        .arg("--manifests")
+        .arg(f.repo())
+        .run();
+    fleet.assert_exit(0);
+    assert_has(&fleet, "\nrollout:\n  svc 1.1.0 (");
+    assert_has(&fleet, "canary reached ");
+    assert_has(&fleet, "rest from ");
+    let json = Berth::new("fleet")
+        .arg("--status")
+        .arg(f.status())
+        .arg("--manifests")
+        .arg(f.repo())
+        .args(["--format", "json"])
+        .run()
+        .json();
+    let newest = json["rollout"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["version"] == "1.1.0"))
+        .unwrap_or_else(|| panic!("{json:#}"))
+        .clone();
+    assert_eq!(newest["waves"][0]["reached"], true, "{newest:#}");
+    assert_eq!(newest["waves"][1]["reached"], false, "{newest:#}");
+    let canary_at: jiff::Timestamp = newest["waves"][0]["at"].as_str().unwrap().parse().unwrap();
+    let rest_at: jiff::Timestamp = newest["waves"][1]["at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        rest_at.duration_since(canary_at) >= jiff::SignedDuration::from_secs(6),
+        "not before the bake after the canary: {newest:#}"
+    );
+
     wait(6);
     let apply = f.berth("apply", "clinic", &[]);
     apply.assert_exit(0);
