@@ -1292,6 +1292,7 @@ mod tests {
             idle: Idleness::Unknown,
             requires: Default::default(),
             rollout: Default::default(),
+            rollout_notes: Default::default(),
         };
         let plan = crate::plan::plan(want, &observed, policy, clock.now());
         between();
@@ -1583,6 +1584,7 @@ mod tests {
                 idle: Idleness::Unknown,
                 requires: Default::default(),
                 rollout: Default::default(),
+                rollout_notes: Default::default(),
             };
             let plan = crate::plan::plan(&want, &observed, &policy(false), clock.now());
             executor.execute(&plan).await
@@ -1779,6 +1781,7 @@ mod tests {
                 idle: Idleness::Unknown,
                 requires: Default::default(),
                 rollout: Default::default(),
+                rollout_notes: Default::default(),
             };
             let plan = crate::plan::plan(want, &observed, &policy(false), clock.now());
             Ok(executor.execute(&plan).await)
@@ -1862,6 +1865,7 @@ mod tests {
                     idle: Idleness::Unknown,
                     requires: Default::default(),
                     rollout: Default::default(),
+                    rollout_notes: Default::default(),
                 };
                 let plan = crate::plan::plan(&want, &observed, &policy(true), clock.now());
                 executor.execute(&plan).await
@@ -2112,6 +2116,7 @@ mod tests {
                 idle: Idleness::Unknown,
                 requires: Default::default(),
                 rollout: Default::default(),
+                rollout_notes: Default::default(),
             };
             let plan = crate::plan::plan(&want, &observed, &policy(true), clock.now());
             executor.execute(&plan).await

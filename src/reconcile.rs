@@ -350,7 +350,7 @@ async fn plan_desired<E: Engine, T: TagSource, P: Probe, C: Clock>(
     }
     let policy = policy(target.repo, partner, target.overrides, rules);
     let now = fx.clock.now();
-    let rollout = match target.rollout {
+    let (rollout, rollout_notes) = match target.rollout {
         Some(fleet) => {
             waves(
                 fleet,
@@ -372,6 +372,7 @@ async fn plan_desired<E: Engine, T: TagSource, P: Probe, C: Clock>(
         idle: Idleness::Unknown,
         requires: Default::default(),
         rollout,
+        rollout_notes,
     };
     let mut plan = plan::plan(&desired, &observed, &policy, now);
     let asked: Vec<String> = plan
@@ -410,9 +411,12 @@ async fn waves<T: TagSource>(
     desired: &mut Desired,
     containers: &[crate::container::ObservedContainer],
     now: Timestamp,
-) -> BTreeMap<(String, Option<String>), Deferral> {
+) -> (
+    BTreeMap<(String, Option<String>), Deferral>,
+    BTreeMap<(String, Option<String>), String>,
+) {
     use crate::rollout::{Decision, Pin, Unit, decide};
-    let mut out = BTreeMap::new();
+    let (mut out, mut notes) = (BTreeMap::new(), BTreeMap::new());
     for d in &mut desired.containers {
         let (script, component) = (d.script.clone(), d.component_name().map(str::to_owned));
         let unit = Unit {
@@ -460,6 +464,10 @@ async fn waves<T: TagSource>(
                     d.image = r.image.reference(&r.digest);
                     d.version = r.version;
                     d.digest = r.digest;
+                    notes.insert(
+                        (script, component),
+                        format!("baked in the earlier wave; {waiting}"),
+                    );
                 }
             }
             Decision::Wait { wave, detail } => {
@@ -470,7 +478,7 @@ async fn waves<T: TagSource>(
             }
         }
     }
-    out
+    (out, notes)
 }
 
 /// Without a usable secrets directory, the scripts with secret files cannot run: they are

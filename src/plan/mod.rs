@@ -61,6 +61,9 @@ pub struct Observed {
     /// Per script and component, why a later rollout wave keeps what it runs
     /// ([`Deferral::Wave`] or [`Deferral::Halted`]); absent when it may take the new digest.
     pub rollout: BTreeMap<(String, Option<String>), Deferral>,
+    /// Per script and component, why a later rollout wave takes an older, baked version
+    /// than the newest: added to its step's reason.
+    pub rollout_notes: BTreeMap<(String, Option<String>), String>,
 }
 
 impl Observed {
@@ -335,6 +338,14 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
         let mut unit = declared(&desired.partner, parts, found(script));
         for s in &mut unit {
             s.gate = judge(&s.change, &s.script, policy, &held, now, observed);
+            let key = (s.script.clone(), s.component.clone());
+            if let Some(note) = observed
+                .rollout_notes
+                .get(&key)
+                .filter(|_| s.is_change() && !s.is_leftover())
+            {
+                s.reason = format!("{}; {note}", s.reason);
+            }
         }
         if multi {
             gate_unit(&mut unit, policy, &held, now, observed);
@@ -720,6 +731,7 @@ mod tests {
             idle: Idleness::Unknown,
             requires: Default::default(),
             rollout: Default::default(),
+            rollout_notes: Default::default(),
         }
     }
 
@@ -789,7 +801,14 @@ mod tests {
         o.rollout.insert(("a".into(), None), wave.clone());
         o.rollout.insert(("b".into(), None), halted.clone());
         o.rollout.insert(("c".into(), None), wave.clone());
+        o.rollout_notes
+            .insert(("c".into(), None), "baked in the earlier wave".into());
         let d = desired(vec![new, fresh, respec]);
+        let p = at(&d, &o, NOW_OPEN);
+        assert_eq!(
+            p.steps[2].reason,
+            "container spec changed; baked in the earlier wave"
+        );
         let steps = run(&d, &o, NOW_OPEN);
         assert_eq!(
             steps,

@@ -304,6 +304,11 @@ fn three_waves_a_fresh_partner_of_the_last_gets_the_baked_version_not_the_newest
         &format!("pending: {} (deferred(wave))", f.name("clinic")),
     );
     wait(5);
+    let plan = f.berth("plan", "north", &[]);
+    assert_has(
+        &plan,
+        "declared at 1.0.0, no container; baked in the earlier wave; 1.1.0 (",
+    );
     f.berth("apply", "north", &[]).assert_exit(0);
     assert_eq!(
         f.version("north").as_deref(),
