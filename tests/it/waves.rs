@@ -243,6 +243,14 @@ fn two_waves_the_later_one_waits_for_the_bake_then_follows() {
     assert_has(&fleet, "\nrollout:\n  svc 1.1.0 (");
     assert_has(&fleet, "canary reached ");
     assert_has(&fleet, "rest from ");
+    let page = Berth::new("fleet")
+        .arg("--status")
+        .arg(f.status())
+        .arg("--manifests")
+        .arg(f.repo())
+        .args(["--format", "html"])
+        .run();
+    assert_has(&page, "<h2>Rollout</h2>\n<ul>\n<li>svc 1.1.0 (");
     let json = Berth::new("fleet")
         .arg("--status")
         .arg(f.status())
