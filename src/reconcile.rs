@@ -267,7 +267,29 @@ impl PassReport {
                 at,
                 why: "window opens",
             });
-        [busy, window].into_iter().flatten().min_by_key(|w| w.at)
+        // A later wave's bake ends: the pass after it may take the new digest.
+        let baked = self
+            .plan
+            .steps
+            .iter()
+            .zip(&self.reports)
+            .filter(
+                |(_, r)| matches!(&r.outcome, Outcome::Deferred { reason, .. } if reason == "wave"),
+            )
+            .filter_map(|(s, _)| match &s.gate {
+                Gate::Deferred(Deferral::Wave { until: Some(t), .. }) => t.parse().ok(),
+                _ => None,
+            })
+            .filter(|t| *t > now)
+            .min()
+            .map(|at| Wake {
+                at,
+                why: "a wave's bake ends",
+            });
+        [busy, window, baked]
+            .into_iter()
+            .flatten()
+            .min_by_key(|w| w.at)
     }
 }
 
@@ -470,8 +492,20 @@ async fn waves<T: TagSource>(
                     );
                 }
             }
-            Decision::Wait { wave, detail } => {
-                out.insert((script, component), Deferral::Wave { wave, detail });
+            Decision::Wait {
+                wave,
+                detail,
+                until,
+            } => {
+                let until = until.map(|t| t.to_string());
+                out.insert(
+                    (script, component),
+                    Deferral::Wave {
+                        wave,
+                        detail,
+                        until,
+                    },
+                );
             }
             Decision::Halted { wave, detail } => {
                 out.insert((script, component), Deferral::Halted { wave, detail });
@@ -754,6 +788,36 @@ mod tests {
                 why: "retry after busy"
             })
         );
+    }
+
+    #[test]
+    fn a_later_wave_wakes_when_the_bake_ends_if_only_the_bake_holds_it() {
+        let now = at("2026-11-21T02:00:00Z");
+        let waiting = |until: Option<&str>| {
+            let mut r = report(vec![(Action::Replace, deferred("wave"))]);
+            r.plan.steps.push(crate::plan::Step::new(
+                "s",
+                crate::plan::Change::Keep {
+                    current: None,
+                    to: None,
+                },
+                String::new(),
+                Gate::Deferred(Deferral::Wave {
+                    wave: "rest".into(),
+                    detail: String::new(),
+                    until: until.map(str::to_owned),
+                }),
+            ));
+            r
+        };
+        assert_eq!(
+            waiting(Some("2026-11-21T03:00:00Z")).next_wake(now),
+            Some(Wake {
+                at: at("2026-11-21T03:00:00Z"),
+                why: "a wave's bake ends"
+            })
+        );
+        assert_eq!(waiting(None).next_wake(now), None);
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub enum Deferral {
     Wave {
         wave: String,
         detail: String,
+        /// When the bake ends, if nothing else holds the wave back: the agent wakes then.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
     },
     /// A later rollout wave: the new digest was rolled back or held in an earlier wave.
     Halted {

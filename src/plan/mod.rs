@@ -793,6 +793,7 @@ mod tests {
         let wave = Deferral::Wave {
             wave: "rest".into(),
             detail: "1.1.0 waits for wave canary".into(),
+            until: None,
         };
         let halted = Deferral::Halted {
             wave: "rest".into(),

@@ -233,8 +233,13 @@ pub enum Decision {
     /// Take this older candidate, baked in the earlier wave; `waiting` says why the newer
     /// one waits.
     Baked { pin: Pin, waiting: String },
-    /// Keep what runs: the newest is not baked yet (`deferred(wave)`).
-    Wait { wave: String, detail: String },
+    /// Keep what runs: the newest is not baked yet (`deferred(wave)`); `until` is when its
+    /// bake ends, when nothing but the bake holds it back.
+    Wait {
+        wave: String,
+        detail: String,
+        until: Option<Timestamp>,
+    },
     /// Keep what runs: the newest was rolled back or held in an earlier wave
     /// (`halted(wave)`).
     Halted { wave: String, detail: String },
@@ -411,6 +416,7 @@ pub fn decide(
         Err(why) => {
             return Decision::Wait {
                 wave: this.name.clone(),
+                until: None,
                 detail: format!(
                     "wave {} cannot see wave {}: the status repo cannot be read ({why}); keeps what runs",
                     this.name, earlier.name
@@ -433,20 +439,29 @@ pub fn decide(
     if baked.is_some_and(|b| b.digest == newest.digest) {
         return Decision::Allowed;
     }
-    let why_not = match halted.get(newest.digest.as_str()) {
-        Some(by) => format!(
-            "{} is halted: {by}; later waves never take it",
-            newest.show()
+    let (why_not, until) = match halted.get(newest.digest.as_str()) {
+        Some(by) => (
+            format!(
+                "{} is halted: {by}; later waves never take it",
+                newest.show()
+            ),
+            None,
         ),
         None => {
             let members = standing(fleet, reports, prev, unit, &newest.digest, this.bake, now);
-            format!(
+            let until = members.iter().try_fold(now, |latest, (_, m)| match m {
+                Member::Baked => Some(latest),
+                Member::Baking(t) => Some(latest.max(*t)),
+                _ => None,
+            });
+            let text = format!(
                 "{} waits for wave {} (bake {}): {}",
                 newest.show(),
                 earlier.name,
                 humantime(this.bake),
                 blockers(&members)
-            )
+            );
+            (text, until)
         }
     };
     match baked {
@@ -474,6 +489,7 @@ pub fn decide(
                 Decision::Wait {
                     wave: this.name.clone(),
                     detail,
+                    until,
                 }
             }
         }

@@ -119,10 +119,16 @@ fn a_later_wave_takes_the_newest_once_it_has_baked_long_enough() {
         Decision::Allowed
     );
     let baking = two_waves(vec![("lab", synced("1.1.0", "2026-03-10T01:00:00Z"))]);
-    let Decision::Wait { wave, detail } = decide_for(&baking, "clinic", Some("1.0.0")) else {
+    let Decision::Wait {
+        wave,
+        detail,
+        until,
+    } = decide_for(&baking, "clinic", Some("1.0.0"))
+    else {
         panic!("waits while the canary bakes");
     };
     assert_eq!(wave, "rest");
+    assert_eq!(until, Some(at("2026-03-11T01:00:00Z")), "the bake's end");
     assert_eq!(
         detail,
         "1.1.0 (110) waits for wave canary (bake 24h): baking: lab until 2026-03-11T01:00:00Z; keeps 1.0.0 (100)"
@@ -299,9 +305,13 @@ fn stale_missing_and_pending_members_are_named() {
             ),
         ],
     );
-    let Decision::Wait { detail, .. } = decide_for(&f, "north", Some("1.0.0")) else {
+    let Decision::Wait { detail, until, .. } = decide_for(&f, "north", Some("1.0.0")) else {
         panic!("waits");
     };
+    assert_eq!(
+        until, None,
+        "no end in sight while members are stale or missing"
+    );
     assert_eq!(
         detail,
         "1.1.0 (110) waits for wave canary (bake 1h): baking: a until 2026-03-10T12:30:00Z; pending: b (deferred(window)); stale: c (last report 2026-03-09T11:00:00Z); missing: d (no status record); keeps 1.0.0 (100)"
