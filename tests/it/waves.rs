@@ -294,6 +294,27 @@ fn three_waves_a_fresh_partner_of_the_last_gets_the_baked_version_not_the_newest
     assert_eq!(f.version("clinic").as_deref(), Some("1.0.0"));
 
     f.manifests(waves, "^1");
+    // The pull request's diff says which wave each partner takes the change in.
+    let diff = Berth::new("diff")
+        .arg(f.repo())
+        .args(["--base", "HEAD~1", "--head", "HEAD"])
+        .run();
+    diff.assert_exit(0);
+    assert_has(&diff, &format!("{} (wave canary, first):", f.name("lab")));
+    assert_has(
+        &diff,
+        &format!(
+            "{} (wave early, after canary has run it 1h):",
+            f.name("clinic")
+        ),
+    );
+    assert_has(
+        &diff,
+        &format!(
+            "{} (wave rest, after early has run it 4s):",
+            f.name("north")
+        ),
+    );
     f.agent("lab").assert_exit(0);
     assert_eq!(f.version("lab").as_deref(), Some("1.1.0"));
     // The early wave reports 1.0.0 serving while 1.1.0 bakes an hour on the canary.
