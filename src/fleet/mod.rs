@@ -585,3 +585,65 @@ fn windows(repo: &Repo, partner: &Partner, period: &Period) -> Windows {
         applies_at: open_until.map(|_| period.now).or(next_opens),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "git {args:?}");
+    }
+
+    fn record(partner: &str, version: &str) -> String {
+        format!(
+            r#"{{"schema":1,"partner":"{partner}","berth":"t","revision":null,"exit":0,"interval_secs":60,
+              "at":"2026-03-10T11:00:00Z","window":{{}},
+              "scripts":[{{"script":"svc","desired":{{"version":"{version}","digest":"sha256:{version}"}},
+              "running":{{"version":"{version}","digest":"sha256:{version}"}},"state":"in-sync","detail":"",
+              "since":"2026-03-10T10:00:00Z"}}]}}"#
+        )
+    }
+
+    #[test]
+    fn a_namespace_reads_its_own_records_and_production_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(root.join("partners")).unwrap();
+        std::fs::create_dir_all(root.join("namespaces/staging/partners")).unwrap();
+        std::fs::write(root.join("partners/lab.json"), record("lab", "1.0.0")).unwrap();
+        std::fs::write(
+            root.join("namespaces/staging/partners/lab.json"),
+            record("lab", "2.0.0"),
+        )
+        .unwrap();
+        std::fs::write(root.join("partners/bad.json"), record("other", "1.0.0")).unwrap();
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "records"]);
+        let spec = RepoRef {
+            location: root.display().to_string(),
+            branch: Some("main".into()),
+        };
+        let version = |reports: &BTreeMap<String, crate::rollout::Report>| match &reports["lab"] {
+            crate::rollout::Report::Seen { units, .. } => {
+                units[0].running.as_ref().unwrap().version.clone()
+            }
+            other => panic!("{other:?}"),
+        };
+        let production = status_records(&spec, None, None).unwrap();
+        assert_eq!(version(&production), "1.0.0");
+        assert_eq!(
+            production["bad"],
+            crate::rollout::Report::Unreadable("the record names partner `other`".into())
+        );
+        let staging = status_records(&spec, Some("staging"), None).unwrap();
+        assert_eq!(version(&staging), "2.0.0");
+        assert_eq!(staging.len(), 1, "{staging:?}");
+    }
+}
