@@ -583,7 +583,7 @@ _berth() {
             return 0
             ;;
         berth__subcmd__windows)
-            opts="-h --partner --days --ics --now --state-dir --policy --age-identity --help"
+            opts="-h --partner --days --ics --now --state-dir --policy --age-identity --namespace --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -610,6 +610,10 @@ _berth() {
                     return 0
                     ;;
                 --age-identity)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

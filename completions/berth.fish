@@ -87,6 +87,7 @@ complete -c berth -n "__fish_berth_using_subcommand windows" -l now -d 'List fro
 complete -c berth -n "__fish_berth_using_subcommand windows" -l state-dir -d 'Where failed digests are remembered (for the pending changes)' -r -F
 complete -c berth -n "__fish_berth_using_subcommand windows" -l policy -d 'The partner\'s host policy, so changes it refuses are not listed as pending' -r -F
 complete -c berth -n "__fish_berth_using_subcommand windows" -l age-identity -d 'The age identity, so scripts that use secrets are planned (see `plan`)' -r -F
+complete -c berth -n "__fish_berth_using_subcommand windows" -l namespace -d 'The changes pending in this namespace (as an agent.yaml `namespace:` does)' -r
 complete -c berth -n "__fish_berth_using_subcommand windows" -l ics -d 'Print an RFC 5545 iCalendar instead of text'
 complete -c berth -n "__fish_berth_using_subcommand windows" -s h -l help -d 'Print help'
 complete -c berth -n "__fish_berth_using_subcommand agent" -l config -r -F

@@ -146,7 +146,9 @@ pub fn classify(plan: &Plan, notes: Vec<String>) -> Pending {
                 | Deferral::Refused { .. }
                 | Deferral::Disk { .. }
                 | Deferral::DiskUnmeasured { .. }
-                | Deferral::Requires { .. }),
+                | Deferral::Requires { .. }
+                | Deferral::Wave { .. }
+                | Deferral::Halted { .. }),
             ) => {
                 held.push(format!("{}: {}", step.script, d.describe()));
             }

@@ -1351,6 +1351,8 @@ mod tests {
             in_flight: Default::default(),
             idle: Idleness::Unknown,
             requires: Default::default(),
+            rollout: Default::default(),
+            rollout_notes: Default::default(),
         };
         let plan = crate::plan::plan(want, &observed, policy, clock.now());
         between();
@@ -1685,6 +1687,8 @@ mod tests {
                 in_flight: Default::default(),
                 idle: Idleness::Unknown,
                 requires: Default::default(),
+                rollout: Default::default(),
+                rollout_notes: Default::default(),
             };
             let plan = crate::plan::plan(&want, &observed, &policy(false), clock.now());
             executor.execute(&plan).await
@@ -1880,6 +1884,8 @@ mod tests {
                 in_flight: Default::default(),
                 idle: Idleness::Unknown,
                 requires: Default::default(),
+                rollout: Default::default(),
+                rollout_notes: Default::default(),
             };
             let plan = crate::plan::plan(want, &observed, &policy(false), clock.now());
             Ok(executor.execute(&plan).await)
@@ -1962,6 +1968,8 @@ mod tests {
                     in_flight: Default::default(),
                     idle: Idleness::Unknown,
                     requires: Default::default(),
+                    rollout: Default::default(),
+                    rollout_notes: Default::default(),
                 };
                 let plan = crate::plan::plan(&want, &observed, &policy(true), clock.now());
                 executor.execute(&plan).await
@@ -2211,6 +2219,8 @@ mod tests {
                 in_flight: Default::default(),
                 idle: Idleness::Unknown,
                 requires: Default::default(),
+                rollout: Default::default(),
+                rollout_notes: Default::default(),
             };
             let plan = crate::plan::plan(&want, &observed, &policy(true), clock.now());
             executor.execute(&plan).await

@@ -154,6 +154,7 @@ fn broken(graph: &Graph) -> Vec<String> {
     forbid("plan", IO, "the planner does no I/O", &mut out);
     forbid("resolve", IO, "resolution does no I/O of its own", &mut out);
     forbid("prune", IO, "the prune decision does no I/O", &mut out);
+    forbid("rollout", IO, "the rollout decision does no I/O", &mut out);
     for leaf in ["clock", "diag", "durable", "exit", "http"] {
         if let Some(d) = graph.get(leaf).and_then(|d| d.iter().next()) {
             out.push(format!(

@@ -25,6 +25,7 @@ pub mod diff;
 pub mod plan;
 pub mod prune;
 pub mod resolve;
+pub mod rollout;
 
 // Effects behind traits berth owns.
 pub mod engine;

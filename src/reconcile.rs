@@ -12,7 +12,7 @@
 //! A pass also says when it wants the next one ([`PassReport::next_wake`]): when a window
 //! opens for steps waiting on it, or soon for steps waiting on a busy service.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -71,6 +71,8 @@ pub struct Target<'a> {
     pub min_free: u64,
     /// One engine or a swarm: what the rules let a container ask for.
     pub engine: crate::container::EngineKind,
+    /// For a partner of a later rollout wave: the waves and the earlier waves' records.
+    pub rollout: Option<&'a crate::rollout::Fleet>,
 }
 
 impl Target<'_> {
@@ -267,7 +269,29 @@ impl PassReport {
                 at,
                 why: "window opens",
             });
-        [busy, window].into_iter().flatten().min_by_key(|w| w.at)
+        // A later wave's bake ends: the pass after it may take the new digest.
+        let baked = self
+            .plan
+            .steps
+            .iter()
+            .zip(&self.reports)
+            .filter(
+                |(_, r)| matches!(&r.outcome, Outcome::Deferred { reason, .. } if reason == "wave"),
+            )
+            .filter_map(|(s, _)| match &s.gate {
+                Gate::Deferred(Deferral::Wave { until: Some(t), .. }) => t.parse().ok(),
+                _ => None,
+            })
+            .filter(|t| *t > now)
+            .min()
+            .map(|at| Wake {
+                at,
+                why: "a wave's bake ends",
+            });
+        [busy, window, baked]
+            .into_iter()
+            .flatten()
+            .min_by_key(|w| w.at)
     }
 }
 
@@ -351,12 +375,29 @@ async fn plan_desired<E: Engine, T: TagSource, P: Probe, C: Clock>(
     }
     let policy = policy(target.repo, partner, target.overrides, rules);
     let now = fx.clock.now();
+    let (rollout, rollout_notes) = match target.rollout {
+        Some(fleet) => {
+            waves(
+                fleet,
+                target.repo,
+                partner,
+                &tags,
+                &mut desired,
+                &containers,
+                now,
+            )
+            .await
+        }
+        None => Default::default(),
+    };
     let mut observed = Observed {
         containers,
         held: memory.held,
         in_flight: memory.in_flight,
         idle: Idleness::Unknown,
         requires: Default::default(),
+        rollout,
+        rollout_notes,
     };
     let mut plan = plan::plan(&desired, &observed, &policy, now);
     let asked: Vec<String> = plan
@@ -381,6 +422,100 @@ async fn plan_desired<E: Engine, T: TagSource, P: Probe, C: Clock>(
         plan = plan::plan(&desired, &observed, &policy, now);
     }
     Ok((plan, desired))
+}
+
+/// A later rollout wave's word on each desired container (`crate::rollout::decide`): the
+/// newest as resolved, an older version the earlier wave has baked in its place, or the
+/// deferral that keeps what runs. The older candidates are the versions partners report
+/// running, resolved as this partner would (its ranges, its build, the registry's digest).
+async fn waves<T: TagSource>(
+    fleet: &crate::rollout::Fleet,
+    repo: &Repo,
+    partner: &Partner,
+    tags: &CachedTags<'_, T>,
+    desired: &mut Desired,
+    containers: &[crate::container::ObservedContainer],
+    now: Timestamp,
+) -> (
+    BTreeMap<(String, Option<String>), Deferral>,
+    BTreeMap<(String, Option<String>), String>,
+) {
+    use crate::rollout::{Decision, Pin, Unit, decide};
+    let (mut out, mut notes) = (BTreeMap::new(), BTreeMap::new());
+    for d in &mut desired.containers {
+        let (script, component) = (d.script.clone(), d.component_name().map(str::to_owned));
+        let unit = Unit {
+            script: &script,
+            component: component.as_deref(),
+        };
+        let running = containers
+            .iter()
+            .find(|c| c.script == script && c.component == component)
+            .map(|c| Pin {
+                version: c.version.clone(),
+                digest: c.digest.clone(),
+            });
+        let mut candidates = vec![Pin {
+            version: d.version.clone(),
+            digest: d.digest.clone(),
+        }];
+        let mut older = Vec::new();
+        for v in fleet.running_versions(unit) {
+            if v == d.version {
+                continue;
+            }
+            if let Some(r) =
+                resolve::version_of(repo, partner, &script, unit.component, &v, tags).await
+            {
+                candidates.push(Pin {
+                    version: r.version.clone(),
+                    digest: r.digest.clone(),
+                });
+                older.push(r);
+            }
+        }
+        match decide(
+            fleet,
+            &partner.name,
+            unit,
+            &candidates,
+            running.as_ref(),
+            now,
+        ) {
+            Decision::Allowed => {}
+            Decision::Baked { pin, waiting } => {
+                if let Some(r) = older.into_iter().find(|r| r.digest == pin.digest) {
+                    tracing::info!(script, version = %r.version, %waiting, "taking the version the earlier wave has baked");
+                    d.image = r.image.reference(&r.digest);
+                    d.version = r.version;
+                    d.digest = r.digest;
+                    notes.insert(
+                        (script, component),
+                        format!("baked in the earlier wave; {waiting}"),
+                    );
+                }
+            }
+            Decision::Wait {
+                wave,
+                detail,
+                until,
+            } => {
+                let until = until.map(|t| t.to_string());
+                out.insert(
+                    (script, component),
+                    Deferral::Wave {
+                        wave,
+                        detail,
+                        until,
+                    },
+                );
+            }
+            Decision::Halted { wave, detail } => {
+                out.insert((script, component), Deferral::Halted { wave, detail });
+            }
+        }
+    }
+    (out, notes)
 }
 
 /// Without a usable secrets directory, the scripts with secret files cannot run: they are
@@ -656,6 +791,36 @@ mod tests {
                 why: "retry after busy"
             })
         );
+    }
+
+    #[test]
+    fn a_later_wave_wakes_when_the_bake_ends_if_only_the_bake_holds_it() {
+        let now = at("2026-11-21T02:00:00Z");
+        let waiting = |until: Option<&str>| {
+            let mut r = report(vec![(Action::Replace, deferred("wave"))]);
+            r.plan.steps.push(crate::plan::Step::new(
+                "s",
+                crate::plan::Change::Keep {
+                    current: None,
+                    to: None,
+                },
+                String::new(),
+                Gate::Deferred(Deferral::Wave {
+                    wave: "rest".into(),
+                    detail: String::new(),
+                    until: until.map(str::to_owned),
+                }),
+            ));
+            r
+        };
+        assert_eq!(
+            waiting(Some("2026-11-21T03:00:00Z")).next_wake(now),
+            Some(Wake {
+                at: at("2026-11-21T03:00:00Z"),
+                why: "a wave's bake ends"
+            })
+        );
+        assert_eq!(waiting(None).next_wake(now), None);
     }
 
     #[test]

@@ -228,6 +228,24 @@ async fn pass_once(
         }
     };
     let secrets_dir = SecretsDir::open(&config.secrets_dir);
+    // The status repo this host reports to may be the one the rollout reads: same
+    // credentials. A token that cannot be read is left out, and the fetch says why.
+    let report_auth = config.report.as_ref().map(|r| {
+        let auth = source::RemoteAuth {
+            ssh_key: r.ssh_key.clone(),
+            token: source::read_token(r.token_env.as_deref(), r.token_file.as_deref())
+                .ok()
+                .flatten(),
+            known_hosts: r.known_hosts.clone(),
+        };
+        (r.url.as_str(), auth)
+    });
+    let rollout = crate::fleet::rollout(
+        &repo,
+        &config.partner,
+        crate::container::namespace(),
+        report_auth.as_ref().map(|(url, auth)| (*url, auth)),
+    );
     let target = Target {
         repo: &repo,
         partner: &config.partner,
@@ -241,6 +259,7 @@ async fn pass_once(
         secrets_dir: Some(&secrets_dir),
         min_free: config.min_free,
         engine: config.engine,
+        rollout: rollout.as_ref(),
     };
     let report = match reconcile::converge(fx, state, &target, stopping).await {
         Ok(r) => r,

@@ -139,7 +139,11 @@ impl Status {
                         self.pending += 1;
                     }
                     (
-                        "deferred",
+                        if reason == "halted" {
+                            "halted"
+                        } else {
+                            "deferred"
+                        },
                         format!("{} {}: {detail}", step.action().as_str(), step.reason),
                     )
                 }

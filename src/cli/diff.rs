@@ -13,6 +13,7 @@ use crate::exit::Exit;
 use crate::manifest;
 use crate::registry::Sources;
 use crate::resolve::CachedTags;
+use crate::rollout::Waves;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum DiffFormat {
@@ -21,13 +22,49 @@ pub enum DiffFormat {
     Markdown,
 }
 
-fn render(diffs: &[PartnerDiff], base: &str, head: &str, format: DiffFormat) -> String {
+/// The wave a partner's host takes a change in, with `rollout:` in the head's fleet.yaml:
+/// `wave rest, after early has baked it 48h`.
+fn wave(waves: Option<&Waves>, partner: &str) -> Option<String> {
+    let waves = waves?;
+    let i = waves.wave_of(partner)?;
+    let this = &waves.waves[i];
+    Some(match i.checked_sub(1).map(|p| &waves.waves[p]) {
+        None => format!("wave {}, first", this.name),
+        Some(prev) => format!(
+            "wave {}, after {} has run it {}",
+            this.name,
+            prev.name,
+            bake(this.bake)
+        ),
+    })
+}
+
+fn bake(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        0 => "in sync".to_owned(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn render(
+    diffs: &[PartnerDiff],
+    waves: Option<&Waves>,
+    base: &str,
+    head: &str,
+    format: DiffFormat,
+) -> String {
     let mut out = String::new();
+    let named = |partner: &str| match wave(waves, partner) {
+        Some(w) => format!("{partner} ({w})"),
+        None => partner.to_owned(),
+    };
     match format {
         DiffFormat::Text => {
             let _ = writeln!(out, "berth diff {base} -> {head}");
             for d in diffs {
-                let _ = writeln!(out, "{}:", d.partner);
+                let _ = writeln!(out, "{}:", named(&d.partner));
                 for c in &d.changes {
                     let _ = writeln!(out, "  {}", c.describe());
                 }
@@ -43,23 +80,30 @@ fn render(diffs: &[PartnerDiff], base: &str, head: &str, format: DiffFormat) -> 
                 let _ = writeln!(out, "| partner | change |\n|---|---|");
                 for d in diffs {
                     for c in &d.changes {
-                        let _ = writeln!(
-                            out,
-                            "| `{}` | {} |",
-                            d.partner,
-                            c.describe().replace('|', "\\|")
-                        );
+                        let partner = match wave(waves, &d.partner) {
+                            Some(w) => format!("`{}` ({w})", d.partner),
+                            None => format!("`{}`", d.partner),
+                        };
+                        let _ =
+                            writeln!(out, "| {partner} | {} |", c.describe().replace('|', "\\|"));
                     }
                 }
             }
         }
         DiffFormat::Json => {
-            let doc = serde_json::json!({
+            let mut doc = serde_json::json!({
                 "base": base,
                 "head": head,
                 "partners": diffs,
                 "changes": diffs.iter().map(|d| d.changes.len()).sum::<usize>(),
             });
+            if waves.is_some() {
+                doc["waves"] = diffs
+                    .iter()
+                    .filter_map(|d| Some((d.partner.clone(), wave(waves, &d.partner)?.into())))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+            }
             let _ = writeln!(out, "{doc:#}");
         }
     }
@@ -106,7 +150,13 @@ pub fn diff(
         let diffs = diff::diff(&base_state, &head_state);
         out!(
             "{}",
-            render(&diffs, &base_side.label, &head_side.label, format)
+            render(
+                &diffs,
+                Waves::of(&head_repo).as_ref(),
+                &base_side.label,
+                &head_side.label,
+                format
+            )
         );
         if exit_code && !diffs.is_empty() {
             Exit::Pending

@@ -164,6 +164,13 @@ fn text(fleet: &Fleet) -> String {
             let _ = writeln!(out, "    {p}");
         }
     }
+    let rollout = render::rollout_lines(&fleet.rollout);
+    if !rollout.is_empty() {
+        let _ = writeln!(out, "\nrollout:");
+        for l in rollout {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
     if !fleet.strays.is_empty() {
         let _ = writeln!(
             out,
@@ -202,6 +209,13 @@ fn markdown(fleet: &Fleet) -> String {
             render::next_window(row, fleet.now),
             cell(render::pending_lines(row)),
         );
+    }
+    let rollout = render::rollout_lines(&fleet.rollout);
+    if !rollout.is_empty() {
+        let _ = writeln!(out, "\n**Rollout**\n");
+        for l in rollout {
+            let _ = writeln!(out, "- {}", l.replace('|', "\\|"));
+        }
     }
     if !fleet.strays.is_empty() {
         let _ = writeln!(

@@ -147,12 +147,18 @@ pub(super) fn load_policy(path: Option<&Path>) -> Result<Option<HostPolicy>, Exi
 }
 
 impl HostArgs {
+    /// The rollout's waves and the earlier waves' records, for a partner of a later wave.
+    fn rollout(&self, repo: &Repo) -> Option<crate::rollout::Fleet> {
+        crate::fleet::rollout(repo, &self.partner, crate::container::namespace(), None)
+    }
+
     fn target<'a>(
         &'a self,
         repo: &'a Repo,
         policy: Option<&'a HostPolicy>,
         sealing: &'a Sealing,
         min_free: u64,
+        rollout: Option<&'a crate::rollout::Fleet>,
     ) -> Target<'a> {
         Target {
             repo,
@@ -176,6 +182,7 @@ impl HostArgs {
             secrets_dir: Some(&sealing.dir),
             min_free,
             engine: self.engine,
+            rollout,
         }
     }
 }
@@ -195,9 +202,16 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
         Ok(s) => s,
         Err(code) => return code,
     };
+    let rollout = args.rollout(&repo);
     on_host(args.now, args.engine, async |fx| {
         // `plan` pulls nothing, so the disk guard's `min_free` is not read.
-        let target = args.target(&repo, policy.as_ref(), &sealing, DEFAULT_MIN_FREE);
+        let target = args.target(
+            &repo,
+            policy.as_ref(),
+            &sealing,
+            DEFAULT_MIN_FREE,
+            rollout.as_ref(),
+        );
         let plan = match reconcile::plan(fx, &target, memory).await {
             Ok(p) => p,
             Err(e) => return cannot_run(&e),
@@ -231,8 +245,9 @@ pub fn apply(args: &HostArgs, min_free: u64) -> Exit {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let rollout = args.rollout(&repo);
     on_host(args.now, args.engine, async |fx| {
-        let target = args.target(&repo, policy.as_ref(), &sealing, min_free);
+        let target = args.target(&repo, policy.as_ref(), &sealing, min_free, rollout.as_ref());
         match reconcile::converge(fx, &state, &target, &AtomicBool::new(false)).await {
             Ok(report) => {
                 for line in &report.recovered {

@@ -140,6 +140,9 @@ enum Command {
         /// The age identity, so scripts that use secrets are planned (see `plan`).
         #[arg(long, value_name = "FILE", requires = "partner")]
         age_identity: Option<PathBuf>,
+        /// The changes pending in this namespace (as an agent.yaml `namespace:` does).
+        #[arg(long, value_name = "NS", value_parser = namespace, requires = "partner")]
+        namespace: Option<String>,
     },
     /// The partner agent: fetch the manifest repo and converge this host, once (for cron)
     /// or on an interval (as a daemon).
@@ -375,13 +378,14 @@ pub fn main() -> Exit {
             state_dir,
             policy,
             age_identity,
+            namespace,
         } => windows::windows(&windows::WindowsArgs {
             repo,
             partner,
             days,
             ics,
             now,
-            state_dir,
+            state_dir: enter(namespace.as_deref(), &state_dir),
             policy,
             age_identity,
         }),

@@ -41,7 +41,7 @@ fn gate(step: &Step) -> String {
         Gate::Deferred(d @ Deferral::Refused { .. }) => {
             format!("refused(policy): {}", d.describe())
         }
-        Gate::Deferred(d) => format!("deferred({}): {}", d.name(), d.describe()),
+        Gate::Deferred(d) => format!("{}: {}", d.label(), d.describe()),
     }
 }
 
@@ -152,7 +152,9 @@ pub fn apply(plan: &Plan, reports: &[StepReport], pruned: &[Pruned]) -> String {
         let outcome = match &r.outcome {
             Outcome::Done => "done".to_owned(),
             Outcome::Unchanged => "in sync".to_owned(),
-            Outcome::Deferred { reason, detail } => format!("deferred({reason}): {detail}"),
+            Outcome::Deferred { reason, detail } => {
+                format!("{}: {detail}", crate::plan::gate::label(reason))
+            }
             Outcome::NotPulled { error } => format!("NOT PULLED: {error}"),
             Outcome::Refused { detail } => format!("REFUSED(policy): {detail}"),
             Outcome::RolledBack { error, .. } => format!("ROLLED BACK: {error}"),

@@ -75,6 +75,8 @@ pub fn windows(args: &WindowsArgs) -> Exit {
         .map(|p| {
             let mut view = View::new(&repo, &p.doc, &period);
             if args.partner.is_some() {
+                let rollout =
+                    crate::fleet::rollout(&repo, &p.doc.name, crate::container::namespace(), None);
                 let target = Target {
                     repo: &repo,
                     partner: &p.doc.name,
@@ -93,6 +95,7 @@ pub fn windows(args: &WindowsArgs) -> Exit {
                     secrets_dir: None,
                     min_free: crate::plan::gate::DEFAULT_MIN_FREE,
                     engine: Default::default(),
+                    rollout: rollout.as_ref(),
                 };
                 view.pending = Some(pending(&target, now));
             }

@@ -77,6 +77,14 @@ pub fn page(fleet: &Fleet) -> String {
     timeline(&mut out, fleet);
     let _ = writeln!(out, "<h2>Partners</h2>");
     table(&mut out, fleet);
+    let rollout = super::render::rollout_lines(&fleet.rollout);
+    if !rollout.is_empty() {
+        let _ = writeln!(out, "<h2>Rollout</h2>\n<ul>");
+        for l in rollout {
+            let _ = writeln!(out, "<li>{}</li>", esc(&l));
+        }
+        let _ = writeln!(out, "</ul>");
+    }
     if !fleet.strays.is_empty() {
         let _ = writeln!(
             out,

@@ -62,6 +62,12 @@ pub enum FleetError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up the credentials for {url}")]
+    Credentials {
+        url: String,
+        #[source]
+        source: Box<crate::source::SourceError>,
+    },
     #[error("cannot make a temporary directory")]
     Temp {
         #[source]
@@ -181,6 +187,77 @@ pub struct Fleet {
     pub partners: Vec<Row>,
     /// Records in the status repo for partners the manifests do not have.
     pub strays: Vec<String>,
+    /// With `rollout:` in fleet.yaml: per script and digest being rolled out, which wave
+    /// it has reached and when each later wave can take it at the earliest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollout: Vec<Rollout>,
+}
+
+/// Where one digest of one script (or component) stands across the waves.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollout {
+    pub script: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    pub version: String,
+    pub digest: String,
+    pub waves: Vec<crate::rollout::Reach>,
+}
+
+/// The digests the records say partners want, per unit, and where each stands: reached by
+/// a wave, or the earliest each later wave can take it given the bakes and every member's
+/// windows (`crate::rollout::estimate`).
+fn rollouts(repo: &Repo, records: &BTreeMap<String, Record>, now: Timestamp) -> Vec<Rollout> {
+    let Some(waves) = crate::rollout::Waves::of(repo) else {
+        return Vec::new();
+    };
+    let reports = records
+        .iter()
+        .map(|(p, r)| (p.clone(), r.rollout()))
+        .collect();
+    let fleet = crate::rollout::Fleet::new(waves, repo, Ok(reports));
+    let schedules: BTreeMap<String, crate::window::Schedule> = repo
+        .partners
+        .iter()
+        .map(|(name, p)| {
+            let schedule = crate::window::Schedule::from_manifest(
+                repo.timezone(&p.doc),
+                repo.windows(&p.doc),
+                &p.doc.blackouts,
+            );
+            (name.clone(), schedule)
+        })
+        .collect();
+    let mut wanted = std::collections::BTreeSet::new();
+    for r in records.values() {
+        for s in &r.scripts {
+            if let Some(d) = &s.desired {
+                wanted.insert((
+                    s.script.clone(),
+                    s.component.clone(),
+                    d.version.clone(),
+                    d.digest.clone(),
+                ));
+            }
+        }
+    }
+    wanted
+        .into_iter()
+        .map(|(script, component, version, digest)| {
+            let unit = crate::rollout::Unit {
+                script: &script,
+                component: component.as_deref(),
+            };
+            let waves = crate::rollout::estimate(&fleet, unit, &digest, &schedules, now);
+            Rollout {
+                script: script.clone(),
+                component: component.clone(),
+                version,
+                digest,
+                waves,
+            }
+        })
+        .collect()
 }
 
 impl Fleet {
@@ -251,6 +328,7 @@ pub fn read(status: &RepoRef, manifests: &Manifests, now: Timestamp) -> Result<F
         days: DAYS,
     };
     let mut partners = Vec::new();
+    let mut read_records = BTreeMap::new();
     for (name, doc) in &manifests.repo.partners {
         let expected = expected(&manifests.repo, &doc.doc, manifests.revision.as_deref());
         let (reported, unreadable) = match records.remove(name) {
@@ -287,6 +365,9 @@ pub fn read(status: &RepoRef, manifests: &Manifests, now: Timestamp) -> Result<F
             Reported::Record(r) => Some(*r),
             _ => None,
         };
+        if let Some(r) = &record {
+            read_records.insert(name.clone(), r.clone());
+        }
         partners.push(Row {
             partner: name.clone(),
             expected,
@@ -309,7 +390,77 @@ pub fn read(status: &RepoRef, manifests: &Manifests, now: Timestamp) -> Result<F
         revision: manifests.revision.clone(),
         partners,
         strays: records.into_keys().collect(),
+        rollout: rollouts(&manifests.repo, &read_records, now),
     })
+}
+
+/// What a partner of a later rollout wave reads before it plans: the waves of `repo`, and
+/// the records of the status repo `rollout.status` names (`partners/*.json`, or a
+/// namespace's `namespaces/<ns>/partners/*.json`), fetched within `BERTH_GIT_TIMEOUT` like
+/// the manifests, with `auth` when it is the status repo this host reports to. `None` when
+/// the repo has no `rollout:` or the partner is in the first wave (nothing to read); an
+/// unreadable status repo is an `Err` in the reports, which keeps what runs.
+pub fn rollout(
+    repo: &Repo,
+    partner: &str,
+    namespace: Option<&str>,
+    auth: Option<(&str, &crate::source::RemoteAuth)>,
+) -> Option<crate::rollout::Fleet> {
+    let waves = crate::rollout::Waves::of(repo)?;
+    if waves.wave_of(partner).is_none_or(|w| w == 0) {
+        return None;
+    }
+    let status = &repo.fleet.as_ref()?.doc.rollout.as_ref()?.status;
+    let spec = RepoRef {
+        location: status.url.value.clone(),
+        branch: Some(
+            status
+                .branch
+                .as_ref()
+                .map_or_else(|| "main".to_owned(), |b| b.value.clone()),
+        ),
+    };
+    let auth = auth
+        .filter(|(url, _)| *url == spec.location)
+        .map(|(_, a)| a);
+    let reports = status_records(&spec, namespace, auth).map_err(|e| crate::exit::chain(&e));
+    if let Err(why) = &reports {
+        tracing::warn!(status = %spec.location, error = %why, "cannot read the rollout's status repo");
+    }
+    Some(crate::rollout::Fleet::new(waves, repo, reports))
+}
+
+/// Every partner's record in the status repo, as the rollout reads it.
+fn status_records(
+    spec: &RepoRef,
+    namespace: Option<&str>,
+    auth: Option<&crate::source::RemoteAuth>,
+) -> Result<BTreeMap<String, crate::rollout::Report>, FleetError> {
+    let opened = repo::open_with(spec, None, auth)?;
+    let dir = match namespace {
+        None => "partners".to_owned(),
+        Some(ns) => format!("namespaces/{ns}/partners"),
+    };
+    let files =
+        repo::files_in(&opened.repo, opened.tip, &dir).map_err(|source| FleetError::Read {
+            commit: opened.tip.to_string(),
+            source,
+        })?;
+    Ok(files
+        .into_iter()
+        .filter_map(|(name, bytes)| {
+            let partner = name.strip_suffix(".json")?.to_owned();
+            let report = match serde_json::from_slice::<Record>(&bytes) {
+                Ok(r) if r.partner == partner => r.rollout(),
+                Ok(r) => crate::rollout::Report::Unreadable(format!(
+                    "the record names partner `{}`",
+                    r.partner
+                )),
+                Err(e) => crate::rollout::Report::Unreadable(format!("not a status record: {e}")),
+            };
+            Some((partner, report))
+        })
+        .collect())
 }
 
 /// What the manifests ask of a partner.
@@ -432,5 +583,67 @@ fn windows(repo: &Repo, partner: &Partner, period: &Period) -> Windows {
             })
             .collect(),
         applies_at: open_until.map(|_| period.now).or(next_opens),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "git {args:?}");
+    }
+
+    fn record(partner: &str, version: &str) -> String {
+        format!(
+            r#"{{"schema":1,"partner":"{partner}","berth":"t","revision":null,"exit":0,"interval_secs":60,
+              "at":"2026-03-10T11:00:00Z","window":{{}},
+              "scripts":[{{"script":"svc","desired":{{"version":"{version}","digest":"sha256:{version}"}},
+              "running":{{"version":"{version}","digest":"sha256:{version}"}},"state":"in-sync","detail":"",
+              "since":"2026-03-10T10:00:00Z"}}]}}"#
+        )
+    }
+
+    #[test]
+    fn a_namespace_reads_its_own_records_and_production_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(root.join("partners")).unwrap();
+        std::fs::create_dir_all(root.join("namespaces/staging/partners")).unwrap();
+        std::fs::write(root.join("partners/lab.json"), record("lab", "1.0.0")).unwrap();
+        std::fs::write(
+            root.join("namespaces/staging/partners/lab.json"),
+            record("lab", "2.0.0"),
+        )
+        .unwrap();
+        std::fs::write(root.join("partners/bad.json"), record("other", "1.0.0")).unwrap();
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "records"]);
+        let spec = RepoRef {
+            location: root.display().to_string(),
+            branch: Some("main".into()),
+        };
+        let version = |reports: &BTreeMap<String, crate::rollout::Report>| match &reports["lab"] {
+            crate::rollout::Report::Seen { units, .. } => {
+                units[0].running.as_ref().unwrap().version.clone()
+            }
+            other => panic!("{other:?}"),
+        };
+        let production = status_records(&spec, None, None).unwrap();
+        assert_eq!(version(&production), "1.0.0");
+        assert_eq!(
+            production["bad"],
+            crate::rollout::Report::Unreadable("the record names partner `other`".into())
+        );
+        let staging = status_records(&spec, Some("staging"), None).unwrap();
+        assert_eq!(version(&staging), "2.0.0");
+        assert_eq!(staging.len(), 1, "{staging:?}");
     }
 }

@@ -108,3 +108,38 @@ pub fn pending_lines(row: &Row) -> Vec<String> {
     }
     lines
 }
+
+/// One line per digest being rolled out: `svc 1.1.0 (31029de73e22): canary reached
+/// 2026-12-04 01:00 UTC; rest from 2026-12-06 01:00 UTC at the earliest`.
+pub fn rollout_lines(rollouts: &[super::Rollout]) -> Vec<String> {
+    rollouts
+        .iter()
+        .map(|r| {
+            let name = match &r.component {
+                Some(c) => format!("{}/{c}", r.script),
+                None => r.script.clone(),
+            };
+            let waves: Vec<String> = r
+                .waves
+                .iter()
+                .map(|w| match (w.reached, w.at, &w.halted) {
+                    (true, Some(at), _) => format!("{} reached {}", w.wave, utc(at)),
+                    (true, None, _) => format!("{} reached", w.wave),
+                    (false, _, Some(by)) => {
+                        format!("{} halted (rolled back or held on {by})", w.wave)
+                    }
+                    (false, Some(at), None) => {
+                        format!("{} from {} at the earliest", w.wave, utc(at))
+                    }
+                    (false, None, None) => format!("{} not foreseeable (no window ahead)", w.wave),
+                })
+                .collect();
+            format!(
+                "{name} {} ({}): {}",
+                r.version,
+                crate::image::short(&r.digest),
+                waves.join("; ")
+            )
+        })
+        .collect()
+}

@@ -48,10 +48,20 @@ pub struct Opened {
 
 /// Opens `spec` at `spec.branch`, else at `default_branch`, else at `HEAD`.
 pub fn open(spec: &RepoRef, default_branch: Option<&str>) -> Result<Opened, FleetError> {
+    open_with(spec, default_branch, None)
+}
+
+/// [`open`], fetching a URL with these credentials (the agent's `report:` ones, when a
+/// later rollout wave reads the status repo it reports to).
+pub fn open_with(
+    spec: &RepoRef,
+    default_branch: Option<&str>,
+    auth: Option<&crate::source::RemoteAuth>,
+) -> Result<Opened, FleetError> {
     let branch = spec.branch.as_deref().or(default_branch);
     let (repo, fetched) = if spec.is_url() {
         let dir = tempfile::tempdir().map_err(|source| FleetError::Temp { source })?;
-        let repo = fetch(&spec.location, branch, dir.path())?;
+        let repo = fetch(&spec.location, branch, dir.path(), auth)?;
         (repo, Some(dir))
     } else {
         let repo = Repository::open(&spec.location).map_err(|source| FleetError::Open {
@@ -81,7 +91,12 @@ pub fn open(spec: &RepoRef, default_branch: Option<&str>) -> Result<Opened, Flee
 }
 
 /// Fetches one branch (or the remote's HEAD) of `url` into a new bare repo at `dir`.
-fn fetch(url: &str, branch: Option<&str>, dir: &Path) -> Result<Repository, FleetError> {
+fn fetch(
+    url: &str,
+    branch: Option<&str>,
+    dir: &Path,
+    auth: Option<&crate::source::RemoteAuth>,
+) -> Result<Repository, FleetError> {
     let fetch_err = |source| FleetError::Fetch {
         url: url.to_owned(),
         source,
@@ -95,6 +110,15 @@ fn fetch(url: &str, branch: Option<&str>, dir: &Path) -> Result<Repository, Flee
         let mut remote = repo.remote_anonymous(url).map_err(fetch_err)?;
         let mut options = git2::FetchOptions::new();
         options.download_tags(git2::AutotagOption::None);
+        if let Some(auth) = auth {
+            let (callbacks, _) = crate::source::remote_callbacks(url, auth).map_err(|e| {
+                FleetError::Credentials {
+                    url: url.to_owned(),
+                    source: Box::new(e),
+                }
+            })?;
+            options.remote_callbacks(callbacks);
+        }
         tracing::debug!(url, refspec, "fetching");
         crate::source::bound_git_io();
         remote

@@ -205,14 +205,13 @@ pub fn judge(expected: &Expected, reported: &Reported, now: Timestamp) -> Verdic
         };
         match &s.state {
             State::InSync => {}
-            State::Deferred(reason) => {
+            // A halted wave waits for the earlier wave's fix: pending here, failed there.
+            State::Deferred(_) | State::Halted => {
                 if s.desired != s.running {
                     v.behind.push(format!("{change} waits"));
                 }
-                v.pending.push(format!(
-                    "{change} ({})",
-                    detail(&format!("deferred({reason})"))
-                ));
+                v.pending
+                    .push(format!("{change} ({})", detail(&s.state.to_string())));
             }
             State::Held => v.held.push(format!("{change} ({})", detail("held"))),
             State::Refused => v.held.push(format!("{change} ({})", detail("refused"))),

@@ -11,7 +11,7 @@ use semver::VersionReq;
 use super::syntax::*;
 use super::{
     API_VERSION, Component, Condition, Container, Doc, Fleet, Health, Image, OptIn, Partner, Pos,
-    Repo, Script, Source, Sp, Window,
+    Repo, Rollout, Script, Source, Sp, Window,
 };
 use crate::container::container_name;
 use crate::diag::{Diagnostic, Diagnostics};
@@ -141,7 +141,7 @@ pub fn check(
     out: &mut Diagnostics,
 ) {
     if let Some(fleet) = &repo.fleet {
-        check_fleet(fleet, out);
+        check_fleet(fleet, repo, broken_partners, out);
     }
     let fleet_registry = repo.fleet.as_ref().and_then(|f| f.doc.registry.as_ref());
     // Each script's range, parsed once for all the partners that narrow it.
@@ -175,7 +175,7 @@ pub fn check(
     }
 }
 
-fn check_fleet(doc: &Doc<Fleet>, out: &mut Diagnostics) {
+fn check_fleet(doc: &Doc<Fleet>, repo: &Repo, broken_partners: bool, out: &mut Diagnostics) {
     let mut c = Checker {
         path: &doc.path,
         out,
@@ -190,6 +190,84 @@ fn check_fleet(doc: &Doc<Fleet>, out: &mut Diagnostics) {
     }
     if let Some(w) = &f.windows {
         c.windows(w);
+    }
+    if let Some(r) = &f.rollout {
+        check_rollout(&mut c, r, repo, broken_partners);
+    }
+}
+
+/// The waves: named once each, at least one, every listed partner known and in one wave
+/// only, only the last without `partners` (it takes the rest), bakes that parse.
+fn check_rollout(c: &mut Checker, r: &Rollout, repo: &Repo, broken_partners: bool) {
+    if r.status.url.trim().is_empty() {
+        c.error(
+            r.status.url.pos,
+            "rollout.status.url is empty: name the status repo the agents report to",
+        );
+    }
+    if let Some(b) = &r.status.branch
+        && b.trim().is_empty()
+    {
+        c.error(
+            b.pos,
+            "rollout.status.branch is empty: leave it out for `main`",
+        );
+    }
+    if r.waves.is_empty() {
+        c.error(r.waves.pos, "a rollout needs at least one wave");
+    }
+    let mut names = BTreeSet::new();
+    let mut placed: BTreeMap<&str, &str> = BTreeMap::new();
+    let last = r.waves.len().saturating_sub(1);
+    for (i, w) in r.waves.iter().enumerate() {
+        if !is_name(&w.name) {
+            c.error(
+                w.name.pos,
+                format!(
+                    "invalid wave name `{}`: use 1-63 lowercase letters, digits and `-`",
+                    w.name.value
+                ),
+            );
+        } else if !names.insert(w.name.as_str()) {
+            c.error(
+                w.name.pos,
+                format!("wave `{}` is named twice", w.name.value),
+            );
+        }
+        if let Some(b) = &w.bake {
+            c.format(b, parse_bake(b));
+        }
+        match (&w.partners, i == last) {
+            (None, false) => c.error(
+                w.name.pos,
+                format!(
+                    "wave `{}` lists no partners: only the last wave may leave `partners` out (it takes every partner not listed earlier)",
+                    w.name.value
+                ),
+            ),
+            (Some(p), true) => c.error(
+                p.pos,
+                format!(
+                    "the last wave `{}` takes every partner not listed earlier: remove its `partners` list, or add a wave after it",
+                    w.name.value
+                ),
+            ),
+            _ => {}
+        }
+        for p in w.partners.iter().flat_map(|p| p.iter()) {
+            if !broken_partners && !repo.partners.contains_key(p.as_str()) {
+                c.error(p.pos, format!("no partner `{}` in partners/", p.value));
+            }
+            if let Some(first) = placed.insert(p.as_str(), w.name.as_str()) {
+                c.error(
+                    p.pos,
+                    format!(
+                        "partner `{}` is already in wave `{first}`: a partner belongs to one wave",
+                        p.value
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -1214,6 +1292,43 @@ mod tests {
             ("scripts/counts.yaml", SCRIPT),
         ]);
         assert_eq!(got, Vec::<String>::new());
+    }
+
+    #[test]
+    fn rollout_waves_are_checked_where_they_are_written() {
+        let fleet = |waves: &str| {
+            format!(
+                "apiVersion: berth/v1\nkind: Fleet\nrollout:\n  status: {{ url: /srv/status }}\n  waves:\n{waves}"
+            )
+        };
+        let beta = PARTNER.replace("name: alpha", "name: beta");
+        let run = |waves: &str| {
+            findings(&[
+                ("fleet.yaml", &fleet(waves)),
+                ("partners/alpha.yaml", PARTNER),
+                ("partners/beta.yaml", &beta),
+                ("scripts/counts.yaml", SCRIPT),
+            ])
+        };
+        let good = "    - { name: canary, partners: [alpha] }\n    - { name: rest, bake: 1d12h }\n";
+        assert_eq!(run(good), Vec::<String>::new());
+        let bad = "    - { name: canary, partners: [alpha, gamma] }\n    - { name: early, partners: [alpha], bake: 2w }\n    - { name: canary }\n    - { name: rest, partners: [beta] }\n";
+        assert_eq!(
+            run(bad),
+            [
+                "fleet.yaml:6:41: error: no partner `gamma` in partners/",
+                "fleet.yaml:7:33: error: partner `alpha` is already in wave `canary`: a partner belongs to one wave",
+                "fleet.yaml:7:47: error: invalid bake `2w`: expected e.g. `30s`, `24h`, `2d`, `1d12h`",
+                "fleet.yaml:8:15: error: wave `canary` is named twice",
+                "fleet.yaml:8:15: error: wave `canary` lists no partners: only the last wave may leave `partners` out (it takes every partner not listed earlier)",
+                "fleet.yaml:9:31: error: the last wave `rest` takes every partner not listed earlier: remove its `partners` list, or add a wave after it",
+            ]
+        );
+        let none = run("    []\n");
+        assert!(
+            none.len() == 1 && none[0].ends_with("error: a rollout needs at least one wave"),
+            "{none:?}"
+        );
     }
 
     #[test]

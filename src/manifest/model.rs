@@ -30,6 +30,46 @@ pub struct Fleet {
     /// Default update windows for partners that declare none.
     #[serde(default)]
     pub windows: Option<Vec<Window>>,
+    /// Staged rollout: partners take a new digest wave by wave (docs/rollout.md).
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
+}
+
+/// `rollout:` in fleet.yaml: where the partners' status records are, and the waves in order.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// The status repo the agents report to (`report:` in agent.yaml).
+    pub status: RolloutStatus,
+    /// The waves, first to last; the last one takes every partner not listed earlier.
+    pub waves: Sp<Vec<WaveDecl>>,
+}
+
+/// The status repo a later wave reads its earlier waves' records from.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutStatus {
+    /// A git URL or a path.
+    pub url: Sp<String>,
+    /// `main` unless set.
+    #[serde(default)]
+    pub branch: Option<Sp<String>>,
+}
+
+/// One wave of a rollout.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaveDecl {
+    #[schemars(schema_with = "schema::name")]
+    pub name: Sp<String>,
+    /// Its partners; omitted on the last wave only, which takes everyone else.
+    #[serde(default)]
+    pub partners: Option<Sp<Vec<Sp<String>>>>,
+    /// How long the nearest earlier wave must have run a digest in sync before this wave
+    /// takes it, e.g. `24h`, `2d`; none means as soon as it is in sync there.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::bake")]
+    pub bake: Option<Sp<String>>,
 }
 
 /// `partners/<name>.yaml`: one organisation's host, its windows, idle gate and opt-ins.
@@ -392,5 +432,8 @@ mod schema {
     }
     pub fn duration(_: &mut SchemaGenerator) -> Schema {
         json_schema!({ "type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$" })
+    }
+    pub fn bake(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": "^([0-9]+(s|m|h|d))+$" })
     }
 }

@@ -48,6 +48,31 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A wave's bake time: whole seconds, minutes, hours or days, e.g. `48h`, `2d`, `1d12h`.
+pub fn parse_bake(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid bake `{s}`: expected e.g. `30s`, `24h`, `2d`, `1d12h`");
+    let mut rest = s;
+    let mut total = Duration::ZERO;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let unit = match rest[digits..].chars().next() {
+            Some('s') => 1,
+            Some('m') => 60,
+            Some('h') => 3600,
+            Some('d') => 86_400,
+            _ => return Err(bad()),
+        };
+        rest = &rest[digits + 1..];
+        let part = n.checked_mul(unit).map(Duration::from_secs);
+        total = part.and_then(|p| total.checked_add(p)).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
 /// `512m`, `1g`, `1024k`, `1048576`, `2gb`: bytes, binary multiples. berth's one syntax
 /// for sizes; `what` names the value in the error.
 pub fn parse_size(s: &str, what: &str) -> Result<u64, String> {
@@ -289,6 +314,25 @@ mod tests {
         }
         for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
             assert!(!is_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bakes_take_days_too() {
+        assert_eq!(parse_bake("2d"), Ok(Duration::from_secs(2 * 86_400)));
+        assert_eq!(parse_bake("1d12h"), Ok(Duration::from_secs(129_600)));
+        assert_eq!(parse_bake("30s"), Ok(Duration::from_secs(30)));
+        for bad in [
+            "",
+            "2",
+            "d",
+            "2w",
+            "250ms",
+            "2 d",
+            "-1d",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_bake(bad).is_err(), "{bad}");
         }
     }
 

@@ -60,7 +60,8 @@ impl Kind {
             State::Held => Some(Kind::Held),
             State::Failed => Some(Kind::Failed),
             State::Refused => Some(Kind::Refused),
-            State::InSync | State::Deferred(_) => None,
+            // A halt is the earlier wave's rollback, reported there.
+            State::InSync | State::Deferred(_) | State::Halted => None,
         }
     }
 }

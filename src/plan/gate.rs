@@ -111,6 +111,20 @@ pub enum Deferral {
         url: String,
         detail: String,
     },
+    /// A later rollout wave: the new digest has not baked in the earlier wave yet, so the
+    /// host keeps what it runs (`crate::rollout`).
+    Wave {
+        wave: String,
+        detail: String,
+        /// When the bake ends, if nothing else holds the wave back: the agent wakes then.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
+    },
+    /// A later rollout wave: the new digest was rolled back or held in an earlier wave.
+    Halted {
+        wave: String,
+        detail: String,
+    },
 }
 
 impl Deferral {
@@ -125,7 +139,15 @@ impl Deferral {
             Deferral::Refused { .. } => "policy",
             Deferral::Disk { .. } | Deferral::DiskUnmeasured { .. } => "disk",
             Deferral::Requires { .. } => "requires",
+            Deferral::Wave { .. } => "wave",
+            Deferral::Halted { .. } => "halted",
         }
+    }
+
+    /// How the plan, the pass and the status record spell the deferral: `deferred(<name>)`,
+    /// but `halted(wave)` for a halt, which no window or bake ends.
+    pub fn label(&self) -> String {
+        label(self.name())
     }
 
     pub fn describe(&self) -> String {
@@ -168,6 +190,7 @@ impl Deferral {
                  data root, or set min_free to 0 to pull without the disk guard"
             ),
             Deferral::Requires { detail, .. } => format!("required service not ready: {detail}"),
+            Deferral::Wave { detail, .. } | Deferral::Halted { detail, .. } => detail.clone(),
         }
     }
 
@@ -177,6 +200,14 @@ impl Deferral {
             self,
             Deferral::Window { .. } | Deferral::WindowEnding { .. } | Deferral::Blackout { .. }
         )
+    }
+}
+
+/// [`Deferral::label`] from a deferral's name, as a step's outcome carries it.
+pub fn label(name: &str) -> String {
+    match name {
+        "halted" => "halted(wave)".to_owned(),
+        _ => format!("deferred({name})"),
     }
 }
 

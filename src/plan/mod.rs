@@ -58,6 +58,25 @@ pub struct Observed {
     pub idle: Idleness,
     /// Per script, what its required services answered; a script not asked is absent.
     pub requires: BTreeMap<String, Readiness>,
+    /// Per script and component, why a later rollout wave keeps what it runs
+    /// ([`Deferral::Wave`] or [`Deferral::Halted`]); absent when it may take the new digest.
+    pub rollout: BTreeMap<(String, Option<String>), Deferral>,
+    /// Per script and component, why a later rollout wave takes an older, baked version
+    /// than the newest: added to its step's reason.
+    pub rollout_notes: BTreeMap<(String, Option<String>), String>,
+}
+
+impl Observed {
+    /// The rollout's deferral of a change that brings a digest the host does not run yet.
+    fn rollout_gate(&self, change: &Change) -> Option<&Deferral> {
+        let to = match change {
+            Change::Create { to } => to,
+            Change::Replace { from, to } if from.digest != to.digest => to,
+            _ => return None,
+        };
+        self.rollout
+            .get(&(to.script.clone(), to.component_name().map(str::to_owned)))
+    }
 }
 
 /// What a step does, as people and the JSON formats name it.
@@ -319,6 +338,14 @@ pub fn plan(desired: &Desired, observed: &Observed, policy: &Policy, now: Timest
         let mut unit = declared(&desired.partner, parts, found(script));
         for s in &mut unit {
             s.gate = judge(&s.change, &s.script, policy, &held, now, observed);
+            let key = (s.script.clone(), s.component.clone());
+            if let Some(note) = observed
+                .rollout_notes
+                .get(&key)
+                .filter(|_| s.is_change() && !s.is_leftover())
+            {
+                s.reason = format!("{}; {note}", s.reason);
+            }
         }
         if multi {
             gate_unit(&mut unit, policy, &held, now, observed);
@@ -430,6 +457,8 @@ fn judge(
         Gate::Deferred(Deferral::Refused { refusals })
     } else if is_held {
         Gate::Deferred(Deferral::FailedHealth)
+    } else if let Some(wave) = observed.rollout_gate(change) {
+        Gate::Deferred(wave.clone())
     } else {
         gate::decide_all(policy, &[change], now, &observed.idle, &observed.requires)
     }
@@ -464,10 +493,13 @@ fn gate_unit(
         .collect();
     let script = unit.first().map(|s| s.script.clone()).unwrap_or_default();
     let fingerprint = unit_fingerprint(&changes);
+    let wave = changes.iter().find_map(|c| observed.rollout_gate(c));
     let gate = if !refusals.is_empty() {
         Gate::Deferred(Deferral::Refused { refusals })
     } else if held.contains(&(script.as_str(), fingerprint.as_str(), "")) {
         Gate::Deferred(Deferral::FailedHealth)
+    } else if let Some(wave) = wave {
+        Gate::Deferred(wave.clone())
     } else {
         gate::decide_all(policy, &changes, now, &observed.idle, &observed.requires)
     };
@@ -699,6 +731,8 @@ mod tests {
             in_flight: BTreeSet::new(),
             idle: Idleness::Unknown,
             requires: Default::default(),
+            rollout: Default::default(),
+            rollout_notes: Default::default(),
         }
     }
 
@@ -749,6 +783,49 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn a_later_wave_keeps_what_runs_until_the_new_digest_bakes() {
+        let (old, new) = (want("a", "1.0.0", "x"), want("a", "1.1.0", "x"));
+        let fresh = want("b", "1.1.0", "x");
+        let respec = want("c", "1.0.0", "y");
+        let mut o = observed(vec![running(&old), running(&want("c", "1.0.0", "x"))]);
+        let wave = Deferral::Wave {
+            wave: "rest".into(),
+            detail: "1.1.0 waits for wave canary".into(),
+            until: None,
+        };
+        let halted = Deferral::Halted {
+            wave: "rest".into(),
+            detail: "1.1.0 is halted".into(),
+        };
+        o.rollout.insert(("a".into(), None), wave.clone());
+        o.rollout.insert(("b".into(), None), halted.clone());
+        o.rollout.insert(("c".into(), None), wave.clone());
+        o.rollout_notes
+            .insert(("c".into(), None), "baked in the earlier wave".into());
+        let d = desired(vec![new, fresh, respec]);
+        let p = at(&d, &o, NOW_OPEN);
+        assert_eq!(
+            p.steps[2].reason,
+            "container spec changed; baked in the earlier wave"
+        );
+        let steps = run(&d, &o, NOW_OPEN);
+        assert_eq!(
+            steps,
+            vec![
+                ("a".into(), Action::Replace, Gate::Deferred(wave.clone())),
+                ("b".into(), Action::Create, Gate::Deferred(halted.clone())),
+                ("c".into(), Action::Replace, Gate::Allowed),
+            ],
+            "a spec change of the digest it runs is not the rollout's"
+        );
+        assert_eq!(wave.label(), "deferred(wave)");
+        assert_eq!(halted.label(), "halted(wave)");
+        // Outside the window the wave is still what is named: it is what the host waits for.
+        let closed = run(&d, &o, NOW_CLOSED);
+        assert_eq!(closed[0].2, Gate::Deferred(wave));
     }
 
     #[test]

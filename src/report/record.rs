@@ -82,8 +82,12 @@ pub struct Pin {
 #[serde(into = "String", try_from = "String")]
 pub enum State {
     InSync,
-    /// A change waits for a gate: `window`, `blackout`, `busy`, `unresolved`, `disk`, ….
+    /// A change waits for a gate: `window`, `blackout`, `busy`, `unresolved`, `disk`,
+    /// `wave`, ….
     Deferred(String),
+    /// A later rollout wave keeps what it runs: the new digest was rolled back or held in
+    /// an earlier wave (`halted(wave)`).
+    Halted,
     /// A digest that failed its health check is not retried until the manifests change.
     Held,
     /// The new version failed in this pass and the old one serves again.
@@ -99,6 +103,7 @@ impl fmt::Display for State {
         match self {
             State::InSync => f.write_str("in-sync"),
             State::Deferred(reason) => write!(f, "deferred({reason})"),
+            State::Halted => f.write_str("halted(wave)"),
             State::Held => f.write_str("held"),
             State::RolledBack => f.write_str("rolled-back"),
             State::Failed => f.write_str("failed"),
@@ -113,6 +118,7 @@ impl FromStr for State {
     fn from_str(s: &str) -> Result<State, String> {
         Ok(match s {
             "in-sync" => State::InSync,
+            "halted(wave)" => State::Halted,
             "held" => State::Held,
             "rolled-back" => State::RolledBack,
             "failed" => State::Failed,
@@ -198,6 +204,9 @@ impl Record {
                     Outcome::Deferred { reason, detail } if reason == "failed-health" => {
                         (State::Held, observed, detail.clone())
                     }
+                    Outcome::Deferred { reason, detail } if reason == "halted" => {
+                        (State::Halted, observed, detail.clone())
+                    }
                     Outcome::Deferred { reason, detail } => {
                         (State::Deferred(reason.clone()), observed, detail.clone())
                     }
@@ -232,6 +241,41 @@ impl Record {
             })
             .collect();
         Record::of(head, scripts)
+    }
+
+    /// The record as the rollout of later waves reads it (`crate::rollout`).
+    pub fn rollout(&self) -> crate::rollout::Report {
+        use crate::rollout::{Pin as RPin, Status, UnitReport};
+        let pin = |p: &Option<Pin>| {
+            p.as_ref().map(|p| RPin {
+                version: p.version.clone(),
+                digest: p.digest.clone(),
+            })
+        };
+        crate::rollout::Report::Seen {
+            at: self.at,
+            interval: std::time::Duration::from_secs(self.interval_secs),
+            units: self
+                .scripts
+                .iter()
+                .map(|s| UnitReport {
+                    script: s.script.clone(),
+                    component: s.component.clone(),
+                    desired: pin(&s.desired),
+                    running: pin(&s.running),
+                    status: match &s.state {
+                        State::InSync => Status::InSync,
+                        State::Deferred(r) => Status::Deferred(r.clone()),
+                        State::Halted => Status::Halted,
+                        State::Held => Status::Held,
+                        State::RolledBack => Status::RolledBack,
+                        State::Failed => Status::Failed,
+                        State::Refused => Status::Refused,
+                    },
+                    since: s.since,
+                })
+                .collect(),
+        }
     }
 
     /// The record of a pass that made no plan and so changed nothing: the scripts of the
@@ -602,6 +646,8 @@ mod tests {
         for state in [
             State::InSync,
             State::Deferred("window".into()),
+            State::Deferred("wave".into()),
+            State::Halted,
             State::Held,
             State::RolledBack,
             State::Failed,
@@ -618,6 +664,7 @@ mod tests {
             serde_json::to_string(&State::Deferred("busy".into())).unwrap(),
             "\"deferred(busy)\""
         );
+        assert_eq!(State::Halted.to_string(), "halted(wave)");
         assert!("deferred()".parse::<State>().is_err());
         assert!("running".parse::<State>().is_err());
     }

@@ -355,6 +355,46 @@ pub async fn resolve_parts<'a, S: TagSource>(
     Ok(out)
 }
 
+/// One given version of a part, for a partner, when its tag is listed and the ranges
+/// admit it: what a later rollout wave falls back to while the newest bakes in the earlier
+/// wave. `None` in frozen mode (`berth.lock` pins exactly one version) and otherwise.
+pub async fn version_of<S: TagSource>(
+    repo: &Repo,
+    partner: &Partner,
+    script: &str,
+    component: Option<&str>,
+    version: &str,
+    tags: &CachedTags<'_, S>,
+) -> Option<Resolved> {
+    if repo.lock.is_some() {
+        return None;
+    }
+    let opt = partner
+        .scripts
+        .iter()
+        .find(|o| o.script.as_str() == script)?;
+    let doc = &repo.scripts.get(script)?.doc;
+    let parts = doc.parts();
+    let part = parts.iter().find(|p| p.component == component)?;
+    let c = choice(repo, opt, doc, part);
+    let reqs: Vec<VersionReq> = c
+        .ranges
+        .iter()
+        .map(|r| VersionReq::parse(r))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let listed = tags.tags(&c.image).await.ok()?;
+    let tag = listed.iter().find(|t| t.tag == version)?;
+    let req_refs: Vec<&VersionReq> = reqs.iter().collect();
+    pick(std::slice::from_ref(tag), &req_refs, c.prerelease)?;
+    let digest = tags.digest(&c.image, tag).await.ok()?;
+    Some(Resolved {
+        version: tag.tag.clone(),
+        digest,
+        image: c.image,
+    })
+}
+
 /// What a partner's host should run at this revision: locked versions when the repo has
 /// a `berth.lock`, live ones otherwise, with the policy's ceilings on containers without
 /// limits. Scripts that cannot be resolved (a secret that does not open with `keys`

@@ -28,4 +28,5 @@ mod ssh;
 mod swarm;
 mod validate;
 mod volumes;
+mod waves;
 mod windows;

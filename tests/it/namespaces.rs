@@ -130,6 +130,19 @@ fn staging_and_production_run_side_by_side_and_never_touch_each_other() {
     // A namespace with nothing on the host sees nothing of either.
     let plan = plan_json(&prod, Some("review"));
     assert_eq!(svc(&plan)["action"], "create", "{plan}");
+    // So do the changes `windows` lists as pending.
+    let prod_windows = prod.berth("windows", &[]);
+    assert!(
+        prod_windows.stdout().contains("pending changes: none"),
+        "{}",
+        prod_windows.text()
+    );
+    let review_windows = prod.berth("windows", &["--namespace", "review"]);
+    assert!(
+        review_windows.stdout().contains("pending: create svc"),
+        "{}",
+        review_windows.text()
+    );
 
     // Volumes kept apart, each listed in its own namespace only.
     let (prod_vol, staging_vol) = (
