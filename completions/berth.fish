@@ -77,6 +77,8 @@ complete -c berth -n "__fish_berth_using_subcommand diff" -l head -d 'The revisi
 complete -c berth -n "__fish_berth_using_subcommand diff" -l format -r -f -a "text\t''
 json\t''
 markdown\t''"
+complete -c berth -n "__fish_berth_using_subcommand diff" -l status -d 'With `rollout:`: the status repo (path or URL, `#branch` optional) to estimate each wave\'s time from, instead of the one fleet.yaml names' -r
+complete -c berth -n "__fish_berth_using_subcommand diff" -l now -d 'Estimate from this instant (RFC 3339) instead of now' -r
 complete -c berth -n "__fish_berth_using_subcommand diff" -l exit-code -d 'Exit 2 when some partner\'s host would change'
 complete -c berth -n "__fish_berth_using_subcommand diff" -s h -l help -d 'Print help'
 complete -c berth -n "__fish_berth_using_subcommand lock" -l check -d 'Change nothing; exit 1 when berth.lock is missing or stale, saying what changed'

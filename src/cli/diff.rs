@@ -1,6 +1,7 @@
 //! `berth diff [REPO] --base REV [--head REV]`: for each partner, what its host will change
 //! between two revisions, for a pull request.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -10,6 +11,7 @@ use super::{cannot_run, host};
 use crate::diff::{self, PartnerDiff, State, revision};
 use crate::engine::DockerEngine;
 use crate::exit::Exit;
+use crate::fleet::{self, RepoRef, Rollout};
 use crate::manifest;
 use crate::registry::Sources;
 use crate::resolve::CachedTags;
@@ -48,14 +50,33 @@ fn bake(d: std::time::Duration) -> String {
     }
 }
 
+/// Where the changed digests stand across the waves, from the status repo: which wave each
+/// has reached and the earliest each later wave can take it.
+struct Staging {
+    status: String,
+    /// Why the status repo could not be read: the estimate then assumes no partner runs
+    /// the digests yet.
+    unreadable: Option<String>,
+    rollouts: Vec<Rollout>,
+}
+
 fn render(
     diffs: &[PartnerDiff],
     waves: Option<&Waves>,
+    staging: Option<&Staging>,
     base: &str,
     head: &str,
     format: DiffFormat,
 ) -> String {
     let mut out = String::new();
+    let staged = staging.filter(|s| !s.rollouts.is_empty());
+    let heading = |s: &Staging| match &s.unreadable {
+        None => format!("rollout (status repo {})", s.status),
+        Some(why) => format!(
+            "rollout (status repo {} unreadable: {why}; estimated as if no partner runs these yet)",
+            s.status
+        ),
+    };
     let named = |partner: &str| match wave(waves, partner) {
         Some(w) => format!("{partner} ({w})"),
         None => partner.to_owned(),
@@ -70,6 +91,12 @@ fn render(
                 }
             }
             let _ = writeln!(out, "{} partner(s) change", diffs.len());
+            if let Some(s) = staged {
+                let _ = writeln!(out, "{}:", heading(s));
+                for l in fleet::render::rollout_lines(&s.rollouts) {
+                    let _ = writeln!(out, "  {l}");
+                }
+            }
         }
         DiffFormat::Markdown => {
             let _ = writeln!(out, "### berth: what each partner's host will change\n");
@@ -89,6 +116,12 @@ fn render(
                     }
                 }
             }
+            if let Some(s) = staged {
+                let _ = writeln!(out, "\n{}:\n", heading(s));
+                for l in fleet::render::rollout_lines(&s.rollouts) {
+                    let _ = writeln!(out, "- {l}");
+                }
+            }
         }
         DiffFormat::Json => {
             let mut doc = serde_json::json!({
@@ -104,19 +137,106 @@ fn render(
                     .collect::<serde_json::Map<_, _>>()
                     .into();
             }
+            if let Some(s) = staged {
+                doc["rollout"] = serde_json::json!({
+                    "status": s.status,
+                    "unreadable": s.unreadable,
+                    "digests": s.rollouts,
+                });
+            }
             let _ = writeln!(out, "{doc:#}");
         }
     }
     out
 }
 
-pub fn diff(
-    repo_path: &Path,
-    base: &str,
-    head: Option<&str>,
-    format: DiffFormat,
-    exit_code: bool,
-) -> Exit {
+/// What `berth diff` is asked.
+pub struct DiffArgs<'a> {
+    pub repo: &'a Path,
+    pub base: &'a str,
+    pub head: Option<&'a str>,
+    pub format: DiffFormat,
+    pub exit_code: bool,
+    /// The status repo to estimate the rollout from, instead of `rollout.status`.
+    pub status: Option<&'a str>,
+    pub now: Option<jiff::Timestamp>,
+}
+
+/// The changed digests a partner's host takes (added scripts, new versions, rebuilt
+/// images), as the head resolves them.
+fn changed_digests(diffs: &[PartnerDiff], head: &State) -> BTreeSet<fleet::Digest> {
+    let mut out = BTreeSet::new();
+    for d in diffs {
+        for c in &d.changes {
+            let key = match c {
+                diff::Change::ScriptAdded { script, .. }
+                | diff::Change::Version { script, .. }
+                | diff::Change::Digest { script, .. } => script,
+                _ => continue,
+            };
+            let resolved = head
+                .get(&d.partner)
+                .and_then(|p| p.scripts.get(key))
+                .and_then(|s| s.resolved.as_ref().ok());
+            if let Some((version, digest)) = resolved {
+                let (script, component) = match key.split_once('/') {
+                    Some((s, c)) => (s.to_owned(), Some(c.to_owned())),
+                    None => (key.clone(), None),
+                };
+                out.insert(fleet::Digest {
+                    script,
+                    component,
+                    version: version.clone(),
+                    digest: digest.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Reads the status repo (`--status`, else the head's `rollout.status`) and estimates
+/// where each changed digest will be; `None` without `rollout:`.
+fn staging(
+    head_repo: &manifest::Repo,
+    status: Option<&str>,
+    wanted: BTreeSet<fleet::Digest>,
+    now: jiff::Timestamp,
+) -> Option<Staging> {
+    let declared = &head_repo.fleet.as_ref()?.doc.rollout.as_ref()?.status;
+    let spec = match status {
+        Some(s) => RepoRef::parse(s),
+        None => RepoRef {
+            location: declared.url.value.clone(),
+            branch: Some(
+                declared
+                    .branch
+                    .as_ref()
+                    .map_or_else(|| "main".to_owned(), |b| b.value.clone()),
+            ),
+        },
+    };
+    let (reports, unreadable) = match fleet::status_records(&spec, None, None) {
+        Ok(r) => (r, None),
+        Err(e) => (Default::default(), Some(crate::exit::chain(&e))),
+    };
+    Some(Staging {
+        status: spec.location,
+        unreadable,
+        rollouts: fleet::reaches(head_repo, &reports, wanted, now),
+    })
+}
+
+pub fn diff(args: &DiffArgs<'_>) -> Exit {
+    let DiffArgs {
+        repo: repo_path,
+        base,
+        head,
+        format,
+        exit_code,
+        status,
+        now,
+    } = *args;
     let base_side = match revision::side(repo_path, base) {
         Ok(s) => s,
         Err(e) => return cannot_run(&e),
@@ -148,11 +268,18 @@ pub fn diff(
         };
         let head_state = diff::state(&head_repo, &tags).await;
         let diffs = diff::diff(&base_state, &head_state);
+        let staging = staging(
+            &head_repo,
+            status,
+            changed_digests(&diffs, &head_state),
+            now.unwrap_or_else(jiff::Timestamp::now),
+        );
         out!(
             "{}",
             render(
                 &diffs,
                 Waves::of(&head_repo).as_ref(),
+                staging.as_ref(),
                 &base_side.label,
                 &head_side.label,
                 format

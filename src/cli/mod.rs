@@ -105,6 +105,13 @@ enum Command {
         /// Exit 2 when some partner's host would change.
         #[arg(long)]
         exit_code: bool,
+        /// With `rollout:`: the status repo (path or URL, `#branch` optional) to estimate
+        /// each wave's time from, instead of the one fleet.yaml names.
+        #[arg(long, value_name = "REPO")]
+        status: Option<String>,
+        /// Estimate from this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
     },
     /// Pin every partner's scripts to a version and digest in berth.lock.
     Lock {
@@ -368,7 +375,17 @@ pub fn main() -> Exit {
             head,
             format,
             exit_code,
-        } => diff::diff(&repo, &base, head.as_deref(), format, exit_code),
+            status,
+            now,
+        } => diff::diff(&diff::DiffArgs {
+            repo: &repo,
+            base: &base,
+            head: head.as_deref(),
+            format,
+            exit_code,
+            status: status.as_deref(),
+            now,
+        }),
         Command::Windows {
             repo,
             partner,

@@ -204,18 +204,51 @@ pub struct Rollout {
     pub waves: Vec<crate::rollout::Reach>,
 }
 
-/// The digests the records say partners want, per unit, and where each stands: reached by
-/// a wave, or the earliest each later wave can take it given the bakes and every member's
-/// windows (`crate::rollout::estimate`).
+/// The digests the records say partners want, per unit, and where each stands
+/// ([`reaches`]).
 fn rollouts(repo: &Repo, records: &BTreeMap<String, Record>, now: Timestamp) -> Vec<Rollout> {
-    let Some(waves) = crate::rollout::Waves::of(repo) else {
-        return Vec::new();
-    };
     let reports = records
         .iter()
         .map(|(p, r)| (p.clone(), r.rollout()))
         .collect();
-    let fleet = crate::rollout::Fleet::new(waves, repo, Ok(reports));
+    let wanted = records
+        .values()
+        .flat_map(|r| &r.scripts)
+        .filter_map(|s| {
+            let d = s.desired.as_ref()?;
+            Some(Digest {
+                script: s.script.clone(),
+                component: s.component.clone(),
+                version: d.version.clone(),
+                digest: d.digest.clone(),
+            })
+        })
+        .collect();
+    reaches(repo, &reports, wanted, now)
+}
+
+/// One digest of one script (or component) some partner is to take.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Digest {
+    pub script: String,
+    pub component: Option<String>,
+    pub version: String,
+    pub digest: String,
+}
+
+/// Where each wanted digest stands across the waves of `repo`: reached by a wave, or the
+/// earliest each later wave can take it given the bakes and every member's windows
+/// (`crate::rollout::estimate`). Empty when the repo has no `rollout:`.
+pub fn reaches(
+    repo: &Repo,
+    reports: &BTreeMap<String, crate::rollout::Report>,
+    wanted: std::collections::BTreeSet<Digest>,
+    now: Timestamp,
+) -> Vec<Rollout> {
+    let Some(waves) = crate::rollout::Waves::of(repo) else {
+        return Vec::new();
+    };
+    let fleet = crate::rollout::Fleet::new(waves, repo, Ok(reports.clone()));
     let schedules: BTreeMap<String, crate::window::Schedule> = repo
         .partners
         .iter()
@@ -228,32 +261,19 @@ fn rollouts(repo: &Repo, records: &BTreeMap<String, Record>, now: Timestamp) -> 
             (name.clone(), schedule)
         })
         .collect();
-    let mut wanted = std::collections::BTreeSet::new();
-    for r in records.values() {
-        for s in &r.scripts {
-            if let Some(d) = &s.desired {
-                wanted.insert((
-                    s.script.clone(),
-                    s.component.clone(),
-                    d.version.clone(),
-                    d.digest.clone(),
-                ));
-            }
-        }
-    }
     wanted
         .into_iter()
-        .map(|(script, component, version, digest)| {
+        .map(|w| {
             let unit = crate::rollout::Unit {
-                script: &script,
-                component: component.as_deref(),
+                script: &w.script,
+                component: w.component.as_deref(),
             };
-            let waves = crate::rollout::estimate(&fleet, unit, &digest, &schedules, now);
+            let waves = crate::rollout::estimate(&fleet, unit, &w.digest, &schedules, now);
             Rollout {
-                script: script.clone(),
-                component: component.clone(),
-                version,
-                digest,
+                script: w.script.clone(),
+                component: w.component.clone(),
+                version: w.version,
+                digest: w.digest,
                 waves,
             }
         })
@@ -431,7 +451,7 @@ pub fn rollout(
 }
 
 /// Every partner's record in the status repo, as the rollout reads it.
-fn status_records(
+pub fn status_records(
     spec: &RepoRef,
     namespace: Option<&str>,
     auth: Option<&crate::source::RemoteAuth>,

@@ -298,9 +298,41 @@ fn three_waves_a_fresh_partner_of_the_last_gets_the_baked_version_not_the_newest
     let diff = Berth::new("diff")
         .arg(f.repo())
         .args(["--base", "HEAD~1", "--head", "HEAD"])
+        .args(["--now", "2030-01-01T00:00:00Z"])
         .run();
     diff.assert_exit(0);
     assert_has(&diff, &format!("{} (wave canary, first):", f.name("lab")));
+    // And when each wave can take the new digest at the earliest: the canary at once (its
+    // window is always open), then each wave after the one before has baked it.
+    assert_has(
+        &diff,
+        &format!("rollout (status repo file://{}):", f.status().display()),
+    );
+    assert_has(
+        &diff,
+        "canary from 2030-01-01 00:00 UTC at the earliest; early from 2030-01-01 01:00 UTC at the earliest; rest from 2030-01-01 01:00 UTC at the earliest",
+    );
+    let json = Berth::new("diff")
+        .arg(f.repo())
+        .args(["--base", "HEAD~1", "--head", "HEAD", "--format", "json"])
+        .args(["--now", "2030-01-01T00:00:00Z"])
+        .arg("--status")
+        .arg(f.dir.path().join("nowhere"))
+        .run();
+    json.assert_exit(0);
+    let doc: serde_json::Value = serde_json::from_str(json.stdout()).unwrap();
+    let rollout = &doc["rollout"];
+    assert!(
+        rollout["unreadable"]
+            .as_str()
+            .is_some_and(|u| u.contains("nowhere")),
+        "an unreadable status repo is said, not fatal: {rollout:#}"
+    );
+    assert_eq!(rollout["digests"][0]["version"], "1.1.0", "{rollout:#}");
+    assert_eq!(
+        rollout["digests"][0]["waves"][2]["wave"], "rest",
+        "{rollout:#}"
+    );
     assert_has(
         &diff,
         &format!(
