@@ -130,6 +130,11 @@ impl PrivateEngine {
         self.dir.path().join(name)
     }
 
+    /// The engine's network namespace, for a harness that wires links into it.
+    pub fn netns(&self) -> &str {
+        &self.ns
+    }
+
     /// `unix://…`, for `DOCKER_HOST`.
     pub fn host(&self) -> String {
         format!("unix://{}", self.path("sock").display())
@@ -255,6 +260,36 @@ impl Drop for PrivateEngine {
             let _ = Command::new("umount").arg(m).status();
         }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        remove_cgroups(&self.ns);
+    }
+}
+
+/// Removes the (by now empty) cgroups `dockerd --cgroup-parent` made for the engine's
+/// containers, under each cgroup v1 controller or the v2 root, deepest first.
+fn remove_cgroups(parent: &str) {
+    fn dirs_under(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs_under(&entry.path(), found);
+            }
+        }
+        found.push(dir.to_path_buf());
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    let controllers = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    for top in std::iter::once(root.to_path_buf()).chain(controllers) {
+        let ours = top.join(parent);
+        if ours.is_dir() {
+            let mut found = Vec::new();
+            dirs_under(&ours, &mut found);
+            for dir in found {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
     }
 }
 
