@@ -109,13 +109,17 @@ _berth() {
             return 0
             ;;
         berth__subcmd__agent)
-            opts="-h --config --once --help"
+            opts="-h --config --once --engine --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -127,7 +131,7 @@ _berth() {
             return 0
             ;;
         berth__subcmd__apply)
-            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --namespace --min-free --help"
+            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --namespace --engine --min-free --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -158,6 +162,10 @@ _berth() {
                     return 0
                     ;;
                 --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -425,7 +433,7 @@ _berth() {
             return 0
             ;;
         berth__subcmd__plan)
-            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --namespace --format --exit-code --help"
+            opts="-h --partner --now --state-dir --ignore-window --ignore-idle --policy --age-identity --secrets-dir --namespace --engine --format --exit-code --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -456,6 +464,10 @@ _berth() {
                     return 0
                     ;;
                 --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -511,7 +523,7 @@ _berth() {
             return 0
             ;;
         berth__subcmd__validate)
-            opts="-h --format --partner --policy --help"
+            opts="-h --format --partner --policy --engine --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -526,6 +538,10 @@ _berth() {
                     return 0
                     ;;
                 --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -43,6 +43,7 @@ json\t''
 github\t''"
 complete -c berth -n "__fish_berth_using_subcommand validate" -l partner -d 'Also check this partner\'s scripts against berth\'s floor (and `--policy`)' -r
 complete -c berth -n "__fish_berth_using_subcommand validate" -l policy -d 'The partner\'s host policy to check its scripts against' -r -F
+complete -c berth -n "__fish_berth_using_subcommand validate" -l engine -d 'The engine the partner\'s host runs (`docker` or `swarm`): what it cannot run is refused here too' -r
 complete -c berth -n "__fish_berth_using_subcommand validate" -s h -l help -d 'Print help'
 complete -c berth -n "__fish_berth_using_subcommand plan" -l partner -r
 complete -c berth -n "__fish_berth_using_subcommand plan" -l now -d 'Act as if it were this instant (RFC 3339): windows are read at it' -r
@@ -51,6 +52,7 @@ complete -c berth -n "__fish_berth_using_subcommand plan" -l policy -d 'The part
 complete -c berth -n "__fish_berth_using_subcommand plan" -l age-identity -d 'The age identity file (`age-keygen` format) the partner\'s secrets are opened with' -r -F
 complete -c berth -n "__fish_berth_using_subcommand plan" -l secrets-dir -d 'Where secret files are written for the containers to mount: a directory on tmpfs' -r -F
 complete -c berth -n "__fish_berth_using_subcommand plan" -l namespace -d 'Act in this namespace only (as an agent.yaml `namespace:` does)' -r
+complete -c berth -n "__fish_berth_using_subcommand plan" -l engine -d '`docker` (one engine) or `swarm` (a Swarm manager; docs/swarm.md), as agent.yaml\'s `engine:`' -r
 complete -c berth -n "__fish_berth_using_subcommand plan" -l format -r -f -a "text\t''
 json\t''
 markdown\t''"
@@ -65,6 +67,7 @@ complete -c berth -n "__fish_berth_using_subcommand apply" -l policy -d 'The par
 complete -c berth -n "__fish_berth_using_subcommand apply" -l age-identity -d 'The age identity file (`age-keygen` format) the partner\'s secrets are opened with' -r -F
 complete -c berth -n "__fish_berth_using_subcommand apply" -l secrets-dir -d 'Where secret files are written for the containers to mount: a directory on tmpfs' -r -F
 complete -c berth -n "__fish_berth_using_subcommand apply" -l namespace -d 'Act in this namespace only (as an agent.yaml `namespace:` does)' -r
+complete -c berth -n "__fish_berth_using_subcommand apply" -l engine -d '`docker` (one engine) or `swarm` (a Swarm manager; docs/swarm.md), as agent.yaml\'s `engine:`' -r
 complete -c berth -n "__fish_berth_using_subcommand apply" -l min-free -d 'Defer a pull that would leave less than this free on the engine\'s data root (`512m`, `2g`; 0 turns the guard off)' -r
 complete -c berth -n "__fish_berth_using_subcommand apply" -l ignore-window -d 'Run steps even outside the update window or in a blackout'
 complete -c berth -n "__fish_berth_using_subcommand apply" -l ignore-idle -d 'Run steps even when the partner\'s service is not idle'
@@ -87,6 +90,7 @@ complete -c berth -n "__fish_berth_using_subcommand windows" -l age-identity -d 
 complete -c berth -n "__fish_berth_using_subcommand windows" -l ics -d 'Print an RFC 5545 iCalendar instead of text'
 complete -c berth -n "__fish_berth_using_subcommand windows" -s h -l help -d 'Print help'
 complete -c berth -n "__fish_berth_using_subcommand agent" -l config -r -F
+complete -c berth -n "__fish_berth_using_subcommand agent" -l engine -d '`docker` or `swarm`, over agent.yaml\'s `engine:`' -r
 complete -c berth -n "__fish_berth_using_subcommand agent" -l once -d 'One pass, then exit with its code'
 complete -c berth -n "__fish_berth_using_subcommand agent" -s h -l help -d 'Print help'
 complete -c berth -n "__fish_berth_using_subcommand status" -l state-dir -r -F

@@ -47,6 +47,17 @@ pub struct ContainerSpec {
     /// A one-shot: never restarted by the engine.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub job: bool,
+    /// On `engine: swarm`, how many tasks run it; `None` on one engine (and skipped in the
+    /// hash, so a v1 container keeps its spec hash).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// On `engine: swarm`, the service's placement constraints.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<String>,
+    /// Holds data: on a swarm, one task pinned to the node that holds its volume, updated
+    /// stop-first. Not hashed: it only says how the engine places what the spec describes.
+    #[serde(skip)]
+    pub stateful: bool,
 }
 
 /// A secret file in the container.
@@ -105,6 +116,9 @@ impl ContainerSpec {
             network_alias: None,
             healthcheck: None,
             job: false,
+            replicas: None,
+            placement: vec![],
+            stateful: false,
         }
     }
 }
@@ -180,6 +194,13 @@ pub fn secrets_label(value: Option<&String>) -> BTreeMap<String, String> {
 
 /// The managed container name of a partner's script; also the name of a multi-component
 /// script's network.
+/// What a container runs, as one string: its image digest and spec hash. A swarm service
+/// updated in place is judged (and rolled back) by it.
+pub fn fingerprint(labels: &std::collections::HashMap<String, String>) -> String {
+    let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or_default();
+    format!("{} {}", get(label::DIGEST), get(label::SPEC_HASH))
+}
+
 pub fn container_name(partner: &str, script: &str) -> String {
     named(namespace(), &format!("{partner}-{script}"))
 }
@@ -338,6 +359,59 @@ pub struct ObservedContainer {
     /// Its directory of secret files (`berth.secrets-dir`).
     #[serde(skip)]
     pub secrets_dir: Option<String>,
+    /// A swarm service's tasks; `None` for a container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Tasks>,
+}
+
+/// How many of a swarm service's tasks run, of how many it asks for, and on which nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tasks {
+    pub running: u32,
+    pub desired: u32,
+    /// The nodes' host names, sorted, one entry per node.
+    pub nodes: Vec<String>,
+}
+
+impl std::fmt::Display for Tasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} tasks", self.running, self.desired)?;
+        if !self.nodes.is_empty() {
+            write!(f, " on {}", self.nodes.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Which engine berth drives: one Docker engine, or a Swarm manager (`engine: swarm` in
+/// agent.yaml, `--engine swarm`). Chosen once per process; the planner and the rules read
+/// it from the policy, the engine from its connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Docker,
+    Swarm,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Docker => "docker",
+            EngineKind::Swarm => "swarm",
+        }
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "docker" => Ok(EngineKind::Docker),
+            "swarm" => Ok(EngineKind::Swarm),
+            other => Err(format!("unknown engine `{other}`: docker or swarm")),
+        }
+    }
 }
 
 /// A published port, as `docker run -p` reads it.

@@ -706,6 +706,9 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             }
         }
         let name = d.name(&plan.partner);
+        if self.engine.updates_in_place() {
+            return self.change_in_place(plan, old, d, record, &name).await;
+        }
         let job = d.component.as_ref().and_then(|c| c.job);
         let stateful = d.component.as_ref().is_some_and(|c| c.stateful);
         let part = record.parts.len();
@@ -715,6 +718,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             old_id: old.map(|o| o.id.clone()),
             new_id: None,
             job: job.is_some(),
+            reverts_to: None,
         });
         self.state.write_journal(record)?;
         fault_point();
@@ -760,10 +764,60 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
         self.wait_healthy(&new_id, d).await
     }
 
+    /// [`Self::change_part`] on an engine that updates in place (a swarm): an added service
+    /// is created under its own name, a changed one updated where it is (the engine picks
+    /// start-first or stop-first), journaled first with the spec hash a rollback returns
+    /// to; either way berth's health gate judges it.
+    async fn change_in_place(
+        &self,
+        plan: &Plan,
+        old: Option<&ObservedContainer>,
+        d: &DesiredContainer,
+        record: &mut Record,
+        name: &str,
+    ) -> Result<(), ExecuteError> {
+        let part = record.parts.len();
+        record.parts.push(PartRecord {
+            next_name: name.to_owned(),
+            name: name.to_owned(),
+            old_id: old.map(|o| o.id.clone()),
+            new_id: old.map(|o| o.id.clone()),
+            job: false,
+            reverts_to: old.map(|o| format!("{} {}", o.digest, o.spec_hash)),
+        });
+        self.state.write_journal(record)?;
+        fault_point();
+        let dir = self.write_secrets(name, d)?;
+        let id = match old {
+            Some(old) => {
+                self.engine
+                    .update(&old.id, &new_container(name, plan, d, dir.as_deref()))
+                    .await?;
+                old.id.clone()
+            }
+            None => {
+                let id = self
+                    .engine
+                    .create(&new_container(name, plan, d, dir.as_deref()))
+                    .await?;
+                record.parts[part].new_id = Some(id.clone());
+                id
+            }
+        };
+        record.phase = Phase::CutOver;
+        self.state.write_journal(record)?;
+        fault_point();
+        self.wait_healthy(&id, d).await
+    }
+
     /// Puts every container of the update back, last changed first: removes each new one,
     /// gives the old one its name again and starts it (a job's stays as it ended).
     async fn roll_back(&self, record: &Record) -> Result<(), ExecuteError> {
         for part in record.parts.iter().rev() {
+            if let (Some(id), Some(to)) = (&part.old_id, &part.reverts_to) {
+                self.engine.revert(id, to).await?;
+                continue;
+            }
             let new = match &part.new_id {
                 Some(id) => self.engine.find(id).await?,
                 // Created but not yet journaled: find it by its temporary name.
@@ -800,7 +854,7 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
     /// Removes the old containers once every new one has proven itself, and gives each
     /// new one its managed name.
     async fn roll_forward(&self, record: &Record) -> Result<(), ExecuteError> {
-        for part in &record.parts {
+        for part in record.parts.iter().filter(|p| p.reverts_to.is_none()) {
             if let Some(old_id) = &part.old_id
                 && let Some(old) = self.engine.find(old_id).await?
             {
@@ -946,6 +1000,11 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
             let found = self.engine.find(id).await?;
             let restarts = match &found {
                 Some(f) if f.running => f.restarts,
+                _ if self.engine.updates_in_place() => {
+                    return Err(ExecuteError::Unhealthy(
+                        "health check failed: a task failed and Swarm paused the update".into(),
+                    ));
+                }
                 _ => {
                     return Err(ExecuteError::Unhealthy(
                         "health check failed: the container exited".into(),
@@ -958,8 +1017,9 @@ impl<E: Engine, T: TagSource, P: Probe, C: Clock> Executor<'_, E, T, P, C> {
                 ));
             }
             // With `health.exec` the engine's own verdict decides, before any probe.
+            // A swarm's verdict covers its tasks converging, healthcheck or not.
             let engine_healthy = match found.as_ref().and_then(|f| f.health.as_deref()) {
-                _ if d.spec.healthcheck.is_none() => true,
+                _ if d.spec.healthcheck.is_none() && !self.engine.updates_in_place() => true,
                 Some("healthy") => true,
                 Some(verdict) => {
                     last = format!("the engine reports it {verdict}");
@@ -1526,6 +1586,50 @@ mod tests {
         assert!(calls >= 8, "a replace makes its calls: {calls}");
         for crash in 1..=calls {
             crash_and_recover(crash, None, &[]).unwrap_or_else(|e| panic!("crash at {crash}: {e}"));
+        }
+    }
+
+    /// [`crash_and_recover`] on an engine that updates in place (a swarm): one service
+    /// throughout, running the old or the new version after each recovery, the new one
+    /// after a pass.
+    fn crash_in_place(crash: u64) -> Result<(), String> {
+        let engine = host();
+        engine.update_in_place();
+        let dir = tempfile::tempdir().unwrap();
+        let open = at("2026-11-21T02:00:00Z");
+        let service = Service("idle", Cell::new(0));
+        engine.crash_at(crash);
+        let _ = block_on(pass(&engine, dir.path(), &open, &service, &policy(false)));
+        engine.restart();
+        block_on(recover(&engine, dir.path())).map_err(|e| chain(&e))?;
+        one_serving(&engine).map_err(|e| format!("after recovery: {e}"))?;
+        let reports = block_on(pass(&engine, dir.path(), &open, &service, &policy(false)))
+            .map_err(|e| chain(&e))?;
+        match one_serving(&engine) {
+            Ok("new") if engine.containers().len() == 1 => Ok(()),
+            other => Err(format!(
+                "after a pass ({reports:?}): {other:?}, {:?}",
+                engine.containers()
+            )),
+        }
+    }
+
+    #[test]
+    fn an_update_in_place_crashed_at_every_engine_call_recovers_to_one_service() {
+        let engine = host();
+        engine.update_in_place();
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service("idle", Cell::new(0));
+        let open = at("2026-11-21T02:00:00Z");
+        let before = engine.calls();
+        let reports = block_on(pass(&engine, dir.path(), &open, &service, &policy(false))).unwrap();
+        assert_eq!(reports[0].outcome, Outcome::Done, "{reports:?}");
+        assert_eq!(one_serving(&engine), Ok("new"));
+        assert_eq!(engine.containers()[0].id, "old", "updated where it is");
+        let calls = engine.calls() - before;
+        assert!(calls >= 2, "an update makes its calls: {calls}");
+        for crash in 1..=calls {
+            crash_in_place(crash).unwrap_or_else(|e| panic!("crash at {crash}: {e}"));
         }
     }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::{Bind, ContainerSpec, EnvFile, parse_port};
+use crate::container::{Bind, ContainerSpec, EngineKind, EnvFile, parse_port};
 use crate::diag::{Diagnostic, Diagnostics, Loc, Pos};
 use crate::floor::Floor;
 use crate::manifest::{API_VERSION, Sp, syntax};
@@ -308,6 +308,8 @@ pub struct Origin {
     pub user: Option<Loc>,
     pub memory: Option<Loc>,
     pub cpus: Option<Loc>,
+    pub replicas: Option<Loc>,
+    pub placement: Option<Loc>,
 }
 
 /// A container as the policy judges it.
@@ -343,6 +345,7 @@ impl Refusal {
                 "{}: {} (policy rule {} at {at})",
                 self.value, self.why, self.rule
             ),
+            None if self.rule == ENGINE_RULE => format!("{}: {}", self.value, self.why),
             None => format!("{}: {} (berth's floor)", self.value, self.why),
         }
     }
@@ -368,6 +371,9 @@ fn is_root(user: &str) -> bool {
 pub struct Rules {
     pub floor: Floor,
     pub host: Option<HostPolicy>,
+    /// The engine berth drives here: some settings exist only on a swarm, some only on one
+    /// engine.
+    pub engine: EngineKind,
 }
 
 fn refusal<T>(
@@ -384,6 +390,13 @@ fn refusal<T>(
         value_at: value_at.clone(),
         why,
     }
+}
+
+/// The rule of a refusal by the engine berth drives (`engine: swarm` or one engine).
+pub const ENGINE_RULE: &str = "engine";
+
+fn engine_refusal(value: String, value_at: &Loc, why: String) -> Refusal {
+    refusal::<()>(ENGINE_RULE, None, value, value_at, why)
 }
 
 fn floor_refusal(value: String, value_at: &Loc, why: String) -> Refusal {
@@ -461,6 +474,7 @@ impl Rules {
         for (i, f) in c.env_files.iter().enumerate() {
             out.extend(self.env_file_refusal(f, &loc(&o.env_files, i, &o.script)));
         }
+        out.extend(self.engine_refusals(c));
         let Some(host) = &self.host else {
             return out;
         };
@@ -559,6 +573,69 @@ impl Rules {
         out
     }
 
+    /// What the engine berth drives cannot do: `replicas` and `placement` need a swarm; a
+    /// swarm service cannot be attached to `network: none`, cannot publish a port on one
+    /// host address only (Swarm publishes on every address of the node), and does not run
+    /// jobs (yet).
+    fn engine_refusals(&self, c: &Candidate<'_>) -> Vec<Refusal> {
+        let o = c.origin;
+        let mut out = Vec::new();
+        match self.engine {
+            EngineKind::Docker => {
+                for (key, at, set) in [
+                    ("replicas", &o.replicas, c.spec.replicas.is_some()),
+                    ("placement", &o.placement, !c.spec.placement.is_empty()),
+                ] {
+                    if set {
+                        out.push(engine_refusal(
+                            key.to_owned(),
+                            at.as_ref().unwrap_or(&o.script),
+                            "replicas/placement need engine: swarm; this host runs one Docker engine (engine: docker)".into(),
+                        ));
+                    }
+                }
+            }
+            EngineKind::Swarm => {
+                if c.spec.network.as_deref() == Some("none") {
+                    out.push(engine_refusal(
+                        "network none".into(),
+                        o.network.as_ref().unwrap_or(&o.script),
+                        "the engine API cannot attach a Swarm service to `none` (engine: swarm); leave `network` out".into(),
+                    ));
+                }
+                for (i, p) in c.spec.ports.iter().enumerate() {
+                    let Ok(port) = parse_port(p) else { continue };
+                    let address = port.host_ip.as_deref().map(|a| a.trim_matches(['[', ']']));
+                    if address
+                        .and_then(|a| a.parse::<IpAddr>().ok())
+                        .is_some_and(|a| !a.is_unspecified())
+                    {
+                        out.push(engine_refusal(
+                            format!("port {p}"),
+                            &loc(&o.ports, i, &o.script),
+                            "Swarm publishes a port on every address of the node, never on one (engine: swarm); write `host:container` and let the host's firewall decide who reaches it".into(),
+                        ));
+                    }
+                }
+                if !c.spec.secret_files.is_empty() {
+                    out.push(engine_refusal(
+                        "secret_files".into(),
+                        &o.script,
+                        "secret files are written on this node only, where a task on another node would not find them (engine: swarm); use env_secrets".into(),
+                    ));
+                }
+                if c.spec.job {
+                    out.push(engine_refusal(
+                        "job".into(),
+                        &o.script,
+                        "berth does not run jobs as Swarm services yet (engine: swarm)".into(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Gives a container without limits the policy's ceilings, before its spec is hashed:
     /// a policy that gains a ceiling rolls such containers in their window.
     pub fn apply_ceilings(&self, spec: &mut ContainerSpec) {
@@ -607,6 +684,7 @@ pub(crate) mod tests {
         Rules {
             floor: Floor::default(),
             host: Some(loaded(&format!("{HEAD}{body}"))),
+            engine: EngineKind::Docker,
         }
     }
 
@@ -697,7 +775,68 @@ pub(crate) mod tests {
             user: Some(loc(16)),
             memory: Some(loc(17)),
             cpus: None,
+            replicas: Some(loc(18)),
+            placement: Some(loc(19)),
         }
+    }
+
+    fn engine_refusals(engine: EngineKind, spec: &ContainerSpec) -> Vec<String> {
+        let rules = Rules {
+            engine,
+            ..Rules::default()
+        };
+        let origin = origin();
+        rules
+            .refusals(&Candidate {
+                spec,
+                binds: &[],
+                env_files: &[],
+                registry: None,
+                origin: &origin,
+            })
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn replicas_and_placement_need_a_swarm_and_a_swarm_refuses_what_it_cannot_run() {
+        let scaled = ContainerSpec {
+            replicas: Some(3),
+            placement: vec!["node.labels.gpu == true".into()],
+            ..ContainerSpec::minimal()
+        };
+        assert_eq!(
+            engine_refusals(EngineKind::Docker, &scaled),
+            [
+                "replicas at scripts/s.yaml:18:3: replicas/placement need engine: swarm; this host runs one Docker engine (engine: docker)",
+                "placement at scripts/s.yaml:19:3: replicas/placement need engine: swarm; this host runs one Docker engine (engine: docker)",
+            ]
+        );
+        assert_eq!(
+            engine_refusals(EngineKind::Swarm, &scaled),
+            Vec::<String>::new()
+        );
+        let single = ContainerSpec {
+            network: Some("none".into()),
+            ports: vec![
+                "8080:80".into(),
+                "0.0.0.0:8081:80".into(),
+                "127.0.0.1:8082:80".into(),
+            ],
+            ..ContainerSpec::minimal()
+        };
+        assert_eq!(
+            engine_refusals(EngineKind::Docker, &single),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            engine_refusals(EngineKind::Swarm, &single),
+            [
+                "network none at scripts/s.yaml:15:3: the engine API cannot attach a Swarm service to `none` (engine: swarm); leave `network` out",
+                "port 127.0.0.1:8082:80 at scripts/s.yaml:14:3: Swarm publishes a port on every address of the node, never on one (engine: swarm); write `host:container` and let the host's firewall decide who reaches it",
+            ]
+        );
     }
 
     fn spec() -> ContainerSpec {
@@ -734,6 +873,7 @@ pub(crate) mod tests {
         let rules = Rules {
             floor: Floor::default(),
             host: Some(allowing_networks(&["private"])),
+            engine: EngineKind::Docker,
         };
         let judge = |network: &str, alias: Option<&str>| {
             let spec = ContainerSpec {
@@ -768,6 +908,7 @@ pub(crate) mod tests {
         let rules = Rules {
             floor: Floor::default(),
             host: Some(host),
+            engine: EngineKind::Docker,
         };
         let (spec, binds, origin) = (spec(), binds(), origin());
         let env = [EnvFile {

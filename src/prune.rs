@@ -275,6 +275,7 @@ mod tests {
             running: true,
             secrets: Default::default(),
             secrets_dir: None,
+            tasks: None,
         }
     }
 

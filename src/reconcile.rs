@@ -69,6 +69,8 @@ pub struct Target<'a> {
     pub secrets_dir: Option<&'a Result<SecretsDir, DirError>>,
     /// Bytes a pull must leave free on the engine's data root (`min_free`).
     pub min_free: u64,
+    /// One engine or a swarm: what the rules let a container ask for.
+    pub engine: crate::container::EngineKind,
 }
 
 impl Target<'_> {
@@ -324,6 +326,7 @@ async fn plan_desired<E: Engine, T: TagSource, P: Probe, C: Clock>(
     let mut rules = Rules {
         floor: own_floor(target),
         host: target.policy.cloned(),
+        engine: target.engine,
     };
     // The engine's own paths (wherever its socket and data root are) matter only to
     // scripts that name host paths: without any, the engine is not asked for them.

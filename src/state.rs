@@ -67,6 +67,11 @@ pub struct PartRecord {
     /// A one-shot: neither the old nor the new one is started again.
     #[serde(default)]
     pub job: bool,
+    /// Updated in place (a swarm service: `old_id` and `new_id` are the same service): the
+    /// digest and spec hash a rollback puts it back to (`container::fingerprint`); nothing
+    /// is removed when the update is verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverts_to: Option<String>,
 }
 
 /// A record as written by this berth, or by one that replaced one container per record
@@ -123,6 +128,7 @@ impl From<OnDisk> for Record {
                     old_id: Some(old_id),
                     new_id,
                     job: false,
+                    reverts_to: None,
                 }],
             },
         }
@@ -422,6 +428,7 @@ mod tests {
                 old_id: Some("old".into()),
                 new_id: None,
                 job: false,
+                reverts_to: None,
             }],
         };
         state.write_journal(&rec).unwrap();
@@ -446,6 +453,7 @@ mod tests {
                 old_id: Some("o1".into()),
                 new_id: Some("n1".into()),
                 job: false,
+                reverts_to: None,
             }]
         );
     }

@@ -39,6 +39,8 @@ struct File {
     report: Option<ReportFile>,
     #[serde(default)]
     namespace: Option<Sp<String>>,
+    #[serde(default)]
+    engine: Option<Sp<String>>,
 }
 
 /// `report:`, the status repo the agent pushes its record to (docs/reporting.md).
@@ -116,6 +118,8 @@ pub struct AgentConfig {
     pub report: Option<crate::report::push::Spec>,
     /// The namespace it acts in alone; its state is under `namespaces/<ns>` in `state_dir`.
     pub namespace: Option<String>,
+    /// One Docker engine (the default) or a Swarm manager (docs/swarm.md).
+    pub engine: crate::container::EngineKind,
 }
 
 impl AgentConfig {
@@ -175,6 +179,13 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
         ));
     }
     let namespace = file.namespace.map(|ns| ns.value);
+    let engine = match &file.engine {
+        None => Default::default(),
+        Some(e) => e.parse().unwrap_or_else(|why: String| {
+            diags.push(Diagnostic::error(&name, e.pos, why));
+            Default::default()
+        }),
+    };
     if !syntax::is_name(&file.partner) {
         diags.push(Diagnostic::error(
             &name,
@@ -291,6 +302,7 @@ pub fn load(path: &Path) -> Result<AgentConfig, Diagnostics> {
         notify,
         report,
         namespace,
+        engine,
     })
 }
 

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use super::config::AgentConfig;
 use super::pass::{self, NextWake};
+use crate::container::EngineKind;
 use crate::engine::{ContainerEvent, DockerEngine, Engine, Found};
 use crate::exit::Exit;
 
@@ -28,15 +29,22 @@ use crate::exit::Exit;
 pub const SUPERVISOR: &str = "berth-agentd";
 
 /// Replaces this process (same pid, so a service manager sees no change) with the
-/// [`SUPERVISOR`] beside the running executable, to run the daemon on `config_path`.
+/// [`SUPERVISOR`] beside the running executable, to run the daemon on `config_path` (and
+/// `--engine`, when given over agent.yaml's).
 /// Returns only when it cannot, with why: the static download is `berth` alone, and runs
 /// the daemon in its own process.
-pub fn hand_over(config_path: &Path) -> std::io::Error {
+pub fn hand_over(config_path: &Path, engine: Option<EngineKind>) -> std::io::Error {
     use std::os::unix::process::CommandExt as _;
     match std::env::current_exe() {
         Ok(exe) => std::process::Command::new(exe.with_file_name(SUPERVISOR))
             .arg("--config")
             .arg(config_path)
+            .args(
+                engine
+                    .map(|e| ["--engine", e.as_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .exec(),
         Err(e) => e,
     }

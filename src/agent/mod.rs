@@ -240,6 +240,7 @@ async fn pass_once(
         keys: keys.as_ref(),
         secrets_dir: Some(&secrets_dir),
         min_free: config.min_free,
+        engine: config.engine,
     };
     let report = match reconcile::converge(fx, state, &target, stopping).await {
         Ok(r) => r,

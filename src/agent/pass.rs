@@ -87,10 +87,13 @@ pub async fn run(config: &AgentConfig, stopping: &AtomicBool) -> Ended {
 }
 
 async fn spawn_and_wait(config: &AgentConfig, stopping: &AtomicBool) -> Result<Answer, LostError> {
+    // The engine as the daemon resolved it, `--engine` included.
     let args = [
         OsStr::new(COMMAND),
         OsStr::new("--config"),
         config.path.as_os_str(),
+        OsStr::new("--engine"),
+        OsStr::new(config.engine.as_str()),
     ];
     child::ask(&args, None, stopping, OnStop::Terminate)
         .await

@@ -216,6 +216,7 @@ mod tests {
                 version: None,
                 state: state.into(),
                 detail: String::new(),
+                tasks: None,
             });
         }
         let text = metrics(&s);

@@ -31,6 +31,9 @@ pub struct ScriptStatus {
     /// `in-sync`, `updated`, `deferred`, `refused`, `failed`, `rolled-back` or `not-pulled`.
     pub state: String,
     pub detail: String,
+    /// A swarm service's tasks, as the pass found them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<crate::container::Tasks>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +169,7 @@ impl Status {
                 version,
                 state: state.into(),
                 detail,
+                tasks: step.observed().and_then(|o| o.tasks.clone()),
             });
         }
     }

@@ -4,28 +4,32 @@ use std::path::Path;
 
 use super::{StatusFormat, cannot_run, host};
 use crate::agent::{self, config, status::Status};
+use crate::container::EngineKind;
 use crate::engine::DockerEngine;
 use crate::exit::Exit;
 use crate::probe::Http;
 
-/// agent.yaml, or its findings rendered and exit 1.
-/// Every engine query and name from here on is in its namespace.
-fn load(config_path: &Path) -> Result<config::AgentConfig, Exit> {
-    let config = config::load(config_path).map_err(|diags| {
+/// agent.yaml, or its findings rendered and exit 1; `engine` (`--engine`) over its
+/// `engine:`. Every engine query and name from here on is in its namespace.
+fn load(config_path: &Path, engine: Option<EngineKind>) -> Result<config::AgentConfig, Exit> {
+    let mut config = config::load(config_path).map_err(|diags| {
         eprint!("{}", diags.render_text(Path::new("")));
         Exit::Wrong
     })?;
     crate::container::set_namespace(config.namespace.as_deref());
+    if let Some(engine) = engine {
+        config.engine = engine;
+    }
     Ok(config)
 }
 
-pub fn run(config_path: &Path, once: bool) -> Exit {
-    let config = match load(config_path) {
+pub fn run(config_path: &Path, once: bool, engine: Option<EngineKind>) -> Exit {
+    let config = match load(config_path, engine) {
         Ok(c) => c,
         Err(exit) => return exit,
     };
     if !once {
-        let e = agent::daemon::hand_over(config_path);
+        let e = agent::daemon::hand_over(config_path, engine);
         tracing::warn!(
             error = %e,
             "cannot start {}: the daemon runs in this process",
@@ -33,7 +37,7 @@ pub fn run(config_path: &Path, once: bool) -> Exit {
         );
     }
     host::runtime().block_on(async {
-        let engine = match DockerEngine::connect().await {
+        let engine = match DockerEngine::connect_as(config.engine).await {
             Ok(e) => e,
             Err(e) => return cannot_run(&e),
         };
@@ -50,13 +54,13 @@ pub fn run(config_path: &Path, once: bool) -> Exit {
 
 /// The daemon in its own binary, as `berth agent` hands it over (see
 /// [`agent::daemon::SUPERVISOR`]).
-pub fn daemon(config_path: &Path) -> Exit {
-    let config = match load(config_path) {
+pub fn daemon(config_path: &Path, engine: Option<EngineKind>) -> Exit {
+    let config = match load(config_path, engine) {
         Ok(c) => c,
         Err(exit) => return exit,
     };
     host::runtime().block_on(async {
-        match DockerEngine::connect().await {
+        match DockerEngine::connect_as(config.engine).await {
             Ok(engine) => agent::daemon::run(&config, engine).await,
             Err(e) => cannot_run(&e),
         }
@@ -65,15 +69,15 @@ pub fn daemon(config_path: &Path) -> Exit {
 
 /// The daemon's pass child (`berth agent-pass`, see [`crate::agent::pass`]): one pass as
 /// `--once` runs it, answered on stdout.
-pub fn pass(config_path: &Path) -> Exit {
-    let config = match load(config_path) {
+pub fn pass(config_path: &Path, engine: Option<EngineKind>) -> Exit {
+    let config = match load(config_path, engine) {
         Ok(c) => c,
         Err(exit) => return exit,
     };
     host::runtime().block_on(async {
         let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         agent::pass::prepare(std::sync::Arc::clone(&stopping));
-        let engine = match DockerEngine::connect().await {
+        let engine = match DockerEngine::connect_as(config.engine).await {
             Ok(e) => e,
             Err(e) => return cannot_run(&e),
         };
@@ -134,13 +138,17 @@ pub fn status(state_dir: &Path, format: StatusFormat) -> Exit {
             }
             for s in &status.scripts {
                 outln!(
-                    "  {:<24} {:<12} {:<12} {}",
+                    "  {:<24} {:<12} {:<12} {}{}",
                     s.component
                         .as_ref()
                         .map_or_else(|| s.script.clone(), |c| format!("{}/{c}", s.script)),
                     s.version.as_deref().unwrap_or("-"),
                     s.state,
-                    s.detail
+                    s.detail,
+                    s.tasks
+                        .as_ref()
+                        .map(|t| format!("  ({t})"))
+                        .unwrap_or_default()
                 );
             }
         }

@@ -7,6 +7,7 @@ use jiff::Timestamp;
 
 use super::{cannot_run, render};
 use crate::clock::SystemClock;
+use crate::container::EngineKind;
 use crate::engine::DockerEngine;
 use crate::exit::Exit;
 use crate::manifest::{self, Repo};
@@ -51,6 +52,10 @@ pub struct HostArgs {
     /// Act in this namespace only (as an agent.yaml `namespace:` does).
     #[arg(long, value_name = "NS", value_parser = super::namespace)]
     pub namespace: Option<String>,
+    /// `docker` (one engine) or `swarm` (a Swarm manager; docs/swarm.md), as agent.yaml's
+    /// `engine:`.
+    #[arg(long, value_name = "ENGINE", default_value = "docker")]
+    pub engine: EngineKind,
 }
 
 /// `--min-free`, in berth's size syntax.
@@ -108,9 +113,13 @@ pub(super) fn runtime() -> tokio::runtime::Runtime {
 type HostEffects<'a> = Effects<'a, DockerEngine, Sources<'a, DockerEngine>, Http, SystemClock>;
 
 /// Connects to the engine and runs `f` with the host's effects on a runtime of its own.
-fn on_host(now: Option<Timestamp>, f: impl AsyncFnOnce(&HostEffects<'_>) -> Exit) -> Exit {
+fn on_host(
+    now: Option<Timestamp>,
+    kind: EngineKind,
+    f: impl AsyncFnOnce(&HostEffects<'_>) -> Exit,
+) -> Exit {
     runtime().block_on(async {
-        let engine = match DockerEngine::connect().await {
+        let engine = match DockerEngine::connect_as(kind).await {
             Ok(e) => e,
             Err(e) => return cannot_run(&e),
         };
@@ -166,6 +175,7 @@ impl HostArgs {
             keys: sealing.keys.as_ref(),
             secrets_dir: Some(&sealing.dir),
             min_free,
+            engine: self.engine,
         }
     }
 }
@@ -185,7 +195,7 @@ pub fn plan(args: &HostArgs, format: render::PlanFormat, exit_code: bool) -> Exi
         Ok(s) => s,
         Err(code) => return code,
     };
-    on_host(args.now, async |fx| {
+    on_host(args.now, args.engine, async |fx| {
         // `plan` pulls nothing, so the disk guard's `min_free` is not read.
         let target = args.target(&repo, policy.as_ref(), &sealing, DEFAULT_MIN_FREE);
         let plan = match reconcile::plan(fx, &target, memory).await {
@@ -221,7 +231,7 @@ pub fn apply(args: &HostArgs, min_free: u64) -> Exit {
         Ok(s) => s,
         Err(code) => return code,
     };
-    on_host(args.now, async |fx| {
+    on_host(args.now, args.engine, async |fx| {
         let target = args.target(&repo, policy.as_ref(), &sealing, min_free);
         match reconcile::converge(fx, &state, &target, &AtomicBool::new(false)).await {
             Ok(report) => {

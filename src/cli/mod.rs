@@ -61,6 +61,15 @@ enum Command {
         /// The partner's host policy to check its scripts against.
         #[arg(long, value_name = "FILE", requires = "partner")]
         policy: Option<PathBuf>,
+        /// The engine the partner's host runs (`docker` or `swarm`): what it cannot run is
+        /// refused here too.
+        #[arg(
+            long,
+            value_name = "ENGINE",
+            default_value = "docker",
+            requires = "partner"
+        )]
+        engine: crate::container::EngineKind,
     },
     /// Show what `apply` would change on a partner's host, and why.
     Plan {
@@ -140,6 +149,9 @@ enum Command {
         /// One pass, then exit with its code.
         #[arg(long)]
         once: bool,
+        /// `docker` or `swarm`, over agent.yaml's `engine:`.
+        #[arg(long, value_name = "ENGINE")]
+        engine: Option<crate::container::EngineKind>,
     },
     /// What the agent last did on this host, from its state dir.
     Status {
@@ -250,6 +262,9 @@ struct FetchCli {
 struct PassCli {
     #[arg(long)]
     config: PathBuf,
+    /// The engine the daemon was told to drive, over agent.yaml's.
+    #[arg(long)]
+    engine: Option<crate::container::EngineKind>,
 }
 
 /// The agent's push child (`berth agent-report`, see [`crate::agent::send`]), kept out of
@@ -285,7 +300,7 @@ pub fn main() -> Exit {
         return match PassCli::try_parse_from(std::env::args_os().skip(1)) {
             Ok(args) => {
                 init_logging(tracing::Level::INFO);
-                agent::pass(&args.config)
+                agent::pass(&args.config, args.engine)
             }
             Err(e) => {
                 let _ = e.print();
@@ -329,7 +344,8 @@ pub fn main() -> Exit {
             format,
             partner,
             policy,
-        } => validate(&repo, format, partner.as_deref(), policy.as_deref()),
+            engine,
+        } => validate(&repo, format, partner.as_deref(), policy.as_deref(), engine),
         Command::Plan {
             mut host,
             format,
@@ -369,7 +385,11 @@ pub fn main() -> Exit {
             policy,
             age_identity,
         }),
-        Command::Agent { config, once } => agent::run(&config, once),
+        Command::Agent {
+            config,
+            once,
+            engine,
+        } => agent::run(&config, once, engine),
         Command::Status {
             state_dir,
             namespace,
@@ -405,19 +425,29 @@ pub fn main() -> Exit {
     }
 }
 
-/// `berth-agentd --config FILE`, as `berth agent` starts it (see
+/// `berth-agentd --config FILE [--engine ENGINE]`, as `berth agent` starts it (see
 /// [`crate::agent::daemon::hand_over`]). Its one form is parsed by hand, which keeps clap
 /// out of the daemon's binary.
 pub fn agentd() -> Exit {
     let mut args = std::env::args_os().skip(1);
-    match (args.next(), args.next(), args.next()) {
-        (Some(flag), Some(path), None) if flag == "--config" => {
+    let (flag, path) = (args.next(), args.next());
+    let engine = match (args.next(), args.next(), args.next()) {
+        (None, None, None) => Ok(None),
+        (Some(f), Some(e), None) if f == "--engine" => e
+            .to_str()
+            .unwrap_or_default()
+            .parse::<crate::container::EngineKind>()
+            .map(Some),
+        _ => Err(String::new()),
+    };
+    match (flag, path, engine) {
+        (Some(flag), Some(path), Ok(engine)) if flag == "--config" => {
             init_logging(tracing::Level::INFO);
-            agent::daemon(Path::new(&path))
+            agent::daemon(Path::new(&path), engine)
         }
         _ => {
             eprintln!(
-                "usage: {} --config FILE (`berth agent` starts it)",
+                "usage: {} --config FILE [--engine docker|swarm] (`berth agent` starts it)",
                 crate::agent::daemon::SUPERVISOR
             );
             Exit::CannotRun
@@ -460,11 +490,12 @@ fn validate(
     format: ValidateFormat,
     partner: Option<&str>,
     policy: Option<&Path>,
+    engine: crate::container::EngineKind,
 ) -> Exit {
     let diagnostics = match manifest::validate(repo) {
         Ok((loaded, mut d)) => {
             if let Some(partner) = partner {
-                d.extend(partner_refusals(&loaded, partner, policy));
+                d.extend(partner_refusals(&loaded, partner, policy, engine));
             }
             d.finish()
         }
@@ -508,6 +539,7 @@ fn partner_refusals(
     repo: &manifest::Repo,
     partner: &str,
     policy: Option<&Path>,
+    engine: crate::container::EngineKind,
 ) -> crate::diag::Diagnostics {
     use crate::diag::{Diagnostic, Diagnostics, Severity};
     let mut out = Diagnostics::default();
@@ -527,6 +559,7 @@ fn partner_refusals(
     let rules = crate::policy::Rules {
         floor: crate::floor::Floor::typical(),
         host,
+        engine,
     };
     for (script, r) in crate::resolve::refusals(repo, &doc.doc, &rules) {
         out.push(Diagnostic::error(

@@ -26,6 +26,15 @@ fn versions(step: &Step) -> String {
     }
 }
 
+/// A swarm service's tasks as it runs now: `  2/3 tasks on node-a, node-b`; empty for a
+/// container.
+fn tasks(step: &Step) -> String {
+    step.observed()
+        .and_then(|o| o.tasks.as_ref())
+        .map(|t| format!("  {t}"))
+        .unwrap_or_default()
+}
+
 fn gate(step: &Step) -> String {
     match &step.gate {
         Gate::Allowed => "allowed".into(),
@@ -48,12 +57,13 @@ pub fn plan(plan: &Plan, format: PlanFormat) -> String {
             for s in &plan.steps {
                 let _ = writeln!(
                     out,
-                    "  {:<8} {:<24} {:<20} {}  [{}]",
+                    "  {:<8} {:<24} {:<20} {}  [{}]{}",
                     s.action().as_str(),
                     s.label(),
                     versions(s),
                     s.reason,
-                    gate(s)
+                    gate(s),
+                    tasks(s)
                 );
             }
             let changes = plan.changes().count();
@@ -103,7 +113,13 @@ pub fn plan(plan: &Plan, format: PlanFormat) -> String {
                         "action": s.action(),
                         "reason": s.reason,
                         "gate": s.gate,
-                        "from": s.observed().map(|o| serde_json::json!({"version": o.version, "digest": o.digest})),
+                        "from": s.observed().map(|o| {
+                            let mut from = serde_json::json!({"version": o.version, "digest": o.digest});
+                            if let Some(t) = &o.tasks {
+                                from["tasks"] = serde_json::json!(t);
+                            }
+                            from
+                        }),
                         "to": s.desired().map(|d| serde_json::json!({"version": d.version, "digest": d.digest})),
                     });
                     if let Some(c) = &s.component {

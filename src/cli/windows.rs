@@ -92,6 +92,7 @@ pub fn windows(args: &WindowsArgs) -> Exit {
                     keys: keys.as_ref(),
                     secrets_dir: None,
                     min_free: crate::plan::gate::DEFAULT_MIN_FREE,
+                    engine: Default::default(),
                 };
                 view.pending = Some(pending(&target, now));
             }

@@ -19,8 +19,8 @@ use super::{
     Engine, EngineError, Found, FoundVolume, FreeSpace, ImageRemoval, PullAbandoned, PullLimits,
 };
 use crate::container::{
-    Network, NewContainer, ObservedContainer, Volume, in_namespace, label, namespace, parse_port,
-    secrets_label,
+    EngineKind, Network, NewContainer, ObservedContainer, Volume, in_namespace, label, namespace,
+    parse_port, secrets_label,
 };
 use crate::image::Credentials;
 
@@ -36,11 +36,18 @@ pub struct ContainerEvent {
 pub struct DockerEngine {
     docker: Docker,
     pulls: PullLimits,
+    /// A swarm manager: containers are services ([`super::swarm`]).
+    swarm: bool,
 }
 
 impl DockerEngine {
     /// Connects through `DOCKER_HOST` or the default socket and negotiates the API version.
     pub async fn connect() -> Result<Self, EngineError> {
+        Self::connect_as(EngineKind::Docker).await
+    }
+
+    /// Connects to drive one engine's containers, or a swarm's services.
+    pub async fn connect_as(kind: EngineKind) -> Result<Self, EngineError> {
         let docker = Docker::connect_with_defaults()
             .map_err(|e| EngineError::Connect(Box::new(e)))?
             .negotiate_version()
@@ -49,13 +56,16 @@ impl DockerEngine {
         Ok(DockerEngine {
             docker,
             pulls: PullLimits::from_env(),
+            swarm: kind == EngineKind::Swarm,
         })
     }
 }
 
 /// The engine's refusal of a request, or the loss of the engine itself: only an answer
 /// from the engine is the engine saying no; anything else means it is gone.
-fn engine(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
+pub(super) fn engine(
+    what: impl Into<String>,
+) -> impl FnOnce(bollard::errors::Error) -> EngineError {
     let what = what.into();
     move |source| match source {
         bollard::errors::Error::DockerResponseServerError { .. } => EngineError::Engine {
@@ -69,7 +79,7 @@ fn engine(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Eng
     }
 }
 
-fn is_not_found(e: &bollard::errors::Error) -> bool {
+pub(super) fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
         bollard::errors::Error::DockerResponseServerError {
@@ -186,9 +196,12 @@ pub fn create_body(new: &NewContainer<'_>) -> ContainerCreateBody {
     }
 }
 
+/// The label Swarm puts on a task's container.
+const SWARM_TASK: &str = "com.docker.swarm.service.id";
+
 /// How often the engine runs a `health.exec` check, and how long one check may take.
-const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
-const HEALTH_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+pub(super) const HEALTH_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The label filter that finds what berth manages, of one partner or all.
 fn managed_filter(partner: Option<&str>) -> HashMap<String, Vec<String>> {
@@ -198,7 +211,7 @@ fn managed_filter(partner: Option<&str>) -> HashMap<String, Vec<String>> {
 /// The label filters of berth's objects, of one partner or all, in this namespace. The
 /// engine cannot filter on a label's absence, so objects of a namespace are also seen
 /// outside any: every list checks [`in_namespace`] again on what the engine returns.
-fn managed_labels(partner: Option<&str>) -> Vec<String> {
+pub(super) fn managed_labels(partner: Option<&str>) -> Vec<String> {
     let mut labels = vec![format!("{}=true", label::MANAGED)];
     labels.extend(partner.map(|p| format!("{}={p}", label::PARTNER)));
     labels.extend(namespace().map(|ns| format!("{}={ns}", label::NAMESPACE)));
@@ -207,7 +220,7 @@ fn managed_labels(partner: Option<&str>) -> Vec<String> {
 
 /// Whether an object's labels are exactly the ones berth gave it, in this namespace, so
 /// berth uses only what it created.
-fn labelled(found: &HashMap<String, String>, wanted: &[(&'static str, String)]) -> bool {
+pub(super) fn labelled(found: &HashMap<String, String>, wanted: &[(&'static str, String)]) -> bool {
     in_namespace(found)
         && wanted
             .iter()
@@ -263,6 +276,9 @@ impl DockerEngine {
 
 impl Engine for DockerEngine {
     async fn list_managed(&self, partner: &str) -> Result<Vec<ObservedContainer>, EngineError> {
+        if self.swarm {
+            return super::swarm::list_managed(&self.docker, partner).await;
+        }
         let filters = managed_filter(Some(partner));
         let list = self
             .docker
@@ -279,9 +295,12 @@ impl Engine for DockerEngine {
                 let labels = c.labels.unwrap_or_default();
                 // The engine filtered already; checking again keeps berth's promise even
                 // if a filter were ever ignored.
+                // A swarm's task containers carry berth's labels too: they are the
+                // services', never one engine's to replace or remove.
                 if labels.get(label::MANAGED).map(String::as_str) != Some("true")
                     || labels.get(label::PARTNER).map(String::as_str) != Some(partner)
                     || !in_namespace(&labels)
+                    || labels.contains_key(SWARM_TASK)
                 {
                     return None;
                 }
@@ -297,6 +316,7 @@ impl Engine for DockerEngine {
                     revision: get(label::REVISION),
                     secrets: secrets_label(labels.get(label::SECRETS)),
                     secrets_dir: labels.get(label::SECRETS_DIR).cloned(),
+                    tasks: None,
                     running: matches!(
                         c.state,
                         Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
@@ -331,6 +351,9 @@ impl Engine for DockerEngine {
     }
 
     async fn create(&self, new: &NewContainer<'_>) -> Result<String, EngineError> {
+        if self.swarm {
+            return super::swarm::create(&self.docker, new).await;
+        }
         let name = new.name;
         let created = self
             .docker
@@ -347,6 +370,9 @@ impl Engine for DockerEngine {
     }
 
     async fn start(&self, id: &str) -> Result<(), EngineError> {
+        if self.swarm {
+            return super::swarm::start(&self.docker, id).await;
+        }
         match self.docker.start_container(id, None).await {
             Err(e) if !is_not_modified(&e) => Err(engine(format!("start {}", short_id(id)))(e)),
             _ => Ok(()),
@@ -354,6 +380,9 @@ impl Engine for DockerEngine {
     }
 
     async fn stop(&self, id: &str) -> Result<(), EngineError> {
+        if self.swarm {
+            return super::swarm::stop(&self.docker, id).await;
+        }
         match self
             .docker
             .stop_container(id, None::<StopContainerOptions>)
@@ -379,6 +408,9 @@ impl Engine for DockerEngine {
     }
 
     async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        if self.swarm {
+            return super::swarm::remove(&self.docker, id).await;
+        }
         let options = RemoveContainerOptions {
             force: true,
             ..Default::default()
@@ -539,6 +571,9 @@ impl Engine for DockerEngine {
     }
 
     async fn ensure_network(&self, network: &Network) -> Result<(), EngineError> {
+        if self.swarm {
+            return super::swarm::ensure_network(&self.docker, network).await;
+        }
         let wanted = network.labels();
         match self.docker.inspect_network(&network.name, None).await {
             Ok(n) if n.labels.as_ref().is_some_and(|l| labelled(l, &wanted)) => Ok(()),
@@ -584,6 +619,9 @@ impl Engine for DockerEngine {
     }
 
     async fn find(&self, name_or_id: &str) -> Result<Option<Found>, EngineError> {
+        if self.swarm {
+            return super::swarm::find(&self.docker, name_or_id).await;
+        }
         match self.docker.inspect_container(name_or_id, None).await {
             Ok(c) => {
                 let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
@@ -619,6 +657,18 @@ impl Engine for DockerEngine {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(engine(format!("inspect {name_or_id}"))(e)),
         }
+    }
+
+    fn updates_in_place(&self) -> bool {
+        self.swarm
+    }
+
+    async fn update(&self, id: &str, new: &NewContainer<'_>) -> Result<(), EngineError> {
+        super::swarm::update(&self.docker, id, new).await
+    }
+
+    async fn revert(&self, id: &str, fingerprint: &str) -> Result<(), EngineError> {
+        super::swarm::revert(&self.docker, id, fingerprint).await
     }
 
     async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {

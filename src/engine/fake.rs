@@ -39,6 +39,10 @@ struct World {
     networks: BTreeMap<String, BTreeMap<String, String>>,
     /// The data root's free bytes, or why they cannot be measured.
     free: Option<Result<u64, String>>,
+    /// Updates containers in place, as a swarm's services: each keeps the image and labels
+    /// its last update replaced, which `revert` goes back to.
+    in_place: bool,
+    previous: BTreeMap<String, (String, BTreeMap<String, String>)>,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +83,11 @@ impl FakeEngine {
     /// measured. Unset, the data root has room for anything.
     pub fn set_free(&self, free: Result<u64, String>) {
         self.world.borrow_mut().free = Some(free);
+    }
+
+    /// Containers are updated in place from now on, as a swarm's services are.
+    pub fn update_in_place(&self) {
+        self.world.borrow_mut().in_place = true;
     }
 
     /// Puts a managed container on the host, as an earlier run would have left it.
@@ -195,6 +204,7 @@ impl Engine for FakeEngine {
                         running: c.running,
                         secrets: crate::container::secrets_label(c.labels.get(label::SECRETS)),
                         secrets_dir: c.labels.get(label::SECRETS_DIR).cloned(),
+                        tasks: None,
                     }
                 })
                 .collect())
@@ -288,6 +298,7 @@ impl Engine for FakeEngine {
 
     async fn find(&self, name_or_id: &str) -> Result<Option<Found>, EngineError> {
         self.call(&format!("inspect {name_or_id}"), |w| {
+            let in_place = w.in_place;
             Ok(lookup(w, name_or_id).map(|c| Found {
                 id: c.id.clone(),
                 name: c.name.clone(),
@@ -295,9 +306,58 @@ impl Engine for FakeEngine {
                 restarts: 0,
                 partner: c.labels.get(label::PARTNER).cloned(),
                 secrets_dir: c.labels.get(label::SECRETS_DIR).cloned(),
-                health: None,
+                // A service whose tasks run is converged at once here.
+                health: in_place.then(|| if c.running { "healthy" } else { "starting" }.into()),
                 exit_code: c.exit_code,
             }))
+        })
+    }
+
+    fn updates_in_place(&self) -> bool {
+        self.world.borrow().in_place
+    }
+
+    async fn update(&self, id: &str, new: &NewContainer<'_>) -> Result<(), EngineError> {
+        self.call(&format!("update {id}"), |w| {
+            if !w.images.contains(new.image) {
+                return Err(format!("no such image {}", new.image));
+            }
+            let c = lookup(w, id).ok_or("no such service")?;
+            let before = (
+                std::mem::replace(&mut c.image, new.image.to_owned()),
+                std::mem::replace(
+                    &mut c.labels,
+                    new.labels()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                ),
+            );
+            let key = c.id.clone();
+            w.previous.insert(key, before);
+            Ok(())
+        })
+    }
+
+    async fn revert(&self, id: &str, fingerprint: &str) -> Result<(), EngineError> {
+        self.call(&format!("revert {id}"), |w| {
+            let Some(c) = lookup(w, id) else {
+                return Ok(());
+            };
+            let labels: std::collections::HashMap<String, String> =
+                c.labels.clone().into_iter().collect();
+            if crate::container::fingerprint(&labels) == fingerprint {
+                return Ok(());
+            }
+            let key = c.id.clone();
+            let (image, labels) = w.previous.remove(&key).ok_or("no previous spec")?;
+            let c = lookup(w, id).expect("found above");
+            let replaced = (
+                std::mem::replace(&mut c.image, image),
+                std::mem::replace(&mut c.labels, labels),
+            );
+            w.previous.insert(key, replaced);
+            Ok(())
         })
     }
 

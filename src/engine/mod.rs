@@ -6,6 +6,7 @@
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+mod swarm;
 
 pub use docker::{ContainerEvent, DockerEngine};
 
@@ -147,6 +148,27 @@ pub trait Engine {
     async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError>;
     /// Removes a container; one that is already gone counts as removed.
     async fn remove(&self, id: &str) -> Result<(), EngineError>;
+    /// Whether a changed container is updated where it is ([`Engine::update`]: a swarm
+    /// service, which cannot be renamed) instead of replaced by a new one under a
+    /// temporary name.
+    fn updates_in_place(&self) -> bool {
+        false
+    }
+    /// Updates a container in place to `new`; only engines that [`Engine::updates_in_place`].
+    async fn update(&self, id: &str, new: &NewContainer<'_>) -> Result<(), EngineError> {
+        Err(EngineError::Engine {
+            what: format!("update {id} in place ({})", new.name),
+            source: "this engine replaces containers instead".into(),
+        })
+    }
+    /// Puts a container updated in place back to what it ran before, `fingerprint` (its
+    /// digest and spec hash, [`crate::container::fingerprint`]), unless it runs that already.
+    async fn revert(&self, id: &str, fingerprint: &str) -> Result<(), EngineError> {
+        Err(EngineError::Engine {
+            what: format!("revert {id} to {fingerprint}"),
+            source: "this engine replaces containers instead".into(),
+        })
+    }
     /// `None` when no such container exists.
     async fn find(&self, name_or_id: &str) -> Result<Option<Found>, EngineError>;
     /// Whether the engine's store holds an image (by id or pinned reference).

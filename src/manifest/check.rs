@@ -222,6 +222,7 @@ fn check_script(
         Some(components) => check_components(&mut c, s, components, fleet_registry),
         None => {
             check_container(&mut c, s.container());
+            check_scaling(&mut c, s.replicas.as_ref(), s.placement.as_ref());
             if let Some(h) = &s.health {
                 check_health(&mut c, h);
             }
@@ -234,6 +235,29 @@ fn check_script(
         }
     }
     range
+}
+
+/// `replicas` and `placement` on their own: whether this engine takes them is the plan's
+/// question (the host's engine is not the manifests').
+fn check_scaling(c: &mut Checker, replicas: Option<&Sp<u32>>, placement: Option<&Sp<Vec<String>>>) {
+    if let Some(r) = replicas
+        && r.value == 0
+    {
+        c.error(
+            r.pos,
+            "`replicas` is at least 1: remove the script from the partner to stop it",
+        );
+    }
+    if let Some(p) = placement {
+        for constraint in p.iter() {
+            if !["==", "!="].iter().any(|op| constraint.contains(op)) {
+                c.error(
+                    p.pos,
+                    format!("invalid placement constraint `{constraint}`: write `node.<attribute> == <value>` or `!=`, e.g. `node.labels.gpu == true`"),
+                );
+            }
+        }
+    }
 }
 
 /// Where an image comes from: a registry that suits its source, and a repository.
@@ -347,6 +371,17 @@ fn check_components(
     if components.is_empty() {
         c.error(components.pos, "`components:` needs at least one component");
     }
+    for (key, pos) in [
+        ("replicas", s.replicas.as_ref().map(|r| r.pos)),
+        ("placement", s.placement.as_ref().map(|p| p.pos)),
+    ] {
+        if let Some(pos) = pos {
+            c.error(
+                pos,
+                format!("a script with `components:` takes no script-level `{key}`: set it on each stateless component"),
+            );
+        }
+    }
     let mut mounted = BTreeSet::new();
     for (name, comp) in components.iter() {
         if !is_name(name) {
@@ -422,6 +457,23 @@ fn check_components(
                     format!(
                         "component `{name}` sets `timeout` but is not a job: only `job: true` components have one"
                     ),
+                );
+            }
+        }
+        check_scaling(c, comp.replicas.as_ref(), comp.placement.as_ref());
+        for (key, pos) in [
+            ("replicas", comp.replicas.as_ref().map(|r| r.pos)),
+            ("placement", comp.placement.as_ref().map(|p| p.pos)),
+        ] {
+            let kind = match (comp.stateful, comp.job) {
+                (true, _) => "stateful: one task, pinned to the node that holds its volumes",
+                (_, true) => "a job: it runs once",
+                _ => continue,
+            };
+            if let Some(pos) = pos {
+                c.error(
+                    pos,
+                    format!("component `{name}` sets `{key}` but is {kind}"),
                 );
             }
         }
@@ -1510,6 +1562,43 @@ components:
                 "scripts/counts.yaml:15:24: error: components `api`, `db`, `migrate` depend on each other in a cycle: none of them could start"
             ]
         );
+    }
+
+    #[test]
+    fn replicas_and_placement_are_for_stateless_parts_only() {
+        let got = multi(&[
+            (
+                "    stateful: true\n",
+                "    stateful: true\n    replicas: 2\n",
+            ),
+            (
+                "    job: true\n",
+                "    job: true\n    placement: [node.role == worker]\n",
+            ),
+            (
+                "  api:\n",
+                "  api:\n    replicas: 0\n    placement: [node.role]\n",
+            ),
+            ("components:\n", "replicas: 2\ncomponents:\n"),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "scripts/counts.yaml:8:11: error: a script with `components:` takes no script-level `replicas`: set it on each stateless component",
+                "scripts/counts.yaml:14:15: error: component `db` sets `replicas` but is stateful: one task, pinned to the node that holds its volumes",
+                "scripts/counts.yaml:19:16: error: component `migrate` sets `placement` but is a job: it runs once",
+                "scripts/counts.yaml:23:15: error: `replicas` is at least 1: remove the script from the partner to stop it",
+                "scripts/counts.yaml:24:16: error: invalid placement constraint `node.role`: write `node.<attribute> == <value>` or `!=`, e.g. `node.labels.gpu == true`",
+            ]
+        );
+        let single = findings(&[
+            ("partners/alpha.yaml", PARTNER),
+            (
+                "scripts/counts.yaml",
+                &format!("{SCRIPT}replicas: 3\nplacement: [\"node.labels.gpu == true\"]\n"),
+            ),
+        ]);
+        assert_eq!(single, Vec::<String>::new());
     }
 
     #[test]

@@ -177,6 +177,12 @@ pub struct Script {
     /// Whether pre-release tags may be chosen.
     #[serde(default)]
     pub prerelease: bool,
+    /// On `engine: swarm`: how many tasks run the single container (refused on one engine).
+    #[serde(default)]
+    pub replicas: Option<Sp<u32>>,
+    /// On `engine: swarm`: Swarm placement constraints, e.g. `node.labels.gpu == true`.
+    #[serde(default)]
+    pub placement: Option<Sp<Vec<String>>>,
     /// A single-container script: how its one container runs.
     #[serde(default)]
     pub container: Option<Container>,
@@ -230,6 +236,12 @@ pub struct Component {
     pub versions: Option<Sp<String>>,
     #[serde(default)]
     pub prerelease: bool,
+    /// On `engine: swarm`: how many tasks run it (stateless components only).
+    #[serde(default)]
+    pub replicas: Option<Sp<u32>>,
+    /// On `engine: swarm`: Swarm placement constraints (stateless components only).
+    #[serde(default)]
+    pub placement: Option<Sp<Vec<String>>>,
     /// Holds data: replaced stop-first, so two processes never share its volumes.
     #[serde(default)]
     pub stateful: bool,

@@ -22,6 +22,9 @@ pub struct Part<'a> {
     pub job: bool,
     pub timeout: Option<&'a Sp<String>>,
     pub depends_on: &'a BTreeMap<String, Sp<Condition>>,
+    /// `replicas` and `placement`, for a swarm.
+    pub replicas: Option<&'a Sp<u32>>,
+    pub placement: Option<&'a Sp<Vec<String>>>,
 }
 
 /// A component's own image and how its version is chosen.
@@ -76,6 +79,8 @@ impl Script {
                 job: false,
                 timeout: None,
                 depends_on: &NO_DEPENDENCIES,
+                replicas: self.replicas.as_ref(),
+                placement: self.placement.as_ref(),
             }];
         };
         dependency_order(&components.value)
@@ -99,6 +104,8 @@ fn component_part<'a>(name: &'a str, c: &'a Component) -> Part<'a> {
         job: c.job,
         timeout: c.timeout.as_ref(),
         depends_on: &c.depends_on,
+        replicas: c.replicas.as_ref(),
+        placement: c.placement.as_ref(),
     }
 }
 

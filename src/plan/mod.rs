@@ -674,6 +674,7 @@ mod tests {
             running: true,
             secrets: d.spec.secrets.clone(),
             secrets_dir: None,
+            tasks: None,
         }
     }
 

@@ -335,6 +335,7 @@ mod tests {
             running: true,
             secrets: Default::default(),
             secrets_dir: None,
+            tasks: None,
         }
     }
 

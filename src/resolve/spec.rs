@@ -169,6 +169,9 @@ pub fn container_spec(
             .and_then(|h| h.exec.as_ref())
             .map(|e| e.value.clone()),
         job: part.job,
+        replicas: part.replicas.map(|r| r.value),
+        placement: part.placement.map(|p| p.value.clone()).unwrap_or_default(),
+        stateful: part.stateful,
         init: c.init.unwrap_or(true),
         stop_timeout_secs: c
             .stop_timeout
@@ -232,6 +235,8 @@ pub fn origin(
         user: c.user.as_ref().map(|u| here(u.pos)),
         memory: c.memory.as_ref().map(|m| here(m.pos)),
         cpus: c.cpus.as_ref().map(|n| here(n.pos)),
+        replicas: part.replicas.map(|r| here(r.pos)),
+        placement: part.placement.map(|p| here(p.pos)),
     }
 }
 

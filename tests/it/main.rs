@@ -25,6 +25,7 @@ mod requires;
 mod secrets;
 mod source;
 mod ssh;
+mod swarm;
 mod swarm_cluster;
 mod validate;
 mod volumes;
