@@ -20,7 +20,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::command::Run;
+use super::command::{Berth, Run};
 use super::dockerd::PrivateEngine;
 use super::run;
 
@@ -80,7 +80,7 @@ impl Swarm {
         swarm.ip_in_bridge(&["link", "add", "br0", "type", "bridge"]);
         swarm.ip_in_bridge(&["link", "set", "br0", "up"]);
         for i in 0..NODES {
-            let engine = PrivateEngine::start(&format!("{tag}-n{i}"));
+            let engine = PrivateEngine::named(&format!("{tag}-n{i}"), &hostname(i));
             let port = port_name(i);
             let ns = engine.netns().to_owned();
             swarm.nodes.push(engine);
@@ -180,6 +180,11 @@ impl Swarm {
         self.nodes[0].docker(args)
     }
 
+    /// `berth <subcommand>` in the manager's namespace, talking to the manager.
+    pub fn berth(&self, subcommand: &str) -> Berth {
+        self.nodes[0].berth(subcommand)
+    }
+
     /// Cuts node `i` off: its link goes down, its engine and containers run on alone.
     pub fn cut(&self, i: usize) {
         self.ip_in_bridge(&["link", "set", &port_name(i), "down"]);
@@ -276,6 +281,11 @@ impl Drop for Swarm {
 /// Node `i`'s address on the swarm's link.
 pub fn address(i: usize) -> String {
     format!("10.213.0.{}", i + 1)
+}
+
+/// Node `i`'s host name, as the swarm lists it.
+pub fn hostname(i: usize) -> String {
+    format!("node-{i}")
 }
 
 /// The bridge's port for node `i`.
