@@ -26,6 +26,7 @@ mod secrets;
 mod source;
 mod ssh;
 mod swarm;
+mod swarm_cluster;
 mod validate;
 mod volumes;
 mod waves;

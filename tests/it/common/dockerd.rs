@@ -17,21 +17,32 @@ pub struct PrivateEngine {
     dir: tempfile::TempDir,
     ns: String,
     dockerd: std::sync::Mutex<Option<std::process::Child>>,
+    hostname: Option<String>,
 }
 
 impl PrivateEngine {
     /// Starts the engine and waits until it answers.
     pub fn start(tag: &str) -> PrivateEngine {
-        Self::start_with(tag, None)
+        Self::start_with(tag, None, None)
+    }
+
+    /// Starts the engine under a host name of its own (in a UTS namespace of its own), as
+    /// a swarm node reports it: the nodes of one machine would all share its name.
+    pub fn named(tag: &str, hostname: &str) -> PrivateEngine {
+        Self::start_with(tag, None, Some(hostname.to_owned()))
     }
 
     /// Starts the engine on a data root of its own: a tmpfs of `mib` MiB, mounted here and
     /// unmounted when dropped, so a test can fill it or measure it.
     pub fn with_data_root_of(tag: &str, mib: u32) -> PrivateEngine {
-        Self::start_with(tag, Some(mib))
+        Self::start_with(tag, Some(mib), None)
     }
 
-    fn start_with(tag: &str, data_root_mib: Option<u32>) -> PrivateEngine {
+    fn start_with(
+        tag: &str,
+        data_root_mib: Option<u32>,
+        hostname: Option<String>,
+    ) -> PrivateEngine {
         assert!(
             Path::new("/usr/sbin/dockerd").exists() && Path::new("/usr/sbin/ip").exists(),
             "a private engine needs dockerd and iproute2 (script/test installs them)"
@@ -44,6 +55,7 @@ impl PrivateEngine {
             dir: tempfile::tempdir().expect("temp dir"),
             ns,
             dockerd: std::sync::Mutex::new(None),
+            hostname,
         };
         std::fs::write(engine.dir.path().join("daemon.json"), "{}").unwrap();
         if let Some(mib) = data_root_mib {
@@ -130,6 +142,11 @@ impl PrivateEngine {
         self.dir.path().join(name)
     }
 
+    /// The engine's network namespace, for a harness that wires links into it.
+    pub fn netns(&self) -> &str {
+        &self.ns
+    }
+
     /// `unix://…`, for `DOCKER_HOST`.
     pub fn host(&self) -> String {
         format!("unix://{}", self.path("sock").display())
@@ -142,8 +159,20 @@ impl PrivateEngine {
             .append(true)
             .open(self.path("log"))
             .unwrap();
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", self.ns))
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/var/run/netns/{}", self.ns));
+        if let Some(name) = &self.hostname {
+            // Each program execs the next, so the child is dockerd itself.
+            command.args([
+                "unshare",
+                "--uts",
+                "sh",
+                "-c",
+                "hostname \"$0\" && exec \"$@\"",
+                name,
+            ]);
+        }
+        let child = command
             .arg("dockerd")
             .arg("--config-file")
             .arg(self.path("daemon.json"))
@@ -255,6 +284,36 @@ impl Drop for PrivateEngine {
             let _ = Command::new("umount").arg(m).status();
         }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        remove_cgroups(&self.ns);
+    }
+}
+
+/// Removes the (by now empty) cgroups `dockerd --cgroup-parent` made for the engine's
+/// containers, under each cgroup v1 controller or the v2 root, deepest first.
+fn remove_cgroups(parent: &str) {
+    fn dirs_under(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs_under(&entry.path(), found);
+            }
+        }
+        found.push(dir.to_path_buf());
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    let controllers = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    for top in std::iter::once(root.to_path_buf()).chain(controllers) {
+        let ours = top.join(parent);
+        if ours.is_dir() {
+            let mut found = Vec::new();
+            dirs_under(&ours, &mut found);
+            for dir in found {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod registry;
 pub mod slow;
 mod snapshot;
 pub mod sshd;
+pub mod swarm;
 
 pub use command::{BIN, Berth, Run, run};
 pub(crate) use snapshot::{assert_stable_snapshot, filters};
