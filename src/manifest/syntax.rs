@@ -17,60 +17,49 @@ pub fn is_name(s: &str) -> bool {
 
 /// `1h30m`, `45s`, `500ms`: one or more number+unit pairs.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration `{s}`: expected e.g. `30s`, `5m`, `1h30m`, `500ms`");
-    let mut rest = s;
-    let mut total = Duration::ZERO;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (Duration::from_millis(1), 2)
-        } else if rest.starts_with('s') {
-            (Duration::from_secs(1), 1)
-        } else if rest.starts_with('m') {
-            (Duration::from_secs(60), 1)
-        } else if rest.starts_with('h') {
-            (Duration::from_secs(3600), 1)
-        } else {
-            return Err(bad());
-        };
-        rest = &rest[len..];
-        let part = unit.checked_mul(u32::try_from(n).map_err(|_| bad())?);
-        total = part.and_then(|p| total.checked_add(p)).ok_or_else(bad)?;
-    }
-    Ok(total)
+    const UNITS: &[(&str, Duration)] = &[
+        ("ms", Duration::from_millis(1)),
+        ("s", Duration::from_secs(1)),
+        ("m", Duration::from_secs(60)),
+        ("h", Duration::from_secs(3600)),
+    ];
+    sum_of(s, UNITS).ok_or_else(|| {
+        format!("invalid duration `{s}`: expected e.g. `30s`, `5m`, `1h30m`, `500ms`")
+    })
 }
 
 /// A wave's bake time: whole seconds, minutes, hours or days, e.g. `48h`, `2d`, `1d12h`.
 pub fn parse_bake(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid bake `{s}`: expected e.g. `30s`, `24h`, `2d`, `1d12h`");
+    const UNITS: &[(&str, Duration)] = &[
+        ("s", Duration::from_secs(1)),
+        ("m", Duration::from_secs(60)),
+        ("h", Duration::from_secs(3600)),
+        ("d", Duration::from_secs(86_400)),
+    ];
+    sum_of(s, UNITS)
+        .ok_or_else(|| format!("invalid bake `{s}`: expected e.g. `30s`, `24h`, `2d`, `1d12h`"))
+}
+
+/// The sum of one or more number+unit pairs, the units tried in order (`ms` before `m`);
+/// `None` when `s` is empty, a pair lacks its number or a known unit, or the sum overflows.
+fn sum_of(s: &str, units: &[(&str, Duration)]) -> Option<Duration> {
     let mut rest = s;
     let mut total = Duration::ZERO;
     if rest.is_empty() {
-        return Err(bad());
+        return None;
     }
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        let unit = match rest[digits..].chars().next() {
-            Some('s') => 1,
-            Some('m') => 60,
-            Some('h') => 3600,
-            Some('d') => 86_400,
-            _ => return Err(bad()),
-        };
-        rest = &rest[digits + 1..];
-        let part = n.checked_mul(unit).map(Duration::from_secs);
-        total = part.and_then(|p| total.checked_add(p)).ok_or_else(bad)?;
+        if digits == 0 {
+            return None;
+        }
+        let n = u32::try_from(rest[..digits].parse::<u64>().ok()?).ok()?;
+        rest = &rest[digits..];
+        let (name, unit) = units.iter().find(|(name, _)| rest.starts_with(name))?;
+        rest = &rest[name.len()..];
+        total = total.checked_add(unit.checked_mul(n)?)?;
     }
-    Ok(total)
+    Some(total)
 }
 
 /// `512m`, `1g`, `1024k`, `1048576`, `2gb`: bytes, binary multiples. berth's one syntax
