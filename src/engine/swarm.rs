@@ -15,13 +15,14 @@ use std::collections::{BTreeSet, HashMap};
 use bollard::Docker;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
-    EndpointSpec, HealthConfig, Limit, Mount, MountType, NetworkAttachmentConfig,
-    NetworkCreateRequest, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
-    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
-    ServiceUpdateStatusStateEnum, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
-    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, Mount, MountType,
+    NetworkAttachmentConfig, NetworkCreateRequest, Service, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
+    ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
+    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, Task, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListNodesOptions, ListServicesOptions, ListTasksOptions};
 
@@ -191,9 +192,12 @@ pub(super) async fn service_spec(
             }),
             ..Default::default()
         }),
-        endpoint_spec: (!ports.is_empty()).then(|| EndpointSpec {
-            ports: Some(ports),
-            ..Default::default()
+        // A virtual IP needs IPVS in the node's kernel; with DNS round robin a component's
+        // name resolves to its tasks' addresses on the overlay network, and host-mode
+        // ports publish as before.
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(EndpointSpecModeEnum::DNSRR),
+            ports: (!ports.is_empty()).then_some(ports),
         }),
         ..Default::default()
     })
@@ -314,7 +318,10 @@ pub(super) async fn list_managed(
                 .collect();
             let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
             Some(ObservedContainer {
-                running: at_berths_scale(&service, &labels) && !running.is_empty(),
+                // A service at berth's scale is up whether or not its tasks run now (a
+                // node down, Swarm rescheduling): the planner reports it degraded from
+                // `tasks` and leaves it to Swarm.
+                running: at_berths_scale(&service, &labels),
                 tasks: Some(Tasks {
                     running: running.len() as u32,
                     desired: replicas_of(service.spec.as_ref()).unwrap_or(0) as u32,

@@ -604,6 +604,10 @@ fn declared(partner: &str, parts: &[&DesiredContainer], found: &[&ObservedContai
                 },
                 if is_job {
                     format!("completed at {}", d.version)
+                } else if o.tasks.as_ref().is_some_and(|t| t.running < t.desired) {
+                    // Swarm places the missing tasks when a node can take them; berth
+                    // has nothing to change, so it only says so.
+                    format!("in sync at {}, degraded", d.version)
                 } else {
                     format!("in sync at {}", d.version)
                 },
@@ -866,6 +870,49 @@ mod tests {
         let p = at(&desired(vec![a]), &observed(vec![o]), NOW_OPEN);
         assert_eq!(p.steps[0].action(), Action::Start);
         assert!(!p.policy.idle_gated(&p.steps[0].change));
+    }
+
+    fn service(d: &DesiredContainer, scaled: bool, running: u32) -> ObservedContainer {
+        ObservedContainer {
+            running: scaled,
+            tasks: Some(crate::container::Tasks {
+                running,
+                desired: 2,
+                nodes: Vec::new(),
+            }),
+            ..self::running(d)
+        }
+    }
+
+    #[test]
+    fn a_service_at_its_scale_with_tasks_missing_is_kept_and_reported_degraded() {
+        let a = want("a", "1.0.0", "x");
+        for tasks in [0, 1] {
+            let p = at(
+                &desired(vec![a.clone()]),
+                &observed(vec![service(&a, true, tasks)]),
+                NOW_OPEN,
+            );
+            assert_eq!(p.steps[0].action(), Action::Keep, "{tasks}/2 tasks");
+            assert_eq!(p.steps[0].reason, "in sync at 1.0.0, degraded");
+        }
+        let p = at(
+            &desired(vec![a.clone()]),
+            &observed(vec![service(&a, true, 2)]),
+            NOW_OPEN,
+        );
+        assert_eq!(p.steps[0].reason, "in sync at 1.0.0");
+    }
+
+    #[test]
+    fn a_service_scaled_by_hand_is_started_even_with_its_tasks_running() {
+        let a = want("a", "1.0.0", "x");
+        let p = at(
+            &desired(vec![a.clone()]),
+            &observed(vec![service(&a, false, 2)]),
+            NOW_OPEN,
+        );
+        assert_eq!(p.steps[0].action(), Action::Start);
     }
 
     #[test]

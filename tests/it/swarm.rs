@@ -3,8 +3,9 @@
 //! with `docker swarm init`. berth runs in that namespace with `--engine swarm`: a script
 //! becomes a replicated service with berth's labels, an update is start-first and judged
 //! by berth's health gate, a failed one is rolled back to the previous spec while the old
-//! tasks serve on, and a service scaled or removed by hand is put back. Also what each
-//! engine refuses, at the manifest's lines.
+//! tasks serve on, a service scaled or removed by hand is put back, and berth killed at
+//! each step of an update leaves the service serving and the next run finishes it. Also
+//! what each engine refuses, at the manifest's lines.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -208,24 +209,57 @@ fn a_service_is_created_updated_start_first_rolled_back_and_put_back_after_drift
     swarm.berth(&host, "apply", &[]).assert_exit(0);
     swarm.wait_tasks(&service, &["1.1.0", "1.1.0"]);
 
-    // Killed right after the service update was journaled and sent: the next run rolls it
-    // back to the spec the journal names, then plans and carries out the update again.
-    write(&host, "=1.0.0", 2);
-    let killed = swarm
-        .command(&host, "apply")
-        .env("BERTH_ABORT_AFTER", "2")
-        .run();
-    assert_eq!(killed.code(), None, "aborted: {}", killed.text());
-    let recovered = swarm.berth(&host, "apply", &[]);
-    recovered.assert_exit(0);
-    assert!(
-        recovered
-            .text()
-            .contains("svc: rolled back an interrupted update"),
-        "{}",
-        recovered.text()
-    );
-    swarm.wait_tasks(&service, &["1.0.0", "1.0.0"]);
+    // Killed (abort, as kill -9) at each step of an update in turn, the target switching
+    // between 1.0.0 and 1.1.0: one service stays, its tasks of either version serving; the
+    // next run rolls the journal's update back or forward and carries the update out. A
+    // run past the last step is not killed.
+    let mut versions = ["1.0.0", "1.1.0"];
+    let mut steps = 0;
+    loop {
+        versions.swap(0, 1);
+        let [from, to] = versions;
+        write(&host, &format!("={to}"), 2);
+        let killed = swarm
+            .command(&host, "apply")
+            .env("BERTH_ABORT_AFTER", (steps + 1).to_string())
+            .run();
+        if killed.code() == Some(0) {
+            assert!(
+                killed.text().contains(&format!("{from} -> {to}")),
+                "{}",
+                killed.text()
+            );
+            swarm.wait_tasks(&service, &[to, to]);
+            break;
+        }
+        steps += 1;
+        assert_eq!(killed.code(), None, "aborted at {steps}: {}", killed.text());
+        let services = swarm.docker(&[
+            "service",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={service}"),
+        ]);
+        assert_eq!(
+            services.lines().count(),
+            1,
+            "one service after an abort at {steps}"
+        );
+        let serving = swarm.task_versions(&service);
+        assert!(
+            !serving.is_empty() && serving.iter().all(|v| v == from || v == to),
+            "aborted at {steps}: tasks {serving:?}"
+        );
+        assert!(
+            swarm.healthy_tasks(&service) >= 1,
+            "aborted at {steps}: none healthy"
+        );
+        let recovered = swarm.berth(&host, "apply", &[]);
+        recovered.assert_exit(0);
+        swarm.wait_tasks(&service, &[to, to]);
+    }
+    assert_eq!(steps, 3, "an update in place passes three fault points");
 
     // Back to 1.1.0 with three replicas. The agent, with `engine: swarm` in
     // agent.yaml, does it; its status shows the tasks and their node.

@@ -4,11 +4,12 @@
 //! down by the manager, which moves its replicas; back, it is ready again and what ran
 //! there alone is stopped. Then berth with `--engine swarm` on the manager: it creates a
 //! service whose tasks spread over the three nodes, updates it with a worker cut off (done,
-//! not failed), and its plan shows where the tasks run, and none running of a script whose
-//! only eligible node is cut off.
+//! not failed), and its plan shows where the tasks run; a script whose only eligible node is
+//! cut off is reported degraded (`0/2 tasks`), left alone and not failed, and runs again once
+//! the node is back. Two components placed on different nodes reach each other by name.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::swarm::{NODES, Swarm, Task, hostname, wait_until};
 use crate::common::{Host, IMAGE_REPO, Run, images};
@@ -339,8 +340,9 @@ fn berth_updates_a_swarm_with_a_worker_cut_off_and_reports_the_replicas_it_canno
         },
     );
 
-    // A script that only node 2 may run: cut off, its replicas have nowhere to go, and
-    // berth's plan shows none of them running.
+    // A script that only node 2 may run: cut off, its replicas have nowhere to go. berth
+    // reports it degraded, does nothing to it and fails nothing; back, Swarm runs its tasks
+    // there again without berth.
     swarm
         .docker(&["node", "update", "--label-add", "gpu=true", swarm.id(2)])
         .assert_exit(0);
@@ -360,9 +362,100 @@ fn berth_updates_a_swarm_with_a_worker_cut_off_and_reports_the_replicas_it_canno
     );
     let plan = berth(&swarm, &host, "plan");
     plan.assert_exit(0);
+    let gpu_line = plan_line(&plan, "gpu");
     assert!(
-        plan_line(&plan, "gpu").ends_with(" 0/2 tasks"),
+        gpu_line.starts_with("  keep ")
+            && gpu_line.contains("in sync at 1.0.0, degraded")
+            && gpu_line.ends_with(" 0/2 tasks"),
         "{}",
         plan.stdout()
     );
+    let started = Instant::now();
+    let apply = berth(&swarm, &host, "apply");
+    apply.assert_exit(0);
+    assert!(
+        !apply.text().contains("fail") && started.elapsed() < Duration::from_secs(30),
+        "no action, no health wait: {:?}\n{}",
+        started.elapsed(),
+        apply.text()
+    );
+
+    swarm.reconnect(2);
+    swarm.wait_node(2, "ready", Duration::from_secs(30));
+    wait_until(Duration::from_secs(60), "gpu runs on node 2 again", || {
+        placed(&swarm, &gpu) == ([2].into(), vec!["1.0.0".to_owned(); 2])
+    });
+    let plan = berth(&swarm, &host, "plan");
+    plan.assert_exit(0);
+    let gpu_line = plan_line(&plan, "gpu");
+    assert!(
+        gpu_line.starts_with("  keep ")
+            && gpu_line.contains("in sync at 1.0.0  ")
+            && gpu_line.ends_with(&format!(" 2/2 tasks on {}", hostname(2))),
+        "{}",
+        plan.stdout()
+    );
+}
+
+/// The partner's `pair` script: `api` listening on every address, placed on node 1, and
+/// `web` on node 2, whose health check asks `api` by its name over the script's overlay
+/// network.
+fn write_pair(host: &Host) {
+    let partner = &host.partner;
+    std::fs::write(
+        host.repo().join(format!("partners/{partner}.yaml")),
+        format!(
+            "apiVersion: berth/v1\nkind: Partner\nname: {partner}\ntimezone: UTC\nwindows:\n  - days: [mon, tue, wed, thu, fri, sat, sun]\n    start: \"00:00\"\n    end: \"24:00\"\n\
+             scripts:\n  - script: pair\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        host.repo().join("scripts/pair.yaml"),
+        format!(
+            "apiVersion: berth/v1\nkind: Script\nname: pair\nimage:\n  source: local\n  repository: {IMAGE_REPO}\nversions: \"=1.0.0\"\n\
+             components:\n  api:\n    placement: [\"node.hostname == {api}\"]\n\
+             \x20   container: {{ env: {{ LISTEN: \"0.0.0.0:8080\" }}, stop_timeout: 2s }}\n\
+             \x20   health: {{ exec: [/serve, check], timeout: 60s }}\n\
+             \x20 web:\n    placement: [\"node.hostname == {web}\"]\n\
+             \x20   container: {{ env: {{ PORT: \"8080\" }}, stop_timeout: 2s }}\n\
+             \x20   health: {{ exec: [/serve, check, \"http://api:8080/version\"], timeout: 60s }}\n\
+             \x20   depends_on: {{ api: healthy }}\n",
+            api = hostname(1),
+            web = hostname(2),
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn berth_components_on_different_nodes_reach_each_other_by_name() {
+    let host = Host::new("swc-pair");
+    let swarm = Swarm::start("swc-pair", &[&image()]);
+    write_pair(&host);
+    berth(&swarm, &host, "apply").assert_exit(0);
+
+    let api = format!("berth-{}-pair-api", host.partner);
+    let web = format!("berth-{}-pair-web", host.partner);
+    assert_eq!(placed(&swarm, &api).0, [1].into());
+    let web_tasks = swarm.tasks(&web);
+    assert_eq!(web_tasks.len(), 1);
+    assert_eq!(web_tasks[0].node, 2);
+    let mode = swarm.docker(&[
+        "service",
+        "inspect",
+        &api,
+        "--format",
+        "{{.Spec.EndpointSpec.Mode}}",
+    ]);
+    assert_eq!(mode.assert_exit(0).stdout().trim(), "dnsrr");
+    let check = swarm.node(2).docker(&[
+        "exec",
+        &web_tasks[0].container,
+        "/serve",
+        "check",
+        "http://api:8080/version",
+    ]);
+    check.assert_exit(0);
+    assert!(check.stdout().contains("answered 200"), "{}", check.text());
 }
