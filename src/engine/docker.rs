@@ -149,19 +149,7 @@ pub fn create_body(new: &NewContainer<'_>) -> ContainerCreateBody {
         }),
         _ => None,
     };
-    // Checked often, so a healthy component is seen healthy within a second; failures
-    // only make the engine say `unhealthy`, and berth waits out the health timeout.
-    let healthcheck = s.healthcheck.as_ref().map(|cmd| HealthConfig {
-        test: Some(
-            std::iter::once("CMD".to_owned())
-                .chain(cmd.iter().cloned())
-                .collect(),
-        ),
-        interval: Some(HEALTH_INTERVAL.as_nanos() as i64),
-        timeout: Some(HEALTH_CHECK_TIMEOUT.as_nanos() as i64),
-        retries: Some(3),
-        ..Default::default()
-    });
+    let healthcheck = s.healthcheck.as_deref().map(health_config);
     let restart = if s.job {
         RestartPolicyNameEnum::NO
     } else {
@@ -200,8 +188,25 @@ pub fn create_body(new: &NewContainer<'_>) -> ContainerCreateBody {
 const SWARM_TASK: &str = "com.docker.swarm.service.id";
 
 /// How often the engine runs a `health.exec` check, and how long one check may take.
-pub(super) const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
-pub(super) const HEALTH_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+const HEALTH_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A `health.exec` check as the engine runs it, for a container or a service's tasks:
+/// checked often, so a healthy component is seen healthy within a second; failures only
+/// make the engine say `unhealthy`, and berth waits out the health timeout.
+pub(super) fn health_config(cmd: &[String]) -> HealthConfig {
+    HealthConfig {
+        test: Some(
+            std::iter::once("CMD".to_owned())
+                .chain(cmd.iter().cloned())
+                .collect(),
+        ),
+        interval: Some(HEALTH_INTERVAL.as_nanos() as i64),
+        timeout: Some(HEALTH_CHECK_TIMEOUT.as_nanos() as i64),
+        retries: Some(3),
+        ..Default::default()
+    }
+}
 
 /// The label filter that finds what berth manages, of one partner or all.
 fn managed_filter(partner: Option<&str>) -> HashMap<String, Vec<String>> {

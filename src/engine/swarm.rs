@@ -15,18 +15,17 @@ use std::collections::{BTreeSet, HashMap};
 use bollard::Docker;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
-    EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, Mount, MountType,
-    NetworkAttachmentConfig, NetworkCreateRequest, Service, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
-    ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
-    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-    ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum, TaskState,
+    EndpointSpec, EndpointSpecModeEnum, Limit, Mount, MountType, NetworkAttachmentConfig,
+    NetworkCreateRequest, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
+    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
+    ServiceUpdateStatusStateEnum, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement,
+    TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListNodesOptions, ListServicesOptions, ListTasksOptions};
 
-use super::docker::{HEALTH_CHECK_TIMEOUT, HEALTH_INTERVAL, engine, is_not_found, labelled};
+use super::docker::{engine, health_config, is_not_found, labelled};
 use super::{EngineError, Found};
 use crate::container::{
     Network, NewContainer, ObservedContainer, Tasks, fingerprint, in_namespace, label, parse_port,
@@ -132,17 +131,7 @@ pub(super) async fn service_spec(
                 init: Some(s.init),
                 stop_grace_period: Some(s.stop_timeout_secs as i64 * 1_000_000_000),
                 mounts: (!mounts.is_empty()).then_some(mounts),
-                health_check: s.healthcheck.as_ref().map(|cmd| HealthConfig {
-                    test: Some(
-                        std::iter::once("CMD".to_owned())
-                            .chain(cmd.iter().cloned())
-                            .collect(),
-                    ),
-                    interval: Some(HEALTH_INTERVAL.as_nanos() as i64),
-                    timeout: Some(HEALTH_CHECK_TIMEOUT.as_nanos() as i64),
-                    retries: Some(3),
-                    ..Default::default()
-                }),
+                health_check: s.healthcheck.as_deref().map(health_config),
                 ..Default::default()
             }),
             resources: Some(TaskSpecResources {
