@@ -116,6 +116,7 @@ impl Registry {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        forget_pulled(&registry.host());
         registry
     }
 
@@ -190,19 +191,32 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // References berth pulled from this registry; the images themselves are shared
-        // with the local test images, so only the references go.
-        let pulled = docker(&[
-            "images",
-            "--digests",
-            "--filter",
-            &format!("reference={}/*/*", self.host()),
-            "--format",
-            "{{.Repository}}@{{.Digest}}",
-        ]);
-        for reference in pulled.lines() {
-            docker(&["rmi", reference]);
-        }
+        forget_pulled(&self.host());
+    }
+}
+
+/// Removes the references the engine holds from `host` (berth's pulls from a registry or
+/// front on that loopback port); the images themselves are shared with the local test
+/// images, so only the references go. Done when a registry or front starts too: a port
+/// used by an earlier one, in this run or a run before, must not find its pull already
+/// made.
+fn forget_pulled(host: &str) {
+    let pulled = docker(&[
+        "images",
+        "--digests",
+        "--filter",
+        &format!("reference={host}/*/*"),
+        "--format",
+        "{{.Repository}}@{{.Digest}}",
+    ]);
+    for reference in pulled.lines() {
+        docker(&["rmi", reference]);
+    }
+}
+
+impl Drop for AuthFront {
+    fn drop(&mut self) {
+        forget_pulled(&self.host());
     }
 }
 
@@ -252,7 +266,9 @@ impl AuthFront {
                 });
             }
         });
-        AuthFront { port, seen }
+        let front = AuthFront { port, seen };
+        forget_pulled(&front.host());
+        front
     }
 
     pub fn host(&self) -> String {
