@@ -151,8 +151,14 @@ pub struct StateDir {
     _lock: File,
 }
 
+/// How long a lock may stay held before [`StateDir::open`] gives up. A lock is also held,
+/// for a moment, by any child a process forks (until the child execs), and by a run
+/// that is ending: neither is another berth run to refuse.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl StateDir {
-    /// Creates the directory if needed and takes its lock, failing at once if held.
+    /// Creates the directory if needed and takes its lock, failing if it stays held for
+    /// [`LOCK_GRACE`].
     pub fn open(root: &Path) -> Result<StateDir, StateError> {
         let io = |source| StateError::Io {
             path: root.to_owned(),
@@ -166,10 +172,16 @@ impl StateDir {
             .write(true)
             .open(&lock_path)
             .map_err(io)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(StateError::Locked(lock_path)),
-            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+        let end = std::time::Instant::now() + LOCK_GRACE;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < end => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::WouldBlock) => return Err(StateError::Locked(lock_path)),
+                Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
         }
         Ok(StateDir {
             root: root.to_owned(),

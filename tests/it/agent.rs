@@ -274,10 +274,11 @@ fn two_runs_never_overlap() {
     host.write(&Setup::default());
     let config = host.agent_config(&format!("  url: {}\n", host.repo().display()), "");
     std::fs::create_dir_all(host.state_dir()).unwrap();
-    // Another process holds the lock (as a second berth would) for two seconds.
+    // Another process holds the lock (as a second berth would) for five seconds: longer
+    // than the second of grace a run gives a lock that is being let go.
     let mut holder = Command::new("flock")
         .arg(host.state_dir().join("lock"))
-        .args(["sleep", "2"])
+        .args(["sleep", "5"])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
