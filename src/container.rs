@@ -185,13 +185,6 @@ fn namespace_label() -> Option<(&'static str, String)> {
     namespace().map(|ns| (label::NAMESPACE, ns.to_owned()))
 }
 
-/// The secrets' hashes a `berth.secrets` label carries; none when it is absent or unreadable.
-pub fn secrets_label(value: Option<&String>) -> BTreeMap<String, String> {
-    value
-        .and_then(|v| serde_json::from_str(v).ok())
-        .unwrap_or_default()
-}
-
 /// The managed container name of a partner's script; also the name of a multi-component
 /// script's network.
 /// What a container runs, as one string: its image digest and spec hash. A swarm service
@@ -362,6 +355,37 @@ pub struct ObservedContainer {
     /// A swarm service's tasks; `None` for a container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Tasks>,
+}
+
+impl ObservedContainer {
+    /// A managed container (or swarm service) read from its labels, `label` looking one
+    /// up (`lookup`): the one reading every engine shares. A `berth.secrets` label that is absent or
+    /// unreadable carries no hashes.
+    pub fn from_labels(
+        id: String,
+        name: String,
+        lookup: impl Fn(&str) -> Option<String>,
+        running: bool,
+        tasks: Option<Tasks>,
+    ) -> ObservedContainer {
+        let get = |k: &str| lookup(k).unwrap_or_default();
+        ObservedContainer {
+            id,
+            name,
+            script: get(label::SCRIPT),
+            component: lookup(label::COMPONENT),
+            version: get(label::VERSION),
+            digest: get(label::DIGEST),
+            spec_hash: get(label::SPEC_HASH),
+            revision: get(label::REVISION),
+            running,
+            secrets: lookup(label::SECRETS)
+                .and_then(|v| serde_json::from_str(&v).ok())
+                .unwrap_or_default(),
+            secrets_dir: lookup(label::SECRETS_DIR),
+            tasks,
+        }
+    }
 }
 
 /// How many of a swarm service's tasks run, of how many it asks for, and on which nodes.

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::container::{
     EngineKind, Network, NewContainer, ObservedContainer, Volume, in_namespace, label, namespace,
-    parse_port, secrets_label,
+    parse_port,
 };
 use crate::image::Credentials;
 
@@ -309,24 +309,17 @@ impl Engine for DockerEngine {
                 {
                     return None;
                 }
-                let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
-                Some(ObservedContainer {
-                    id: c.id?,
-                    name: c.names?.first()?.trim_start_matches('/').to_owned(),
-                    script: get(label::SCRIPT),
-                    component: labels.get(label::COMPONENT).cloned(),
-                    version: get(label::VERSION),
-                    digest: get(label::DIGEST),
-                    spec_hash: get(label::SPEC_HASH),
-                    revision: get(label::REVISION),
-                    secrets: secrets_label(labels.get(label::SECRETS)),
-                    secrets_dir: labels.get(label::SECRETS_DIR).cloned(),
-                    tasks: None,
-                    running: matches!(
-                        c.state,
-                        Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
-                    ),
-                })
+                let running = matches!(
+                    c.state,
+                    Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
+                );
+                Some(ObservedContainer::from_labels(
+                    c.id?,
+                    c.names?.first()?.trim_start_matches('/').to_owned(),
+                    |k| labels.get(k).cloned(),
+                    running,
+                    None,
+                ))
             })
             .collect())
     }

@@ -191,21 +191,13 @@ impl Engine for FakeEngine {
                         && c.labels.get(label::PARTNER).map(String::as_str) == Some(partner)
                 })
                 .map(|c| {
-                    let get = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
-                    ObservedContainer {
-                        id: c.id.clone(),
-                        name: c.name.clone(),
-                        script: get(label::SCRIPT),
-                        component: c.labels.get(label::COMPONENT).cloned(),
-                        version: get(label::VERSION),
-                        digest: get(label::DIGEST),
-                        spec_hash: get(label::SPEC_HASH),
-                        revision: get(label::REVISION),
-                        running: c.running,
-                        secrets: crate::container::secrets_label(c.labels.get(label::SECRETS)),
-                        secrets_dir: c.labels.get(label::SECRETS_DIR).cloned(),
-                        tasks: None,
-                    }
+                    ObservedContainer::from_labels(
+                        c.id.clone(),
+                        c.name.clone(),
+                        |k| c.labels.get(k).cloned(),
+                        c.running,
+                        None,
+                    )
                 })
                 .collect())
         })

@@ -29,7 +29,6 @@ use super::docker::{engine, health_config, is_not_found, labelled};
 use super::{EngineError, Found};
 use crate::container::{
     Network, NewContainer, ObservedContainer, Tasks, fingerprint, in_namespace, label, parse_port,
-    secrets_label,
 };
 
 /// The replicas a service runs when berth has not stopped it: stopping scales it to 0,
@@ -305,28 +304,21 @@ pub(super) async fn list_managed(
                 .filter_map(|t| t.node_id.as_ref())
                 .map(|n| nodes.get(n).cloned().unwrap_or_else(|| n.clone()))
                 .collect();
-            let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
-            Some(ObservedContainer {
-                // A service at berth's scale is up whether or not its tasks run now (a
-                // node down, Swarm rescheduling): the planner reports it degraded from
-                // `tasks` and leaves it to Swarm.
-                running: at_berths_scale(&service, &labels),
-                tasks: Some(Tasks {
-                    running: running.len() as u32,
-                    desired: replicas_of(service.spec.as_ref()).unwrap_or(0) as u32,
-                    nodes: node_names.into_iter().collect(),
-                }),
+            let tasks = Tasks {
+                running: running.len() as u32,
+                desired: replicas_of(service.spec.as_ref()).unwrap_or(0) as u32,
+                nodes: node_names.into_iter().collect(),
+            };
+            // A service at berth's scale is up whether or not its tasks run now (a node
+            // down, Swarm rescheduling): the planner reports it degraded from `tasks` and
+            // leaves it to Swarm.
+            Some(ObservedContainer::from_labels(
                 id,
                 name,
-                script: get(label::SCRIPT),
-                component: labels.get(label::COMPONENT).cloned(),
-                version: get(label::VERSION),
-                digest: get(label::DIGEST),
-                spec_hash: get(label::SPEC_HASH),
-                revision: get(label::REVISION),
-                secrets: secrets_label(labels.get(label::SECRETS)),
-                secrets_dir: labels.get(label::SECRETS_DIR).cloned(),
-            })
+                |k| labels.get(k).cloned(),
+                at_berths_scale(&service, &labels),
+                Some(tasks),
+            ))
         })
         .collect())
 }
